@@ -1,0 +1,60 @@
+/*
+ * log: one line per event on stderr, logfmt or JSON.
+ *
+ * Messages are printf-formatted; context travels as key=value pairs written into the message
+ * itself (`outbox_id=%lld primary_id=%s`). In JSON mode the message is parsed back into fields,
+ * so both formats carry the same pairs. Under journald (JOURNAL_STREAM matches stderr) each line
+ * starts with its syslog priority prefix "<N>".
+ *
+ * This module never sees secrets: callers redact at the source. log_conninfo_redacted() is the
+ * one way to print a libpq conninfo.
+ */
+#ifndef OMNISYNC_LOG_H
+#define OMNISYNC_LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON };
+
+/* Sets the threshold and format; cheap, may be called on reload. */
+void log_configure(enum log_level level, enum log_format format);
+enum log_level log_get_level(void);
+int log_enabled(enum log_level level);
+
+/* Parses "error|warn|info|debug" / "logfmt|json"; 0 or OMNISYNC_EINVAL. */
+int log_level_parse(const char *text, enum log_level *out);
+int log_format_parse(const char *text, enum log_format *out);
+const char *log_level_name(enum log_level level);
+
+/*
+ * Writes one line: `ts=... level=... msg="<text>" key=value...`. The format's text up to the first
+ * " key=" pair becomes msg; everything after is copied as pairs. Lines are capped at 4 KiB.
+ */
+void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warn(...)                                                                              \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_WARN))                                                           \
+            log_write(LOG_LEVEL_WARN, __VA_ARGS__);                                                \
+    } while (0)
+#define log_info(...)                                                                              \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_INFO))                                                           \
+            log_write(LOG_LEVEL_INFO, __VA_ARGS__);                                                \
+    } while (0)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                          \
+            log_write(LOG_LEVEL_DEBUG, __VA_ARGS__);                                               \
+    } while (0)
+
+/*
+ * Writes `conninfo` (a libpq conninfo string or URI) into `out` with every option libpq marks as
+ * secret (dispchar '*', i.e. password) replaced by "***". Never fails open: if the conninfo cannot
+ * be parsed, `out` receives "(unparsable conninfo)". `out` is always NUL-terminated.
+ */
+void log_conninfo_redacted(const char *conninfo, char *out, size_t outlen);
+
+#endif

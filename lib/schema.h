@@ -1,0 +1,35 @@
+/*
+ * schema: `omnisync migrate`: the omnisync schema and the capture triggers of each source.
+ *
+ * Everything happens in one transaction under an advisory lock, so concurrent runs serialize
+ * and a failed run leaves the database as it was. Names from the config are checked against the
+ * catalog and quoted; nothing from the config is pasted into SQL unquoted. A second run with the
+ * same config changes nothing: the generated trigger definition is stored and compared.
+ */
+#ifndef OMNISYNC_SCHEMA_H
+#define OMNISYNC_SCHEMA_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "errors.h"
+
+/* Called once per change made (or, with changed = 0, per thing found up to date). */
+typedef void (*schema_report_cb)(void *arg, int changed, const char *what);
+
+/*
+ * Creates or upgrades the schema and (re)installs the triggers of cfg's sources; drops those of
+ * sources no longer configured. Returns 0, or a negative code with the reason in err (naming
+ * the source and column at fault); on failure nothing was changed.
+ */
+int schema_migrate(PGconn *conn, const struct config *cfg, schema_report_cb report, void *arg,
+                   char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* The highest applied schema version, 0 when omnisync's schema is absent, or a negative code. */
+int schema_version(PGconn *conn, char *err, size_t errlen);
+
+/* The newest version this build knows. */
+int schema_latest_version(void);
+
+#endif
