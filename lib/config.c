@@ -179,6 +179,9 @@ static const char *describe_bad_column(const char *value)
     return "is not a plain column name (letters, digits and _)";
 }
 
+static void check_base_url(struct config *cfg, const char *where);
+static void check_listen(struct config *cfg, const char *where);
+
 static int parse_bool(const char *v, int *out)
 {
     if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
@@ -207,6 +210,12 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
             goto nomem;
         free(*(char **)field);
         *(char **)field = copy;
+        if (base == cfg && k->offset == CFG(base_url))
+            check_base_url(cfg, where);
+        else if (base == cfg && k->offset == CFG(listen))
+            check_listen(cfg, where);
+        else if (base == cfg && k->offset == CFG(api_key_file))
+            snprintf(cfg->api_key_file_where, sizeof(cfg->api_key_file_where), "%s", where);
         return OMNISYNC_OK;
     }
     case KEY_COLUMN:
@@ -435,32 +444,39 @@ static int handle_source_key(struct parse_state *st, const char *name, const cha
     return 1;
 }
 
+/*
+ * Starts a section. Called by the reader when it sees the header line, because inih only calls
+ * the handler for keys: this way an empty [source NAME] is still seen, and messages about a
+ * section name the line of its header.
+ */
+static void begin_section(struct parse_state *st, const char *section)
+{
+    struct config *cfg = st->cfg;
+    snprintf(st->section, sizeof(st->section), "%s", section);
+    st->source = NULL;
+    st->bad_section = 0;
+    if (strncmp(section, "source ", 7) == 0) {
+        const char *sname = section + 7;
+        while (*sname == ' ')
+            sname++;
+        st->source = begin_source(st, sname);
+        if (st->source == NULL)
+            st->bad_section = 1;
+        return;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) == 0)
+            return;
+    }
+    add_error(cfg, "%s:%d: [%s]: unknown section", cfg->path, st->line, section);
+    st->bad_section = 1;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     struct parse_state *st = user;
     struct config *cfg = st->cfg;
 
-    if (strcmp(section, st->section) != 0) {
-        snprintf(st->section, sizeof(st->section), "%s", section);
-        st->source = NULL;
-        st->bad_section = 0;
-        if (strncmp(section, "source ", 7) == 0) {
-            const char *sname = section + 7;
-            while (*sname == ' ')
-                sname++;
-            st->source = begin_source(st, sname);
-            if (st->source == NULL)
-                st->bad_section = 1;
-        } else {
-            int known = 0;
-            for (size_t i = 0; i < NKEYS; i++)
-                known |= strcmp(keys[i].section, section) == 0;
-            if (!known) {
-                add_error(cfg, "%s:%d: [%s]: unknown section", cfg->path, st->line, section);
-                st->bad_section = 1;
-            }
-        }
-    }
     if (st->bad_section)
         return 1;
     if (st->source != NULL)
@@ -503,6 +519,18 @@ static char *reader(char *str, int num, void *stream)
             while ((c = fgetc(st->file)) != EOF && c != '\n')
                 ;
             continue;
+        }
+        if (str[0] == '[') {
+            char *close = strchr(str, ']');
+            if (close != NULL) {
+                char name[128];
+                size_t n = (size_t)(close - str - 1);
+                if (n >= sizeof(name))
+                    n = sizeof(name) - 1;
+                memcpy(name, str + 1, n);
+                name[n] = '\0';
+                begin_section(st, name);
+            }
         }
         if (str[0] == ' ' || str[0] == '\t') {
             const char *p = str;
@@ -583,18 +611,16 @@ static int is_loopback_host(const char *host, size_t len)
     return 0;
 }
 
-static void check_base_url(struct config *cfg)
+static void check_base_url(struct config *cfg, const char *where)
 {
     const char *url = cfg->base_url;
-    if (*url == '\0') {
-        add_error(cfg, "%s: [omnidesk] base_url: missing: set the Omnidesk account URL", cfg->path);
-        return;
-    }
+    if (*url == '\0')
+        return; /* reported once the whole file is read */
     if (strncmp(url, "https://", 8) == 0)
         return;
     if (strncmp(url, "http://", 7) != 0) {
         add_error(cfg, "%s: [omnidesk] base_url: must start with https:// (or http:// on loopback)",
-                  cfg->path);
+                  where);
         return;
     }
     const char *host = url + 7;
@@ -602,7 +628,7 @@ static void check_base_url(struct config *cfg)
     if (*host == '[') {
         const char *close = strchr(host, ']');
         if (close == NULL) {
-            add_error(cfg, "%s: [omnidesk] base_url: unterminated [ in host", cfg->path);
+            add_error(cfg, "%s: [omnidesk] base_url: unterminated [ in host", where);
             return;
         }
         host++;
@@ -614,10 +640,10 @@ static void check_base_url(struct config *cfg)
         add_error(cfg,
                   "%s: [omnidesk] base_url: http:// is refused for a host that is not loopback; "
                   "use https://",
-                  cfg->path);
+                  where);
 }
 
-static void check_listen(struct config *cfg)
+static void check_listen(struct config *cfg, const char *where)
 {
     const char *listen = cfg->listen;
     cfg->health_port = -1;
@@ -661,13 +687,13 @@ bad:
     add_error(cfg,
               "%s: [health] listen: bad listen address \"%s\": expected IP:PORT (127.0.0.1:9187, "
               "[::1]:9187), port 0 for any, or empty to disable",
-              cfg->path, listen);
+              where, listen);
 }
 
 static void check_whole(struct config *cfg)
 {
-    check_base_url(cfg);
-    check_listen(cfg);
+    if (*cfg->base_url == '\0')
+        add_error(cfg, "%s: [omnidesk] base_url: missing: set the Omnidesk account URL", cfg->path);
     if (cfg->backoff_initial_ms > cfg->backoff_max_ms)
         add_error(cfg, "%s: [delivery] backoff_initial_ms: larger than backoff_max_ms", cfg->path);
     if (cfg->payload_retention_ms == UINT64_MAX)
@@ -715,7 +741,6 @@ int config_load(struct config *cfg, const char *path)
     if (st == NULL)
         return OMNISYNC_ENOMEM;
     st->cfg = cfg;
-    st->section[0] = '\x01'; /* differs from every real section, so the first key starts one */
     st->file = fopen(path, "r");
     if (st->file == NULL) {
         add_error(cfg, "%s: cannot open: %s", path, strerror(errno));
@@ -758,7 +783,8 @@ static int read_key_file(struct config *cfg, const char *path, int check_mode)
         add_error(cfg,
                   "%s: [omnidesk] api_key_file: %s is readable by group or others (mode %04o); "
                   "run chmod 600 on it",
-                  cfg->path, path, (unsigned)(st.st_mode & 07777));
+                  cfg->api_key_file_where[0] ? cfg->api_key_file_where : cfg->path, path,
+                  (unsigned)(st.st_mode & 07777));
         goto fail;
     }
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);

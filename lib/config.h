@@ -59,6 +59,7 @@ struct config {
     /* [omnidesk] */
     char *base_url;
     char *api_key_file;
+    char api_key_file_where[300]; /* "file:line" of api_key_file, for messages */
     long long brand_id;
     long long timeout_ms;
     long long max_in_flight;
