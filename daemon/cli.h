@@ -42,6 +42,7 @@ int cli_parse(struct cli *cli, int argc, char **argv, const char *usage,
               const struct option *extra, int (*on_option)(int opt, const char *value, void *arg),
               void *arg);
 
+int cmd_run(struct cli *cli, int argc, char **argv);
 int cmd_migrate(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_version(struct cli *cli, int argc, char **argv);

@@ -14,6 +14,7 @@
 #include "log.h"
 
 const struct cli_command cli_commands[] = {
+    {"run", "the daemon, in the foreground (systemd runs this)", cmd_run},
     {"migrate", "create or upgrade the schema and install the triggers of the sources", cmd_migrate},
     {"check", "validate the config, reach the database, prove the API key", cmd_check},
     {"version", "version and library versions", cmd_version},

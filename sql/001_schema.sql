@@ -117,3 +117,130 @@ CREATE TABLE omnisync.installed_source (
     definition    text        NOT NULL,
     installed_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The purge guard (DESIGN §2): reserves one purge of the hourly budget, or says no. The lock
+-- makes the count exact across several omnisync processes.
+CREATE FUNCTION omnisync.reserve_purge(p_outbox_id bigint, p_per_hour integer, p_process text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    -- A retry of the same row does not spend the budget twice.
+    IF EXISTS (SELECT 1 FROM omnisync.delivery_attempt
+               WHERE outbox_id = p_outbox_id AND step = 'purge_reserved') THEN
+        RETURN true;
+    END IF;
+    IF p_per_hour > 0 THEN
+        PERFORM pg_advisory_xact_lock(hashtext('omnisync purge guard'));
+        IF (SELECT count(*) FROM omnisync.delivery_attempt
+            WHERE step = 'purge_reserved' AND at > now() - interval '1 hour') >= p_per_hour THEN
+            RETURN false;
+        END IF;
+    END IF;
+    INSERT INTO omnisync.delivery_attempt (outbox_id, step, outcome, process)
+    VALUES (p_outbox_id, 'purge_reserved', 'ok', p_process);
+    RETURN true;
+END
+$$;
+CREATE INDEX delivery_attempt_reserved ON omnisync.delivery_attempt (at)
+    WHERE step = 'purge_reserved';
+
+-- The recorder's one statement: applies a batch of delivery outcomes (a jsonb array built by
+-- lib/recorder.c). Only rows still leased by p_process are touched: if our lease ran out and
+-- another process took a row over, its outcome is the one that counts.
+CREATE FUNCTION omnisync.record_outcomes(p_process text, p_outcomes jsonb)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    o jsonb;
+    s jsonb;
+    ids bigint[];
+    sent bigint;
+    st text;
+    k_source text;
+    k_brand bigint;
+    k_primary text;
+    changed integer;
+    total integer := 0;
+BEGIN
+    FOR o IN SELECT value FROM jsonb_array_elements(p_outcomes) LOOP
+        ids := ARRAY(SELECT jsonb_array_elements_text(o->'rows')::bigint);
+        sent := (o->>'sent_id')::bigint;
+        st := o->>'status';
+        k_source := o->>'source';
+        k_brand := (o->>'brand_id')::bigint;
+        k_primary := o->>'primary_id';
+
+        IF st = 'done' THEN
+            UPDATE omnisync.outbox SET status = 'done', delivered_at = now(),
+                attempts = attempts + 1, locked_until = NULL, locked_by = NULL,
+                last_error = NULL, last_http_status = (o->>'http_status')::integer,
+                result = CASE WHEN id = sent THEN o->>'result' ELSE 'coalesced into ' || sent END,
+                coalesced_into = CASE WHEN id = sent THEN NULL ELSE sent END
+            WHERE id = ANY (ids) AND locked_by = p_process AND status = 'pending';
+        ELSIF st = 'retry' THEN
+            UPDATE omnisync.outbox SET attempts = attempts + (o->>'spend')::integer,
+                next_attempt_at = now() + (o->>'delay_ms')::bigint * interval '1 millisecond',
+                last_error = coalesce(o->>'error', last_error),
+                last_http_status = coalesce((o->>'http_status')::integer, last_http_status),
+                locked_until = NULL, locked_by = NULL
+            WHERE id = ANY (ids) AND locked_by = p_process AND status = 'pending';
+        ELSIF st = 'failed' THEN
+            UPDATE omnisync.outbox SET status = 'failed', attempts = attempts + 1,
+                last_error = o->>'error', last_http_status = (o->>'http_status')::integer,
+                locked_until = NULL, locked_by = NULL
+            WHERE id = ANY (ids) AND locked_by = p_process AND status = 'pending';
+        ELSIF st = 'held' THEN
+            UPDATE omnisync.outbox SET status = 'held', result = o->>'result',
+                locked_until = NULL, locked_by = NULL
+            WHERE id = ANY (ids) AND locked_by = p_process AND status = 'pending';
+        ELSE
+            RAISE EXCEPTION 'record_outcomes: unknown status %', st;
+        END IF;
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        IF changed = 0 THEN
+            CONTINUE;
+        END IF;
+        total := total + changed;
+
+        INSERT INTO omnisync.delivery_attempt
+            (outbox_id, at, step, http_status, outcome, error, duration_ms, process)
+        SELECT sent, to_timestamp((a->>'at')::double precision), a->>'step',
+               (a->>'http_status')::integer, a->>'outcome', a->>'error',
+               (a->>'duration_ms')::integer, p_process
+        FROM jsonb_array_elements(coalesce(o->'attempts', '[]'::jsonb)) a;
+
+        s := o->'sync';
+        IF s IS NOT NULL AND (s->>'reset')::boolean THEN
+            -- The customer was purged: what we knew of it is personal data too.
+            DELETE FROM omnisync.sync_state
+            WHERE source = k_source AND brand_id = k_brand AND primary_id = k_primary;
+        ELSIF s IS NOT NULL THEN
+            INSERT INTO omnisync.sync_state AS ss
+                (source, brand_id, primary_id, created, omnidesk_id, channels, last_outbox_id)
+            VALUES (k_source, k_brand, k_primary, (s->>'created')::boolean,
+                    (s->>'omnidesk_id')::bigint,
+                    ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'channels', '[]'::jsonb))),
+                    CASE WHEN st = 'done' THEN sent END)
+            ON CONFLICT (source, brand_id, primary_id) DO UPDATE SET
+                created = EXCLUDED.created,
+                omnidesk_id = EXCLUDED.omnidesk_id,
+                channels = EXCLUDED.channels,
+                last_outbox_id = coalesce(EXCLUDED.last_outbox_id, ss.last_outbox_id),
+                updated_at = now();
+        END IF;
+
+        IF st = 'done' THEN
+            -- Every delivery carries the customer's full state, so earlier failed rows are
+            -- stale now; replaying them would send old data.
+            UPDATE omnisync.outbox SET status = 'skipped', superseded_by = sent,
+                result = 'superseded by ' || sent
+            WHERE source = k_source AND brand_id = k_brand AND primary_id = k_primary
+              AND status = 'failed' AND id < sent;
+            IF (o->>'purged')::boolean THEN
+                UPDATE omnisync.outbox SET old_data = NULL, new_data = NULL, scrubbed_at = now()
+                WHERE source = k_source AND brand_id = k_brand AND primary_id = k_primary
+                  AND id <= sent AND scrubbed_at IS NULL AND status <> 'pending';
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN total;
+END
+$$;

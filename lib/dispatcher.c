@@ -1,0 +1,642 @@
+/*
+ * dispatcher: claim, pipeline, pacing. See dispatcher.h.
+ *
+ * Callback discipline: a delivery is only ever touched from the loop, by one of: the claim
+ * result (creates it), pump() (sends its next request), the HTTP answer or the reservation
+ * answer (feeds it, then pump()). It is freed in pump() once it says DONE, never inside the
+ * omnidesk callback chain that is still using its request.
+ */
+#include "dispatcher.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "sql.h"
+
+#define AUTH_PROBE_MIN_MS 5000
+#define AUTH_PROBE_MAX_MS 300000
+
+static void pump(struct dispatcher *d);
+static void claim(struct dispatcher *d);
+
+static uint64_t now_ms(struct dispatcher *d)
+{
+    return uv_now(d->loop);
+}
+
+static double epoch_now(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+uint64_t dispatcher_lease_ms(const struct config *cfg)
+{
+    /* Longer than any request can take, renewed at a third of it while rows are held. */
+    return (uint64_t)cfg->timeout_ms * 3 + 5000;
+}
+
+int dispatcher_ready_api(const struct dispatcher *d)
+{
+    return !d->auth_paused;
+}
+
+unsigned dispatcher_in_flight(const struct dispatcher *d)
+{
+    return d->nactive;
+}
+
+/* ---- queue ---- */
+
+static void push_back(struct dispatcher *d, struct delivery *dl)
+{
+    dl->next = NULL;
+    if (d->ready_tail)
+        d->ready_tail->next = dl;
+    else
+        d->ready = dl;
+    d->ready_tail = dl;
+    d->nready++;
+}
+
+static void push_front(struct dispatcher *d, struct delivery *dl)
+{
+    dl->next = d->ready;
+    d->ready = dl;
+    if (d->ready_tail == NULL)
+        d->ready_tail = dl;
+    d->nready++;
+}
+
+static struct delivery *pop(struct dispatcher *d)
+{
+    struct delivery *dl = d->ready;
+    if (dl == NULL)
+        return NULL;
+    d->ready = dl->next;
+    if (d->ready == NULL)
+        d->ready_tail = NULL;
+    dl->next = NULL;
+    d->nready--;
+    return dl;
+}
+
+/* Customers held in memory at most: enough to keep every request slot busy. */
+static unsigned capacity(const struct dispatcher *d)
+{
+    unsigned want = (unsigned)d->cfg->max_in_flight * 2;
+    unsigned held = d->nready + d->nactive;
+    return held >= want ? 0 : want - held;
+}
+
+static void maybe_drained(struct dispatcher *d)
+{
+    if (d->draining && d->nready == 0 && d->nactive == 0 && !d->claiming &&
+        recorder_idle(&d->recorder) && d->drained_cb != NULL) {
+        void (*cb)(struct dispatcher *) = d->drained_cb;
+        d->drained_cb = NULL;
+        cb(d);
+    }
+}
+
+/* ---- outcomes ---- */
+
+static void on_recorded(struct recorder *r, size_t n)
+{
+    struct dispatcher *d = r->data;
+    (void)n;
+    maybe_drained(d);
+    /* Recorded rows may unblock the next rows of their customers. */
+    dispatcher_wake(d);
+}
+
+static void count_outcomes(struct dispatcher *d, struct json_object *outcomes)
+{
+    for (size_t i = 0; i < json_object_array_length(outcomes); i++) {
+        struct json_object *o = json_object_array_get_idx(outcomes, i), *v;
+        if (!json_object_object_get_ex(o, "status", &v))
+            continue;
+        const char *status = json_object_get_string(v);
+        if (strcmp(status, "done") == 0) {
+            d->stats.deliveries_done++;
+            d->stats.last_success_at = epoch_now();
+        } else if (strcmp(status, "failed") == 0) {
+            d->stats.deliveries_failed++;
+            /* The row's error may quote a value: health names the row, not the error. */
+            if (json_object_object_get_ex(o, "sent_id", &v))
+                snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+                         "outbox row %lld failed; see omnisync outbox show", 
+                         (long long)json_object_get_int64(v));
+        } else if (strcmp(status, "held") == 0) {
+            d->stats.purges_held++;
+        } else if (json_object_object_get_ex(o, "spend", &v) && json_object_get_int(v)) {
+            d->stats.deliveries_retried++;
+        }
+    }
+}
+
+static void finish(struct dispatcher *d, struct delivery *dl)
+{
+    count_outcomes(d, dl->outcomes);
+    recorder_add(&d->recorder, dl->outcomes);
+    delivery_free(dl);
+    free(dl);
+}
+
+/* ---- HTTP ---- */
+
+static enum breaker_outcome breaker_outcome_of(const struct omnidesk_response *r)
+{
+    switch (r->class) {
+    case OMNIDESK_TRANSIENT:
+        /* 429 is pacing, not failure. */
+        return r->http_status == 429 ? BREAKER_SUCCESS : BREAKER_TRANSIENT;
+    case OMNIDESK_OK:
+    case OMNIDESK_NOT_FOUND:
+        return BREAKER_SUCCESS;
+    default:
+        return BREAKER_PERMANENT;
+    }
+}
+
+static void arm_wake(struct dispatcher *d, uint64_t delay_ms);
+
+static void enter_auth_pause(struct dispatcher *d, const struct omnidesk_response *r)
+{
+    if (!d->auth_paused)
+        log_error("api key refused (%ld); delivery paused; fix the key file and send SIGHUP",
+                  r->http_status);
+    snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+             "api key refused (HTTP %ld): delivery paused", r->http_status);
+    d->auth_paused = 1;
+    struct backoff_policy p = {AUTH_PROBE_MIN_MS, AUTH_PROBE_MAX_MS};
+    uint64_t delay = backoff_cap_ms(&p, ++d->auth_probes);
+    d->auth_probe_at = now_ms(d) + delay;
+    arm_wake(d, delay);
+}
+
+/* Records the answer's effect on the breaker and the pacing; logs state changes. */
+static void observe(struct dispatcher *d, const struct omnidesk_response *r)
+{
+    uint64_t now = now_ms(d);
+    if (r->class == OMNIDESK_AUTH) {
+        enter_auth_pause(d, r);
+        return;
+    }
+    if (r->http_status == 429 || (r->http_status == 503 && r->retry_after_ms > 0)) {
+        uint64_t wait = r->retry_after_ms > 0 ? (uint64_t)r->retry_after_ms : 1000;
+        ratelimit_pause_until(&d->rate, now + wait);
+        if (r->http_status == 429)
+            log_warn("rate limited by the API (429); pausing requests retry_after_ms=%" PRIu64,
+                     wait);
+    }
+    enum breaker_state before = breaker_get_state(&d->breaker);
+    enum breaker_state after =
+        breaker_record(&d->breaker, breaker_outcome_of(r), now, delivery_random());
+    if (before != BREAKER_OPEN && after == BREAKER_OPEN) {
+        /* Health shows this: the status only, never what the API echoed of a value. */
+        snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+                 "the API is failing (last HTTP status %ld): circuit open", r->http_status);
+        log_warn("most recent requests failed: circuit open; claiming stopped, probing in "
+                 "%" PRIu64 " ms last_status=%ld",
+                 breaker_next_probe_ms(&d->breaker) - now, r->http_status);
+        arm_wake(d, breaker_next_probe_ms(&d->breaker) - now);
+    } else if (before != BREAKER_CLOSED && after == BREAKER_CLOSED) {
+        log_info("the API answers again: circuit closed; delivery resumes");
+    }
+}
+
+static void on_response(struct omnidesk *client, const struct omnidesk_response *r)
+{
+    struct delivery *dl = r->data;
+    struct dispatcher *d = dl->owner;
+    (void)client;
+    d->nactive--;
+    observe(d, r);
+    delivery_on_response(dl, r);
+    if (d->auth_paused)
+        delivery_release(dl, "api key refused");
+    else if (r->class == OMNIDESK_TRANSIENT && !breaker_allows_delivery(&d->breaker))
+        delivery_release(dl, "circuit open");
+    else if (d->draining)
+        delivery_release(dl, "shutting down");
+    push_front(d, dl);
+    pump(d);
+}
+
+static void on_probe(struct omnidesk *client, const struct omnidesk_response *r)
+{
+    struct dispatcher *d = r->data;
+    (void)client;
+    d->probe_in_flight = 0;
+    if (r->class == OMNIDESK_AUTH) {
+        enter_auth_pause(d, r);
+        return;
+    }
+    if (d->auth_paused && r->class != OMNIDESK_AUTH) {
+        log_info("api key accepted again; delivery resumes");
+        d->auth_paused = 0;
+        d->auth_probes = 0;
+        d->stats.last_error[0] = '\0';
+    }
+    if (breaker_get_state(&d->breaker) == BREAKER_HALF_OPEN)
+        observe(d, r);
+    dispatcher_wake(d);
+    if (!breaker_allows_delivery(&d->breaker))
+        arm_wake(d, breaker_next_probe_ms(&d->breaker) - now_ms(d));
+}
+
+static void send_probe(struct dispatcher *d)
+{
+    if (d->probe_in_flight || d->draining)
+        return;
+    int rc = omnidesk_send(d->client, OMNIDESK_PROBE, 0, NULL, 0, on_probe, d);
+    if (rc == 0)
+        d->probe_in_flight = 1;
+    else
+        arm_wake(d, 1000);
+}
+
+/* ---- the purge guard ---- */
+
+static void on_reserved(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    struct delivery *dl = arg;
+    struct dispatcher *d = dl->owner;
+    (void)db;
+    d->nactive--;
+    if (res == NULL) {
+        log_warn("purge guard query failed; the purge waits error=\"%s\"", err);
+        delivery_release(dl, "database unavailable");
+    } else {
+        delivery_on_reservation(dl, strcmp(PQgetvalue(res, 0, 0), "t") == 0);
+    }
+    push_front(d, dl);
+    pump(d);
+}
+
+static int reserve_purge(struct dispatcher *d, struct delivery *dl)
+{
+    char id[24], limit[24];
+    snprintf(id, sizeof(id), "%lld", dl->plans[dl->current].sent_id);
+    snprintf(limit, sizeof(limit), "%lld", d->cfg->max_purges_per_hour);
+    const char *params[] = {id, limit, d->process};
+    int rc = dbloop_query(d->db, "SELECT omnisync.reserve_purge($1, $2, $3)", 3, params,
+                          DBLOOP_FAIL_FAST, on_reserved, dl);
+    if (rc == 0)
+        d->nactive++;
+    return rc;
+}
+
+/* ---- the pipeline ---- */
+
+static void pump(struct dispatcher *d)
+{
+    struct delivery *dl;
+    while ((dl = pop(d)) != NULL) {
+        if (d->draining || d->auth_paused)
+            delivery_release(dl, d->draining ? "shutting down" : "api key refused");
+        struct delivery_request req;
+        enum delivery_next next = delivery_next(dl, &req);
+        if (next == DELIVERY_DONE) {
+            finish(d, dl);
+            continue;
+        }
+        if (next == DELIVERY_RESERVE_PURGE) {
+            if (reserve_purge(d, dl) != 0) {
+                delivery_release(dl, "database unavailable");
+                push_front(d, dl);
+            }
+            continue;
+        }
+        uint64_t now = now_ms(d);
+        if (omnidesk_in_flight(d->client) >= (unsigned)d->cfg->max_in_flight) {
+            push_front(d, dl);
+            break; /* a response will pump again */
+        }
+        if (!ratelimit_take(&d->rate, now)) {
+            push_front(d, dl);
+            arm_wake(d, ratelimit_wait_ms(&d->rate, now));
+            break;
+        }
+        int rc = omnidesk_send(d->client, req.endpoint, req.customer_id, req.fields, req.nfields,
+                               on_response, dl);
+        if (rc == OMNISYNC_EBUSY) {
+            push_front(d, dl);
+            break;
+        }
+        if (rc != 0) {
+            log_error("cannot start a request error=\"%s\"", omnisync_strerror(rc));
+            delivery_release(dl, "request could not start");
+            push_front(d, dl);
+            arm_wake(d, 1000);
+            break;
+        }
+        d->nactive++;
+    }
+    if (d->draining)
+        maybe_drained(d);
+    else if (capacity(d) > 0 && (d->claim_more || d->wake_pending))
+        claim(d);
+}
+
+/* ---- claiming ---- */
+
+static int parse_json(const PGresult *res, int row, int col, struct json_object **out)
+{
+    *out = NULL;
+    if (PQgetisnull(res, row, col))
+        return 0;
+    *out = json_tokener_parse(PQgetvalue(res, row, col));
+    return *out ? 0 : -1;
+}
+
+struct claimed {
+    int row;
+    long long head;
+    long long id;
+};
+
+static int by_customer(const void *a, const void *b)
+{
+    const struct claimed *x = a, *y = b;
+    if (x->head != y->head)
+        return x->head < y->head ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void start_delivery(struct dispatcher *d, const PGresult *res, const struct claimed *c,
+                           size_t n)
+{
+    int first = c[0].row;
+    const char *source = PQgetvalue(res, first, 2);
+    const struct config_source *src = config_find_source(d->cfg, source);
+    struct delivery_row *rows = calloc(n, sizeof(*rows));
+    struct delivery *dl = calloc(1, sizeof(*dl));
+    if (src == NULL || rows == NULL || dl == NULL) {
+        /* Leave the rows leased: they are claimed again after the lease, once memory is back. */
+        log_error("cannot start a delivery: %s source=%s",
+                  src ? "out of memory" : "source not configured", source);
+        free(rows);
+        free(dl);
+        return;
+    }
+    size_t nrows = 0;
+    for (size_t i = 0; i < n && nrows < DELIVERY_MAX_ROWS; i++) {
+        int r = c[i].row;
+        struct delivery_row *row = &rows[nrows];
+        row->id = c[i].id;
+        snprintf(row->op, sizeof(row->op), "%s", PQgetvalue(res, r, 5));
+        row->attempts = atoi(PQgetvalue(res, r, 8));
+        row->orphaned = strcmp(PQgetvalue(res, r, 9), "t") == 0;
+        row->created_epoch = atof(PQgetvalue(res, r, 10));
+        if (parse_json(res, r, 6, &row->old_data) != 0 || parse_json(res, r, 7, &row->new_data) != 0)
+            log_error("unparsable payload outbox_id=%lld", row->id);
+        nrows++;
+    }
+    const char *sync = PQgetisnull(res, first, 11) ? NULL : PQgetvalue(res, first, 11);
+    int rc = delivery_init(dl, d->cfg, src, atoll(PQgetvalue(res, first, 3)),
+                           PQgetvalue(res, first, 4), rows, nrows, sync);
+    free(rows);
+    if (rc != 0) {
+        log_error("cannot start a delivery: out of memory outbox_id=%lld", c[0].id);
+        free(dl);
+        return;
+    }
+    dl->owner = d;
+    push_back(d, dl);
+}
+
+static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    struct dispatcher *d = arg;
+    (void)db;
+    d->claiming = 0;
+    if (res == NULL) {
+        if (strcmp(err, "closing") != 0)
+            log_warn("claiming rows failed; trying again error=\"%s\"", err);
+        d->claim_more = 0;
+        if (!d->draining)
+            arm_wake(d, 1000);
+        pump(d);
+        return;
+    }
+    int n = PQntuples(res);
+    struct claimed *c = n ? calloc((size_t)n, sizeof(*c)) : NULL;
+    size_t customers = 0;
+    if (n > 0 && c == NULL) {
+        log_error("out of memory reading claimed rows; they are claimed again after the lease");
+        n = 0;
+    }
+    for (int i = 0; i < n; i++) {
+        c[i].row = i;
+        c[i].head = atoll(PQgetvalue(res, i, 1));
+        c[i].id = atoll(PQgetvalue(res, i, 0));
+    }
+    if (n > 0)
+        qsort(c, (size_t)n, sizeof(*c), by_customer);
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && c[j].head == c[i].head)
+            j++;
+        start_delivery(d, res, &c[i], (size_t)(j - i));
+        customers++;
+        i = j;
+    }
+    free(c);
+    d->stats.claims++;
+    d->stats.rows_claimed += (unsigned long long)n;
+    d->claim_more = customers > 0 && customers >= d->last_claim_limit;
+    if (n > 0)
+        log_debug("claimed rows=%d customers=%zu", n, customers);
+    pump(d);
+}
+
+static void claim(struct dispatcher *d)
+{
+    if (d->claiming || d->draining)
+        return;
+    d->wake_pending = 0;
+    if (d->auth_paused || !breaker_allows_delivery(&d->breaker) ||
+        dbloop_state(d->db) != DBLOOP_READY)
+        return;
+    unsigned limit = capacity(d);
+    if ((long long)limit > d->cfg->batch_size)
+        limit = (unsigned)d->cfg->batch_size;
+    if (limit == 0)
+        return;
+    d->last_claim_limit = limit;
+
+    char limit_text[16], lease[24], per_customer[16];
+    snprintf(limit_text, sizeof(limit_text), "%u", limit);
+    snprintf(lease, sizeof(lease), "%" PRIu64, dispatcher_lease_ms(d->cfg));
+    snprintf(per_customer, sizeof(per_customer), "%d", DELIVERY_MAX_ROWS);
+    char sources[4096];
+    size_t len = 0;
+    sources[len++] = '{';
+    for (size_t i = 0; i < d->cfg->nsources && len < sizeof(sources) - 64; i++)
+        len += (size_t)snprintf(sources + len, sizeof(sources) - len, "%s%s", i ? "," : "",
+                                d->cfg->sources[i].name);
+    snprintf(sources + len, sizeof(sources) - len, "}");
+    const char *params[] = {limit_text, lease, d->process, per_customer, sources};
+    int rc = dbloop_query(d->db, sql_text("claim.sql"), 5, params, DBLOOP_FAIL_FAST, on_claimed, d);
+    if (rc == 0)
+        d->claiming = 1;
+}
+
+void dispatcher_wake(struct dispatcher *d)
+{
+    d->wake_pending = 1;
+    if (!d->claiming)
+        claim(d);
+}
+
+/* ---- timers ---- */
+
+static void on_wake_timer(uv_timer_t *t)
+{
+    struct dispatcher *d = t->data;
+    uint64_t now = now_ms(d);
+    if (d->auth_paused && now >= d->auth_probe_at) {
+        send_probe(d);
+        return;
+    }
+    if (breaker_get_state(&d->breaker) == BREAKER_OPEN) {
+        if (breaker_take_probe(&d->breaker, now))
+            send_probe(d);
+        else
+            arm_wake(d, breaker_next_probe_ms(&d->breaker) - now);
+        return;
+    }
+    pump(d);
+    dispatcher_wake(d);
+}
+
+static void arm_wake(struct dispatcher *d, uint64_t delay_ms)
+{
+    if (d->draining)
+        return;
+    uint64_t due = uv_timer_get_due_in(&d->wake_timer);
+    /* Keep an earlier wake-up that is already armed. */
+    if (uv_is_active((uv_handle_t *)&d->wake_timer) && due <= delay_ms)
+        return;
+    uv_timer_start(&d->wake_timer, on_wake_timer, delay_ms ? delay_ms : 1, 0);
+}
+
+static void on_poll_timer(uv_timer_t *t)
+{
+    struct dispatcher *d = t->data;
+    dispatcher_wake(d);
+    recorder_flush(&d->recorder);
+}
+
+static void on_renewed(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    (void)db;
+    (void)arg;
+    if (res == NULL && strcmp(err, "closing") != 0)
+        log_warn("renewing leases failed error=\"%s\"", err);
+}
+
+static void on_renew_timer(uv_timer_t *t)
+{
+    struct dispatcher *d = t->data;
+    if (d->nready + d->nactive == 0 && recorder_idle(&d->recorder))
+        return;
+    char lease[24];
+    snprintf(lease, sizeof(lease), "%" PRIu64, dispatcher_lease_ms(d->cfg));
+    const char *params[] = {d->process, lease};
+    if (dbloop_query(d->db,
+                     "UPDATE omnisync.outbox SET locked_until = now() + $2::bigint * "
+                     "interval '1 millisecond' WHERE locked_by = $1 AND status = 'pending'",
+                     2, params, DBLOOP_FAIL_FAST, on_renewed, d) != 0)
+        log_warn("cannot queue the lease renewal");
+}
+
+static void start_timers(struct dispatcher *d)
+{
+    uint64_t poll = d->cfg->poll_interval_ms ? d->cfg->poll_interval_ms : 5000;
+    uv_timer_start(&d->poll_timer, on_poll_timer, poll, poll);
+    uint64_t renew = dispatcher_lease_ms(d->cfg) / 3;
+    uv_timer_start(&d->renew_timer, on_renew_timer, renew, renew);
+}
+
+int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, struct dbloop *db,
+                    struct omnidesk *client, const char *process)
+{
+    memset(d, 0, sizeof(*d));
+    d->loop = loop;
+    d->cfg = cfg;
+    d->db = db;
+    d->client = client;
+    snprintf(d->process, sizeof(d->process), "%s", process);
+    int rc = recorder_init(&d->recorder, db, process, on_recorded, d);
+    if (rc != 0)
+        return rc;
+    ratelimit_init(&d->rate, cfg->rate_per_sec, 0, uv_now(loop));
+    breaker_init(&d->breaker, NULL);
+    uv_timer_init(loop, &d->poll_timer);
+    uv_timer_init(loop, &d->wake_timer);
+    uv_timer_init(loop, &d->renew_timer);
+    d->poll_timer.data = d->wake_timer.data = d->renew_timer.data = d;
+    d->handles_open = 3;
+    start_timers(d);
+    return OMNISYNC_OK;
+}
+
+void dispatcher_reload(struct dispatcher *d)
+{
+    ratelimit_set_rate(&d->rate, d->cfg->rate_per_sec, 0, now_ms(d));
+    uv_timer_stop(&d->poll_timer);
+    uv_timer_stop(&d->renew_timer);
+    start_timers(d);
+    if (d->auth_paused) {
+        d->auth_probe_at = 0;
+        send_probe(d);
+    }
+    dispatcher_wake(d);
+}
+
+void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d))
+{
+    d->draining = 1;
+    d->drained_cb = drained_cb;
+    uv_timer_stop(&d->wake_timer);
+    uv_timer_stop(&d->poll_timer);
+    pump(d);
+    maybe_drained(d);
+}
+
+void dispatcher_abort(struct dispatcher *d)
+{
+    omnidesk_close(d->client, 1, NULL);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct dispatcher *d = h->data;
+    if (--d->handles_open == 0) {
+        recorder_free(&d->recorder);
+        if (d->closed_cb)
+            d->closed_cb(d);
+    }
+}
+
+void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d))
+{
+    d->closed_cb = closed_cb;
+    struct delivery *dl;
+    while ((dl = pop(d)) != NULL) {
+        delivery_free(dl);
+        free(dl);
+    }
+    uv_close((uv_handle_t *)&d->poll_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&d->wake_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&d->renew_timer, on_timer_closed);
+}

@@ -1,0 +1,95 @@
+/*
+ * dispatcher: claims due outbox rows and drives their delivery (DESIGN §1, §3).
+ *
+ * It owns the in-memory pipeline: claimed customers waiting for a request slot, customers with
+ * a request in flight, the token bucket, the circuit breaker and the pause after a refused key.
+ * The database stays the truth: rows are leased while held here (the lease renewed while they
+ * are), and per-customer order comes from the claim query, so several processes cooperate.
+ *
+ * It never spends a row's attempt on what is not the row's fault: an open circuit, a 429, a
+ * refused key or a shutdown release rows without counting an attempt.
+ */
+#ifndef OMNISYNC_DISPATCHER_H
+#define OMNISYNC_DISPATCHER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "breaker.h"
+#include "config.h"
+#include "dbloop.h"
+#include "delivery.h"
+#include "omnidesk.h"
+#include "ratelimit.h"
+#include "recorder.h"
+
+/* Figures for health and metrics; counters only grow. */
+struct dispatcher_stats {
+    unsigned long long claims;
+    unsigned long long rows_claimed;
+    unsigned long long deliveries_done;
+    unsigned long long deliveries_failed;
+    unsigned long long deliveries_retried;
+    unsigned long long purges_held;
+    unsigned long long truncates;
+    double last_success_at; /* epoch seconds, 0 never */
+    char last_error[256];   /* plain words, no personal data */
+};
+
+struct dispatcher {
+    uv_loop_t *loop;
+    struct config *cfg; /* the running config: read at use, so a reload applies */
+    struct dbloop *db;
+    struct omnidesk *client;
+    struct recorder recorder;
+    struct ratelimit rate;
+    struct breaker breaker;
+    char process[128];
+
+    struct delivery *ready;      /* claimed, waiting for a slot or a token (FIFO) */
+    struct delivery *ready_tail;
+    unsigned nready;
+    unsigned nactive;            /* a request or a reservation in flight */
+
+    uv_timer_t poll_timer;  /* fallback poll: NOTIFY can be missed while disconnected */
+    uv_timer_t wake_timer;  /* rate limit, backoff and probe wake-ups */
+    uv_timer_t renew_timer; /* lease renewal */
+    int claiming;
+    int wake_pending;
+    int claim_more;         /* the last claim was full: claim again at once */
+    unsigned last_claim_limit;
+    int draining;
+    int auth_paused;
+    unsigned auth_probes;
+    int probe_in_flight;
+    uint64_t auth_probe_at;
+    unsigned handles_open;
+    void (*drained_cb)(struct dispatcher *d);
+    void (*closed_cb)(struct dispatcher *d);
+    struct dispatcher_stats stats;
+};
+
+/*
+ * Sets up the dispatcher on `loop`, using `db` (the work connection) and `client`; both must
+ * outlive it. Claims start with dispatcher_wake(). 0 or a negative code.
+ */
+int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, struct dbloop *db,
+                    struct omnidesk *client, const char *process) OMNISYNC_MUST_CHECK;
+/* Something may be due (a NOTIFY, a reconnect): claim as soon as allowed. */
+void dispatcher_wake(struct dispatcher *d);
+/* The running config changed (SIGHUP): rates, key, timeouts. A refused key is probed again. */
+void dispatcher_reload(struct dispatcher *d);
+/* Stops claiming; deliveries finish their request in flight and release the rest; outcomes are
+ * recorded; then drained_cb runs once. */
+void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d));
+/* Requests still in flight are aborted (the drain deadline passed). */
+void dispatcher_abort(struct dispatcher *d);
+/* Closes the timers; closed_cb runs once they are closed. Call after drained_cb. */
+void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d));
+
+int dispatcher_ready_api(const struct dispatcher *d); /* not refusing the key */
+unsigned dispatcher_in_flight(const struct dispatcher *d);
+/* The lease this process takes on claimed rows. */
+uint64_t dispatcher_lease_ms(const struct config *cfg);
+
+#endif

@@ -1,0 +1,127 @@
+/* recorder: batched outcome writes. See recorder.h. */
+#include "recorder.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+#define RECORDER_MAX_FAILURES 5
+
+static void start_write(struct recorder *r);
+
+
+int recorder_init(struct recorder *r, struct dbloop *db, const char *process, recorder_cb cb,
+                  void *data)
+{
+    memset(r, 0, sizeof(*r));
+    r->db = db;
+    snprintf(r->process, sizeof(r->process), "%s", process);
+    r->on_recorded = cb;
+    r->data = data;
+    r->pending = json_object_new_array();
+    return r->pending ? OMNISYNC_OK : OMNISYNC_ENOMEM;
+}
+
+void recorder_free(struct recorder *r)
+{
+    if (recorder_backlog(r) > 0)
+        log_warn("exiting with outcomes not recorded; their rows are delivered again once their "
+                 "lease expires outcomes=%zu",
+                 recorder_backlog(r));
+    json_object_put(r->pending);
+    json_object_put(r->writing);
+    r->pending = r->writing = NULL;
+}
+
+int recorder_idle(const struct recorder *r)
+{
+    return r->writing == NULL && json_object_array_length(r->pending) == 0;
+}
+
+size_t recorder_backlog(const struct recorder *r)
+{
+    size_t n = json_object_array_length(r->pending);
+    if (r->writing != NULL)
+        n += json_object_array_length(r->writing);
+    return n;
+}
+
+void recorder_add(struct recorder *r, struct json_object *outcomes)
+{
+    size_t n = json_object_array_length(outcomes);
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(r->pending, json_object_get(json_object_array_get_idx(outcomes, i)));
+    json_object_array_del_idx(outcomes, 0, n);
+    if (r->writing == NULL)
+        start_write(r);
+}
+
+/* Puts the batch being written back in front of what queued up meanwhile. */
+static void requeue(struct recorder *r)
+{
+    size_t n = json_object_array_length(r->pending);
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(r->writing, json_object_get(json_object_array_get_idx(r->pending, i)));
+    json_object_put(r->pending);
+    r->pending = r->writing;
+    r->writing = NULL;
+}
+
+static void written(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    struct recorder *r = arg;
+    (void)db;
+    size_t n = json_object_array_length(r->writing);
+    if (res == NULL) {
+        int lost = strcmp(err, "connection lost") == 0 || strcmp(err, "not connected") == 0;
+        if (strcmp(err, "closing") == 0) {
+            requeue(r);
+            return;
+        }
+        if (!lost && ++r->failures >= RECORDER_MAX_FAILURES) {
+            /* The same batch failed again and again: an error in it, not in the database.
+             * Dropping it costs a redelivery when the leases expire, never a loss. */
+            log_error("cannot record outcomes; dropping the batch, its rows will be delivered "
+                      "again after their lease error=\"%s\" outcomes=%zu",
+                      err, n);
+            json_object_put(r->writing);
+            r->writing = NULL;
+            r->failures = 0;
+        } else {
+            log_warn("recording outcomes failed; trying again error=\"%s\" outcomes=%zu", err, n);
+            requeue(r);
+        }
+    } else {
+        r->failures = 0;
+        r->written += n;
+        json_object_put(r->writing);
+        r->writing = NULL;
+        if (r->on_recorded != NULL)
+            r->on_recorded(r, n);
+    }
+    if (r->writing == NULL && json_object_array_length(r->pending) > 0)
+        start_write(r);
+}
+
+void recorder_flush(struct recorder *r)
+{
+    if (r->writing == NULL)
+        start_write(r);
+}
+
+static void start_write(struct recorder *r)
+{
+    if (json_object_array_length(r->pending) == 0)
+        return;
+    r->writing = r->pending;
+    r->pending = json_object_new_array();
+    const char *params[] = {r->process,
+                            json_object_to_json_string_ext(r->writing, JSON_C_TO_STRING_PLAIN)};
+    int rc = dbloop_query(r->db, "SELECT omnisync.record_outcomes($1, $2::jsonb)", 2, params,
+                          DBLOOP_RETRY_ON_RECONNECT, written, r);
+    if (rc != 0) {
+        log_error("cannot queue the outcome write error=\"%s\"", omnisync_strerror(rc));
+        requeue(r);
+    }
+}

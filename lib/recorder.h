@@ -1,0 +1,48 @@
+/*
+ * recorder: writes delivery outcomes back to the outbox, in batches (DESIGN §1).
+ *
+ * Outcomes queue up while a write is running and go together in the next one: one statement,
+ * omnisync.record_outcomes(), per batch, whatever its size. A write lost with the connection is
+ * written again once it is back; record_outcomes only touches rows still leased by this process,
+ * so writing a batch twice changes nothing.
+ */
+#ifndef OMNISYNC_RECORDER_H
+#define OMNISYNC_RECORDER_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+#include "dbloop.h"
+#include "errors.h"
+
+struct recorder;
+/* Called after each batch is committed, with the number of outcomes it held. */
+typedef void (*recorder_cb)(struct recorder *r, size_t outcomes);
+
+struct recorder {
+    struct dbloop *db;
+    char process[128];
+    struct json_object *pending; /* outcomes waiting for the next write */
+    struct json_object *writing; /* the batch being written, or NULL */
+    unsigned failures;           /* consecutive SQL errors on the current batch */
+    recorder_cb on_recorded;
+    void *data;
+    unsigned long long written;  /* outcomes committed since start */
+};
+
+/* `db` must outlive the recorder. Returns 0 or OMNISYNC_ENOMEM (nothing to release then). */
+int recorder_init(struct recorder *r, struct dbloop *db, const char *process, recorder_cb cb,
+                  void *data) OMNISYNC_MUST_CHECK;
+/* Queues every element of `outcomes` (a JSON array; its elements are taken over, the array is
+ * left empty) and starts a write if none is running. */
+void recorder_add(struct recorder *r, struct json_object *outcomes);
+/* Starts a write of what is queued, if none is running (e.g. once the database is back). */
+void recorder_flush(struct recorder *r);
+/* Nothing queued and nothing being written. */
+int recorder_idle(const struct recorder *r);
+/* Outcomes not yet committed. */
+size_t recorder_backlog(const struct recorder *r);
+/* Releases what is queued (the rows stay leased until their lease expires). */
+void recorder_free(struct recorder *r);
+
+#endif

@@ -1,0 +1,333 @@
+/*
+ * service: the daemon's wiring. It owns the loop and every long-lived handle; modules own their
+ * own state. Shutdown order matters: stop claiming, let requests in flight finish and their
+ * outcomes be written, then close the HTTP client, the listener and the database.
+ */
+#include "service.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#ifdef OMNISYNC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "dbloop.h"
+#include "dispatcher.h"
+#include "listener.h"
+#include "log.h"
+#include "omnidesk.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+struct service {
+    uv_loop_t loop;
+    struct config *cfg;
+    const char *config_path;
+    char process[128];
+    struct dbloop db;
+    struct listener listener;
+    struct omnidesk client;
+    struct dispatcher dispatcher;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t shutdown_timer;
+    uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
+    uint64_t watchdog_usec;
+    int stopping;
+    int aborted;
+    int closing;
+    int ready_sent;
+    unsigned open; /* components still to close */
+};
+
+static void notify(const char *state)
+{
+#ifdef OMNISYNC_HAVE_SYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+static void notify_status(struct service *s)
+{
+    char status[256];
+    snprintf(status, sizeof(status), "STATUS=%s; %u in flight; circuit %s; api key %s",
+             s->stopping                             ? "stopping"
+             : listener_is_listening(&s->listener) ? "listening"
+                                                     : "waiting for the database",
+             dispatcher_in_flight(&s->dispatcher),
+             breaker_state_name(breaker_get_state(&s->dispatcher.breaker)),
+             dispatcher_ready_api(&s->dispatcher) ? "accepted" : "refused");
+    notify(status);
+}
+
+/* ---- closing ---- */
+
+static void component_closed(struct service *s)
+{
+    if (--s->open > 0)
+        return;
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&s->status_timer, NULL);
+}
+
+static void db_closed(struct dbloop *db)
+{
+    component_closed(container_of(db, struct service, db));
+}
+
+static void listener_closed(struct listener *l)
+{
+    component_closed(container_of(l, struct service, listener));
+}
+
+static void client_closed(struct omnidesk *c)
+{
+    component_closed(container_of(c, struct service, client));
+}
+
+static void dispatcher_closed(struct dispatcher *d)
+{
+    struct service *s = container_of(d, struct service, dispatcher);
+    /* The recorder wrote through the work connection: close it only now. */
+    dbloop_close(&s->db, db_closed);
+    component_closed(s);
+}
+
+static void close_all(struct service *s)
+{
+    if (s->closing)
+        return;
+    s->closing = 1;
+    s->dispatcher.drained_cb = NULL;
+    s->open = 4; /* dispatcher, client, listener, db (closed after the dispatcher) */
+    uv_timer_stop(&s->shutdown_timer);
+    uv_timer_stop(&s->status_timer);
+    omnidesk_close(&s->client, 1, client_closed);
+    listener_close(&s->listener, listener_closed);
+    dispatcher_close(&s->dispatcher, dispatcher_closed);
+}
+
+static void drained(struct dispatcher *d)
+{
+    struct service *s = container_of(d, struct service, dispatcher);
+    log_info("stopped: every request in flight finished and its outcome is recorded");
+    close_all(s);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct service *s = t->data;
+    if (s->aborted) {
+        log_warn("outcomes could not be recorded in time; their rows are delivered again after "
+                 "their lease outcomes=%zu",
+                 recorder_backlog(&s->dispatcher.recorder));
+        close_all(s);
+        return;
+    }
+    s->aborted = 1;
+    log_warn("shutdown_timeout passed: aborting requests still in flight in_flight=%u",
+             dispatcher_in_flight(&s->dispatcher));
+    dispatcher_abort(&s->dispatcher);
+    /* Aborted requests release their rows; give that one more moment to be recorded. */
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, 2000, 0);
+}
+
+static void stop(struct service *s, const char *why)
+{
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    log_info("stopping (%s): no new claims; waiting for requests in flight in_flight=%u", why,
+             dispatcher_in_flight(&s->dispatcher));
+    notify("STOPPING=1");
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout,
+                   s->cfg->shutdown_timeout_ms ? s->cfg->shutdown_timeout_ms : 1, 0);
+    dispatcher_drain(&s->dispatcher, drained);
+}
+
+/* ---- signals ---- */
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    stop(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void reload(struct service *s)
+{
+    struct config next;
+    int rc = config_load(&next, s->config_path);
+    if (rc == 0)
+        rc = config_load_api_key(&next);
+    if (rc != 0) {
+        for (size_t i = 0; i < next.nerrors; i++)
+            log_error("reload refused: %s", next.errors[i]);
+        log_error("reload refused: the configuration has errors; keeping the running one "
+                  "errors=%zu",
+                  next.nerrors);
+        config_free(&next);
+        return;
+    }
+    size_t notes = config_apply_reload(s->cfg, &next);
+    for (size_t i = 0; i < next.nerrors; i++)
+        log_warn("reload: %s", next.errors[i]);
+    config_free(&next);
+    log_configure(s->cfg->log_level, s->cfg->log_format);
+    struct omnidesk_options opts = {
+        .base_url = s->cfg->base_url,
+        .api_key = s->cfg->api_key,
+        .timeout_ms = (long)s->cfg->timeout_ms,
+        .max_in_flight = (unsigned)s->cfg->max_in_flight,
+    };
+    if (omnidesk_reconfigure(&s->client, &opts) != 0)
+        log_error("reload: the HTTP client refused the new settings; keeping the old ones");
+    dispatcher_reload(&s->dispatcher);
+    log_info("configuration reloaded restart_needed=%zu", notes);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    reload(h->data);
+}
+
+/* ---- the database and the doorbell ---- */
+
+static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *reason)
+{
+    struct service *s = container_of(db, struct service, db);
+    (void)reason;
+    if (state == DBLOOP_READY) {
+        recorder_flush(&s->dispatcher.recorder);
+        dispatcher_wake(&s->dispatcher);
+    }
+}
+
+static void on_wake(struct listener *l)
+{
+    struct service *s = container_of(l, struct service, listener);
+    dispatcher_wake(&s->dispatcher);
+}
+
+static void on_listening(struct listener *l, int ready)
+{
+    struct service *s = container_of(l, struct service, listener);
+    if (!ready)
+        return;
+    /* NOTIFY is only a doorbell: whatever was committed while we were not listening is found
+     * by one poll now. */
+    dispatcher_wake(&s->dispatcher);
+    if (!s->ready_sent) {
+        s->ready_sent = 1;
+        notify("READY=1");
+        log_info("listening for changes; ready process=%s", s->process);
+    }
+    notify_status(s);
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+    struct service *s = t->data;
+    notify_status(s);
+    if (s->watchdog_usec)
+        notify("WATCHDOG=1");
+}
+
+/* ---- start ---- */
+
+static void make_process_name(char *out, size_t len)
+{
+    char host[64] = "localhost";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(out, len, "%s:%d:%lx", host, (int)getpid(),
+             (unsigned long)(ts.tv_nsec ^ ((unsigned long)ts.tv_sec << 20)));
+}
+
+int service_run(struct config *cfg, const char *config_path)
+{
+    struct service *s = calloc(1, sizeof(*s));
+    int rc = 1;
+    if (s == NULL) {
+        log_error("out of memory");
+        return 1;
+    }
+    s->cfg = cfg;
+    s->config_path = config_path;
+    make_process_name(s->process, sizeof(s->process));
+    srandom((unsigned)(getpid() ^ time(NULL)));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    uv_loop_init(&s->loop);
+
+    struct omnidesk_options opts = {
+        .base_url = cfg->base_url,
+        .api_key = cfg->api_key,
+        .timeout_ms = (long)cfg->timeout_ms,
+        .max_in_flight = (unsigned)cfg->max_in_flight,
+    };
+    if (omnidesk_init(&s->client, &s->loop, &opts) != 0) {
+        log_error("cannot start the HTTP client; check [omnidesk] base_url");
+        goto out;
+    }
+    struct dbloop_options dbopts = {
+        .conninfo = cfg->conninfo,
+        .application_name = "omnisync run",
+        .on_state = on_db_state,
+        .data = s,
+    };
+    if (dbloop_init(&s->db, &s->loop, &dbopts) != 0) {
+        log_error("cannot start the database connection; check [database] conninfo");
+        omnidesk_close(&s->client, 1, NULL);
+        goto out;
+    }
+    if (listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0 ||
+        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->client, s->process) != 0) {
+        log_error("cannot start: out of memory");
+        goto out; /* start-up failure: the process exits, the kernel reclaims */
+    }
+
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sighup);
+    s->sigterm.data = s->sigint.data = s->sighup.data = s;
+    uv_signal_start(&s->sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_stop_signal, SIGINT);
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_timer_init(&s->loop, &s->shutdown_timer);
+    uv_timer_init(&s->loop, &s->status_timer);
+    s->shutdown_timer.data = s->status_timer.data = s;
+#ifdef OMNISYNC_HAVE_SYSTEMD
+    if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
+        s->watchdog_usec = 0;
+#endif
+    uint64_t every = s->watchdog_usec ? s->watchdog_usec / 2000 : 5000;
+    uv_timer_start(&s->status_timer, on_status_timer, every ? every : 1, every ? every : 1);
+
+    char where[512];
+    log_conninfo_redacted(cfg->conninfo, where, sizeof(where));
+    log_info("omnisync %s starting process=%s sources=%zu database=\"%s\"", OMNISYNC_VERSION,
+             s->process, cfg->nsources, where);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    rc = 0;
+    if (uv_loop_close(&s->loop) != 0) {
+        log_warn("handles still open at exit");
+    }
+out:
+    curl_global_cleanup();
+    config_free(cfg);
+    free(s);
+    return rc;
+}
