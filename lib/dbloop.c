@@ -464,8 +464,12 @@ static void dispatch(struct dbloop *db)
         return;
     q = pop(&db->queue_head, &db->queue_tail);
     db->running = q;
-    if (!PQsendQueryParams(db->conn, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
-                           NULL, 0)) {
+    int sent = (q->flags & DBLOOP_PREPARED)
+                   ? PQsendQueryPrepared(db->conn, q->sql, q->nparams,
+                                         (const char *const *)q->params, NULL, NULL, 0)
+                   : PQsendQueryParams(db->conn, q->sql, q->nparams, NULL,
+                                       (const char *const *)q->params, NULL, NULL, 0);
+    if (!sent) {
         drop(db, conn_error(db));
         return;
     }

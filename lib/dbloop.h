@@ -122,6 +122,7 @@ int dbloop_init(struct dbloop *db, uv_loop_t *loop,
 /* dbloop_query flags. */
 #define DBLOOP_FAIL_FAST 1          /* not READY: fail with "not connected" instead of waiting */
 #define DBLOOP_RETRY_ON_RECONNECT 2 /* queued when the connection drops: keep for the next one */
+#define DBLOOP_PREPARED 4           /* `sql` names a statement prepared by on_connect_sql */
 
 /*
  * Queues a parameterised query: text parameters (copied; a NULL entry is SQL NULL), text

@@ -580,6 +580,41 @@ static void log_attempt(struct delivery *d, const struct omnidesk_response *resp
     json_object_array_add(d->attempts, a);
 }
 
+/*
+ * A lookup may list the customer's channels (the API document does not say): whatever it lists
+ * is known to be there, so an add whose answer was lost is not repeated. Accepted shapes: an
+ * array of {"type","value"} objects, of {"channel","address"}-like pairs, or of plain strings
+ * (then the type is guessed from the value: '@' is email, '+' is telephone).
+ */
+static void learn_channels(struct delivery *d, struct json_object *customer)
+{
+    struct json_object *channels, *v;
+    if (customer == NULL || !json_object_object_get_ex(customer, "channels", &channels) ||
+        !json_object_is_type(channels, json_type_array))
+        return;
+    for (size_t i = 0; i < json_object_array_length(channels); i++) {
+        struct json_object *c = json_object_array_get_idx(channels, i);
+        const char *type = NULL, *value = NULL;
+        if (json_object_is_type(c, json_type_string)) {
+            value = json_object_get_string(c);
+        } else if (json_object_is_type(c, json_type_object)) {
+            if (json_object_object_get_ex(c, "value", &v))
+                value = json_object_get_string(v);
+            if (json_object_object_get_ex(c, "type", &v))
+                type = json_object_get_string(v);
+        }
+        if (value == NULL || *value == '\0')
+            continue;
+        if (type == NULL)
+            type = strchr(value, '@') ? "email" : value[0] == '+' ? "telephone" : NULL;
+        if (type == NULL || (strcmp(type, "email") != 0 && strcmp(type, "telephone") != 0))
+            continue;
+        char key[1100];
+        snprintf(key, sizeof(key), "%s:%s", type, value);
+        sync_add(&d->sync, key);
+    }
+}
+
 /* The customer is gone at Omnidesk although we thought it existed: create it again, once. */
 static int vanished(struct delivery *d)
 {
@@ -618,6 +653,7 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
                 d->sync.changed = 1;
             d->sync.created = 1;
             d->sync.omnidesk_id = resp->customer_id;
+            learn_channels(d, resp->customer);
         } else if (resp->class == OMNIDESK_NOT_FOUND) {
             if (d->sync.created || d->sync.omnidesk_id)
                 sync_forget(&d->sync);

@@ -485,9 +485,21 @@ static void claim(struct dispatcher *d)
                                 d->cfg->sources[i].name);
     snprintf(sources + len, sizeof(sources) - len, "}");
     const char *params[] = {limit_text, lease, d->process, per_customer, sources};
-    int rc = dbloop_query(d->db, sql_text("claim.sql"), 5, params, DBLOOP_FAIL_FAST, on_claimed, d);
+    int rc = dbloop_query(d->db, DISPATCHER_CLAIM_STATEMENT, 5, params,
+                          DBLOOP_FAIL_FAST | DBLOOP_PREPARED, on_claimed, d);
     if (rc == 0)
         d->claiming = 1;
+}
+
+int dispatcher_prepare_sql(char *out, size_t len)
+{
+    /* Prepared once per connection: the claim runs at every wake-up, and planning it each time
+     * would cost more than running it. */
+    int n = snprintf(out, len,
+                     "PREPARE " DISPATCHER_CLAIM_STATEMENT
+                     " (integer, bigint, text, integer, text[]) AS %s",
+                     sql_text("claim.sql"));
+    return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
 }
 
 void dispatcher_wake(struct dispatcher *d)

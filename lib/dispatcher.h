@@ -89,6 +89,9 @@ void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher 
 
 int dispatcher_ready_api(const struct dispatcher *d); /* not refusing the key */
 unsigned dispatcher_in_flight(const struct dispatcher *d);
+#define DISPATCHER_CLAIM_STATEMENT "omnisync_claim"
+/* The statement the work connection must run after each connect (its on_connect_sql). */
+int dispatcher_prepare_sql(char *out, size_t len) OMNISYNC_MUST_CHECK;
 /* The lease this process takes on claimed rows. */
 uint64_t dispatcher_lease_ms(const struct config *cfg);
 

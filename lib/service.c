@@ -282,9 +282,15 @@ int service_run(struct config *cfg, const char *config_path)
         log_error("cannot start the HTTP client; check [omnidesk] base_url");
         goto out;
     }
+    char prepare[8192];
+    if (dispatcher_prepare_sql(prepare, sizeof(prepare)) != 0) {
+        log_error("the claim statement does not fit its buffer");
+        goto out;
+    }
     struct dbloop_options dbopts = {
         .conninfo = cfg->conninfo,
         .application_name = "omnisync run",
+        .on_connect_sql = prepare,
         .on_state = on_db_state,
         .data = s,
     };

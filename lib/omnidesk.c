@@ -1,0 +1,1300 @@
+/*
+ * omnidesk: one libcurl multi handle driven by the daemon's libuv loop.
+ *
+ * This module owns the HTTP side of a delivery: it builds one request in the exact shape the API
+ * document gives for its endpoint (multipart for POST, urlencoded for PUT and the legacy DELETE),
+ * runs it on the shared multi handle (keep-alive connections are reused across requests), reads
+ * at most `max_body` bytes of the answer and turns the outcome into one classified response.
+ * It never decides about retries and never touches the database.
+ *
+ * The loop integration is curl's multi-uv pattern: curl tells us which sockets to watch
+ * (CURLMOPT_SOCKETFUNCTION, one uv_poll per socket) and when to wake it up
+ * (CURLMOPT_TIMERFUNCTION, one uv_timer); we hand every event back with curl_multi_socket_action
+ * and collect finished transfers with curl_multi_info_read. Nothing here blocks.
+ *
+ * Lifetimes follow libuv: a poll context is freed only in its close callback; callers' callbacks
+ * run outside every curl callback, and close/abort work that would tear down the multi handle is
+ * deferred to the `reaper` timer so it never runs inside a callback chain still using it.
+ *
+ * Secrets: the API key lives in one buffer and in the header list of each request; both are
+ * wiped before they are freed. Nothing written to the log carries the key or a field value.
+ */
+#include "omnidesk.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+
+#ifndef OMNISYNC_VERSION
+#define OMNISYNC_VERSION "unknown"
+#endif
+
+/* A Retry-After value longer than this is not a number of seconds nor an HTTP-date. */
+#define RETRY_AFTER_MAX 64
+/* Raw (non-JSON) error bodies are quoted up to this many bytes (DESIGN §2). */
+#define RAW_BODY_QUOTE 200
+/* JSON nesting deeper than this in an answer is not an Omnidesk answer. */
+#define JSON_MAX_DEPTH 16
+/* A Retry-After beyond a day is treated as a day: the engine caps backoff anyway. */
+#define RETRY_AFTER_CAP_S 86400LL
+#define API_KEY_MAX 4096
+
+struct omnidesk_socket {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    int events; /* UV_READABLE/UV_WRITABLE curl asked for last */
+    struct omnidesk *client;
+    struct omnidesk_socket *prev, *next; /* in client->sockets until uv_close is called */
+};
+
+struct omnidesk_request {
+    struct omnidesk *client;
+    struct omnidesk_request *prev, *next; /* in client->requests while in flight */
+    CURL *easy;
+    curl_mime *mime;
+    struct curl_slist *headers; /* holds the key: wiped before it is freed */
+    char *form;                 /* urlencoded body, owned */
+    enum omnidesk_endpoint endpoint;
+    long timeout_ms; /* settings this request started with (reload-safe) */
+    long connect_timeout_ms;
+    size_t max_body;
+    char *body; /* answer, NUL-terminated, at most max_body bytes */
+    size_t body_len;
+    size_t body_cap;
+    int body_overflow;
+    int body_nomem;
+    char retry_after[RETRY_AFTER_MAX];
+    uint64_t started_ms;
+    omnidesk_cb cb;
+    void *data;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+const char *omnidesk_endpoint_name(enum omnidesk_endpoint e)
+{
+    switch (e) {
+    case OMNIDESK_CREATE:
+        return "create";
+    case OMNIDESK_UPDATE:
+        return "updateCustomer";
+    case OMNIDESK_ADD_CHANNEL:
+        return "addChannelOnly";
+    case OMNIDESK_PURGE:
+        return "purgeData";
+    case OMNIDESK_PURGE_LEGACY:
+        return "purgedata";
+    case OMNIDESK_SEARCH:
+        return "search";
+    case OMNIDESK_PROBE:
+        return "probe";
+    }
+    return "unknown";
+}
+
+const char *omnidesk_class_name(enum omnidesk_class cls)
+{
+    switch (cls) {
+    case OMNIDESK_OK:
+        return "ok";
+    case OMNIDESK_TRANSIENT:
+        return "transient";
+    case OMNIDESK_PERMANENT:
+        return "permanent";
+    case OMNIDESK_AUTH:
+        return "auth";
+    case OMNIDESK_NOT_FOUND:
+        return "not_found";
+    }
+    return "unknown";
+}
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void wipe_free(char *secret, size_t len)
+{
+    if (secret == NULL)
+        return;
+    explicit_bzero(secret, len);
+    free(secret);
+}
+
+static void headers_free(struct curl_slist *headers)
+{
+    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
+    for (struct curl_slist *h = headers; h != NULL; h = h->next)
+        explicit_bzero(h->data, strlen(h->data));
+    curl_slist_free_all(headers);
+}
+
+/*
+ * Copies at most `max_in` bytes of `in` into `out` (size `outsz`, always NUL-terminated) as valid
+ * UTF-8: control characters (NUL and newlines included) become spaces, bytes that are not part
+ * of a well-formed sequence become '?', and a cut is marked with "...". The result goes into the
+ * database as text, which must be valid UTF-8 without NUL.
+ */
+static void copy_printable(char *out, size_t outsz, const char *in, size_t inlen, size_t max_in)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    size_t i = 0, o = 0;
+    int cut = 0;
+
+    if (outsz == 0)
+        return;
+    while (i < inlen) {
+        size_t n = 1;
+        unsigned char b = s[i];
+        int valid = 1;
+
+        if (b >= 0xc2 && b <= 0xdf)
+            n = 2;
+        else if (b >= 0xe0 && b <= 0xef)
+            n = 3;
+        else if (b >= 0xf0 && b <= 0xf4)
+            n = 4;
+        else if (b >= 0x80)
+            valid = 0;
+        if (valid && n > 1) {
+            if (i + n > inlen) {
+                valid = 0;
+            } else {
+                for (size_t k = 1; k < n; k++)
+                    if ((s[i + k] & 0xc0) != 0x80)
+                        valid = 0;
+                /* Overlong forms, surrogates and code points beyond U+10FFFF. */
+                if (valid && ((b == 0xe0 && s[i + 1] < 0xa0) || (b == 0xed && s[i + 1] > 0x9f) ||
+                              (b == 0xf0 && s[i + 1] < 0x90) || (b == 0xf4 && s[i + 1] > 0x8f)))
+                    valid = 0;
+            }
+            if (!valid)
+                n = 1;
+        }
+        if (i + n > max_in || o + n + 4 > outsz) {
+            cut = 1;
+            break;
+        }
+        if (!valid)
+            out[o++] = '?';
+        else if (n == 1 && (b < 0x20 || b == 0x7f))
+            out[o++] = ' ';
+        else
+            for (size_t k = 0; k < n; k++)
+                out[o++] = (char)s[i + k];
+        i += n;
+    }
+    if (cut && o + 4 <= outsz) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+static int check_key(const char *key)
+{
+    size_t len;
+
+    if (key == NULL)
+        return OMNISYNC_EINVAL;
+    len = strlen(key);
+    if (len == 0 || len > API_KEY_MAX)
+        return OMNISYNC_EINVAL;
+    /* A CR or LF would let the key inject header lines. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)key[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return OMNISYNC_EINVAL;
+    }
+    return 0;
+}
+
+static int check_options(const struct omnidesk_options *opts, int need_base_url)
+{
+    if (opts == NULL)
+        return OMNISYNC_EINVAL;
+    if (need_base_url) {
+        const char *u = opts->base_url;
+        if (u == NULL || (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0))
+            return OMNISYNC_EINVAL;
+        for (const char *p = u; *p != '\0'; p++)
+            if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+                return OMNISYNC_EINVAL;
+    }
+    if (check_key(opts->api_key) != 0)
+        return OMNISYNC_EINVAL;
+    if (opts->timeout_ms <= 0 || opts->connect_timeout_ms < 0 || opts->max_in_flight == 0)
+        return OMNISYNC_EINVAL;
+    return 0;
+}
+
+static long effective_connect_timeout(const struct omnidesk_options *opts)
+{
+    if (opts->connect_timeout_ms > 0)
+        return opts->connect_timeout_ms;
+    return opts->timeout_ms < 5000 ? opts->timeout_ms : 5000;
+}
+
+static int apply_limits(CURLM *multi, unsigned max_in_flight)
+{
+    /* One connection per request in flight, all of them kept alive for reuse. */
+    long n = (long)max_in_flight;
+
+    if (curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, n) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, n) != CURLM_OK)
+        return OMNISYNC_EHTTP;
+    return 0;
+}
+
+/* ---- loop glue (curl's multi-uv pattern) --------------------------------------------------- */
+
+static void check_multi_info(struct omnidesk *c);
+static void on_reap(uv_timer_t *timer);
+
+static void maybe_done(struct omnidesk *c)
+{
+    void (*cb)(struct omnidesk *) = c->close_cb;
+
+    if (!c->torn_down || c->handles_open != 0)
+        return;
+    c->close_cb = NULL;
+    /* Last touch of `c`: the callback may free it. */
+    if (cb != NULL)
+        cb(c);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    struct omnidesk *c = handle->data;
+
+    c->handles_open--;
+    maybe_done(c);
+}
+
+static void on_socket_closed(uv_handle_t *handle)
+{
+    struct omnidesk_socket *s = handle->data;
+    struct omnidesk *c = s->client;
+
+    free(s);
+    c->handles_open--;
+    maybe_done(c);
+}
+
+static void socket_close(struct omnidesk_socket *s)
+{
+    struct omnidesk *c = s->client;
+
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        c->sockets = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    /* uv_close stops the poll and drops the fd from epoll now, before curl closes the fd. */
+    uv_close((uv_handle_t *)&s->poll, on_socket_closed);
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events)
+{
+    struct omnidesk_socket *s = poll->data;
+    struct omnidesk *c = s->client;
+    int flags = 0;
+    int running;
+
+    /*
+     * On POLLERR (a reset, for one) libuv reports UV_EBADF and stops the handle. Passing
+     * CURL_CSELECT_ERR would make curl fail with a bare "select/poll returned error"; letting it
+     * read and write instead surfaces the real cause ("connection reset").
+     */
+    if (status < 0)
+        flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
+    else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    curl_multi_socket_action(c->multi, s->fd, flags, &running);
+    /* `s` may be closing now (CURL_POLL_REMOVE), but its memory lives until its close callback.
+     * If curl still wants the socket, watch it again: curl will not ask twice. */
+    if (status < 0 && !uv_is_closing((uv_handle_t *)poll) && !uv_is_active((uv_handle_t *)poll))
+        uv_poll_start(poll, s->events, on_poll);
+    check_multi_info(c);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp)
+{
+    struct omnidesk *c = userp;
+    struct omnidesk_socket *s = socketp;
+    int events = 0;
+    int rc;
+
+    (void)easy;
+    /* During teardown every context is already closing: nothing to watch any more. */
+    if (c->torn_down)
+        return 0;
+    if (action == CURL_POLL_REMOVE) {
+        if (s != NULL) {
+            curl_multi_assign(c->multi, fd, NULL);
+            socket_close(s);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return -1;
+        rc = uv_poll_init_socket(c->loop, &s->poll, fd);
+        if (rc != 0) {
+            log_warn("omnidesk cannot watch a socket: %s", uv_strerror(rc));
+            free(s);
+            return -1;
+        }
+        s->fd = fd;
+        s->client = c;
+        s->poll.data = s;
+        s->next = c->sockets;
+        if (c->sockets != NULL)
+            c->sockets->prev = s;
+        c->sockets = s;
+        c->handles_open++;
+        curl_multi_assign(c->multi, fd, s);
+    }
+    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    s->events = events;
+    rc = uv_poll_start(&s->poll, events, on_poll);
+    if (rc != 0) {
+        log_warn("omnidesk cannot watch a socket: %s", uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_timeout(uv_timer_t *timer)
+{
+    struct omnidesk *c = timer->data;
+    int running;
+
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info(c);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct omnidesk *c = userp;
+
+    (void)multi;
+    if (c->torn_down)
+        return 0;
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        /* 0 means "as soon as possible": the next loop iteration, never from inside curl. */
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- answers ------------------------------------------------------------------------------ */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct omnidesk_request *req = userdata;
+    size_t n = size * nmemb;
+
+    if (n > req->max_body - req->body_len) {
+        /* Returning short makes curl stop reading: CURLE_WRITE_ERROR. */
+        req->body_overflow = 1;
+        return 0;
+    }
+    if (req->body_len + n + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap * 2 : 1024;
+        char *grown;
+
+        while (cap < req->body_len + n + 1)
+            cap *= 2;
+        if (cap > req->max_body + 1)
+            cap = req->max_body + 1;
+        grown = realloc(req->body, cap);
+        if (grown == NULL) {
+            req->body_nomem = 1;
+            return 0;
+        }
+        req->body = grown;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, ptr, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+    struct omnidesk_request *req = userdata;
+    size_t len = size * nitems;
+    static const char name[] = "retry-after:";
+    size_t name_len = sizeof(name) - 1;
+
+    /* A new status line (after a 100 Continue) starts a new set of headers. */
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
+        req->retry_after[0] = '\0';
+    if (len > name_len && strncasecmp(line, name, name_len) == 0) {
+        const char *v = line + name_len;
+        size_t vlen = len - name_len;
+
+        while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ' ||
+                            v[vlen - 1] == '\t'))
+            vlen--;
+        if (vlen < sizeof(req->retry_after)) {
+            memcpy(req->retry_after, v, vlen);
+            req->retry_after[vlen] = '\0';
+        } else {
+            req->retry_after[0] = '\0';
+        }
+    }
+    return len;
+}
+
+/* Retry-After is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
+static long long parse_retry_after(const char *value)
+{
+    long long seconds = 0;
+    const char *p = value;
+    time_t when, now;
+
+    if (*p == '\0')
+        return -1;
+    if (*p >= '0' && *p <= '9') {
+        for (; *p >= '0' && *p <= '9'; p++)
+            if (seconds <= RETRY_AFTER_CAP_S)
+                seconds = seconds * 10 + (*p - '0');
+        if (*p != '\0')
+            return -1;
+        if (seconds > RETRY_AFTER_CAP_S)
+            seconds = RETRY_AFTER_CAP_S;
+        return seconds * 1000;
+    }
+    when = curl_getdate(value, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    now = time(NULL);
+    if (when <= now)
+        return 0;
+    seconds = (long long)(when - now);
+    if (seconds > RETRY_AFTER_CAP_S)
+        seconds = RETRY_AFTER_CAP_S;
+    return seconds * 1000;
+}
+
+/* Parses a whole body as JSON (trailing whitespace allowed); NULL when it is not JSON. */
+static json_object *parse_json(const char *body, size_t len)
+{
+    json_tokener *tok;
+    json_object *root;
+    size_t end;
+
+    if (body == NULL || len == 0)
+        return NULL;
+    tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    if (tok == NULL)
+        return NULL;
+    root = json_tokener_parse_ex(tok, body, (int)len);
+    if (root == NULL || json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(root);
+        json_tokener_free(tok);
+        return NULL;
+    }
+    end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    for (; end < len; end++)
+        if (body[end] != ' ' && body[end] != '\t' && body[end] != '\r' && body[end] != '\n') {
+            json_object_put(root);
+            return NULL;
+        }
+    return root;
+}
+
+/* An id is a positive integer or a string of 1..18 digits. */
+static long long id_value(json_object *v)
+{
+    if (v == NULL)
+        return 0;
+    if (json_object_is_type(v, json_type_int)) {
+        int64_t n = json_object_get_int64(v);
+        return n > 0 ? (long long)n : 0;
+    }
+    if (json_object_is_type(v, json_type_string)) {
+        const char *s = json_object_get_string(v);
+        size_t len = (size_t)json_object_get_string_len(v);
+        long long n = 0;
+
+        if (len == 0 || len > 18)
+            return 0;
+        for (size_t i = 0; i < len; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return 0;
+            n = n * 10 + (s[i] - '0');
+        }
+        return n;
+    }
+    return 0;
+}
+
+static long long object_id(json_object *o)
+{
+    json_object *v = NULL;
+
+    if (o == NULL || !json_object_is_type(o, json_type_object))
+        return 0;
+    if (!json_object_object_get_ex(o, "id", &v))
+        return 0;
+    return id_value(v);
+}
+
+static int is_empty(json_object *v)
+{
+    if (v == NULL)
+        return 1;
+    if (json_object_is_type(v, json_type_array))
+        return json_object_array_length(v) == 0;
+    if (json_object_is_type(v, json_type_object))
+        return json_object_object_length(v) == 0;
+    return 0;
+}
+
+/*
+ * The lookup answer is not documented (DESIGN §2): an id at the top level, under "customer" or
+ * in "items"[0]. Returns the id (> 0), 0 for an explicitly empty result, -1 for anything else.
+ */
+static long long search_id(json_object *root)
+{
+    json_object *v = NULL;
+    long long id;
+
+    if (root == NULL)
+        return -1;
+    if (json_object_is_type(root, json_type_array))
+        return json_object_array_length(root) == 0 ? 0 : -1;
+    if (!json_object_is_type(root, json_type_object))
+        return -1;
+    if ((id = object_id(root)) > 0)
+        return id;
+    if (json_object_object_get_ex(root, "customer", &v)) {
+        if ((id = object_id(v)) > 0)
+            return id;
+        if (is_empty(v))
+            return 0;
+    }
+    if (json_object_object_get_ex(root, "items", &v) && json_object_is_type(v, json_type_array)) {
+        if (json_object_array_length(v) == 0)
+            return 0;
+        if ((id = object_id(json_object_array_get_idx(v, 0))) > 0)
+            return id;
+    }
+    return -1;
+}
+
+/* The customer object of a search answer that search_id() found an id in. */
+static json_object *search_customer(json_object *root)
+{
+    json_object *v;
+    if (object_id(root) > 0)
+        return root;
+    if (json_object_object_get_ex(root, "customer", &v) && object_id(v) > 0)
+        return v;
+    if (json_object_object_get_ex(root, "items", &v) && json_object_is_type(v, json_type_array))
+        return json_object_array_get_idx(v, 0);
+    return NULL;
+}
+
+/* "HTTP 400: <message>": the API's JSON message if there is one, else the raw body, cut. */
+static void http_error(struct omnidesk_response *r, long status, const char *body, size_t len,
+                       json_object *root)
+{
+    json_object *msg = NULL;
+    int n;
+
+    n = snprintf(r->error, sizeof(r->error), "HTTP %ld", status);
+    if (n < 0 || (size_t)n + 3 >= sizeof(r->error))
+        return;
+    if (root != NULL && json_object_is_type(root, json_type_object) &&
+        json_object_object_get_ex(root, "message", &msg) &&
+        json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0) {
+        memcpy(r->error + n, ": ", 3);
+        copy_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2,
+                       json_object_get_string(msg), (size_t)json_object_get_string_len(msg),
+                       SIZE_MAX);
+    } else if (len > 0) {
+        memcpy(r->error + n, ": ", 3);
+        copy_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2, body, len,
+                       RAW_BODY_QUOTE);
+    }
+}
+
+static void classify_status(struct omnidesk_request *req, struct omnidesk_response *r)
+{
+    long status = r->http_status;
+    json_object *root = parse_json(req->body, req->body_len);
+
+    if (status >= 200 && status <= 299) {
+        r->class = OMNIDESK_OK;
+        if (req->endpoint == OMNIDESK_SEARCH) {
+            long long id = search_id(root);
+            if (id > 0) {
+                r->customer_id = id;
+                r->customer = json_object_get(search_customer(root));
+            } else if (id == 0) {
+                r->class = OMNIDESK_NOT_FOUND;
+                snprintf(r->error, sizeof(r->error), "HTTP %ld: no such customer", status);
+            } else {
+                r->class = OMNIDESK_TRANSIENT;
+                snprintf(r->error, sizeof(r->error), "HTTP %ld: unparseable answer", status);
+            }
+        }
+        json_object_put(root);
+        return;
+    }
+    if (status == 401 || status == 403)
+        r->class = OMNIDESK_AUTH;
+    else if (status == 404)
+        r->class = OMNIDESK_NOT_FOUND;
+    else if (status == 408 || status == 425 || status == 429 || status >= 500)
+        r->class = OMNIDESK_TRANSIENT;
+    else if (status >= 400)
+        r->class = OMNIDESK_PERMANENT;
+    else
+        /* 1xx/3xx are not answers of this API (redirects are not followed): most likely a wrong
+         * base_url; transient keeps rows out of "failed" while the circuit breaker reports it. */
+        r->class = OMNIDESK_TRANSIENT;
+    http_error(r, status, req->body, req->body_len, root);
+    json_object_put(root);
+}
+
+static void transport_error(struct omnidesk_request *req, CURLcode rc,
+                            struct omnidesk_response *r)
+{
+    long os_errno = 0;
+    long connect_us = 0;
+    curl_off_t connect_time = 0;
+    long long elapsed_ms = (long long)(r->seconds * 1000.0);
+
+    curl_easy_getinfo(req->easy, CURLINFO_OS_ERRNO, &os_errno);
+    if (curl_easy_getinfo(req->easy, CURLINFO_CONNECT_TIME_T, &connect_time) == CURLE_OK)
+        connect_us = (long)connect_time;
+    r->class = OMNIDESK_TRANSIENT;
+    r->transport_error = (int)rc;
+    r->http_status = 0;
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        if (connect_us == 0)
+            snprintf(r->error, sizeof(r->error), "connect timeout after %lld ms", elapsed_ms);
+        else if (elapsed_ms + 50 >= req->timeout_ms)
+            snprintf(r->error, sizeof(r->error), "timeout after %ld ms", req->timeout_ms);
+        else
+            snprintf(r->error, sizeof(r->error), "timeout: no data for %lld ms", elapsed_ms);
+        break;
+    case CURLE_WRITE_ERROR:
+        if (req->body_overflow)
+            snprintf(r->error, sizeof(r->error), "response body exceeds %zu bytes",
+                     req->max_body);
+        else if (req->body_nomem)
+            snprintf(r->error, sizeof(r->error), "out of memory reading the answer");
+        else
+            snprintf(r->error, sizeof(r->error), "failed to store the answer");
+        break;
+    case CURLE_COULDNT_RESOLVE_HOST:
+        snprintf(r->error, sizeof(r->error), "could not resolve host");
+        break;
+    case CURLE_COULDNT_CONNECT:
+        snprintf(r->error, sizeof(r->error), "could not connect: %s",
+                 os_errno ? strerror((int)os_errno) : "connection failed");
+        break;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+        /* curl sets CURLINFO_OS_ERRNO for connects only; its message names the errno. */
+        if (os_errno == ECONNRESET || strcasestr(req->errbuf, "reset") != NULL)
+            snprintf(r->error, sizeof(r->error), "connection reset");
+        else if (os_errno == EPIPE || strcasestr(req->errbuf, "broken pipe") != NULL)
+            snprintf(r->error, sizeof(r->error), "connection closed while sending");
+        else
+            snprintf(r->error, sizeof(r->error), "connection lost while %s",
+                     rc == CURLE_RECV_ERROR ? "receiving" : "sending");
+        break;
+    case CURLE_GOT_NOTHING:
+        snprintf(r->error, sizeof(r->error), "connection closed without an answer");
+        break;
+    case CURLE_PARTIAL_FILE:
+        snprintf(r->error, sizeof(r->error), "connection closed before the answer was complete");
+        break;
+    case CURLE_WEIRD_SERVER_REPLY:
+        snprintf(r->error, sizeof(r->error), "malformed answer from server");
+        break;
+    default: {
+        /* curl's detail names hosts and TLS problems, never headers or bodies. */
+        char detail[CURL_ERROR_SIZE];
+        copy_printable(detail, sizeof(detail), req->errbuf, strlen(req->errbuf), 200);
+        if (detail[0] != '\0')
+            snprintf(r->error, sizeof(r->error), "%s: %s", curl_easy_strerror(rc), detail);
+        else
+            snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(rc));
+        break;
+    }
+    }
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+static void request_unlink(struct omnidesk_request *req)
+{
+    struct omnidesk *c = req->client;
+
+    if (req->prev != NULL)
+        req->prev->next = req->next;
+    else
+        c->requests = req->next;
+    if (req->next != NULL)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+    c->in_flight--;
+}
+
+static void request_free(struct omnidesk_request *req)
+{
+    if (req == NULL)
+        return;
+    /* The easy handle goes first: it may point into the mime, the headers and the form. */
+    if (req->easy != NULL)
+        curl_easy_cleanup(req->easy);
+    curl_mime_free(req->mime);
+    headers_free(req->headers);
+    free(req->form);
+    free(req->body);
+    free(req);
+}
+
+/* Reports the outcome of a request already removed from the multi handle, then frees it. */
+static void request_finish(struct omnidesk_request *req, CURLcode rc, int canceled)
+{
+    struct omnidesk *c = req->client;
+    struct omnidesk_response r;
+    curl_off_t total_us = 0;
+
+    memset(&r, 0, sizeof(r));
+    r.endpoint = req->endpoint;
+    r.data = req->data;
+    r.retry_after_ms = -1;
+    if (canceled) {
+        r.class = OMNIDESK_TRANSIENT;
+        r.transport_error = CURLE_ABORTED_BY_CALLBACK;
+        r.seconds = (double)(monotonic_ms() - req->started_ms) / 1000.0;
+        snprintf(r.error, sizeof(r.error), "canceled");
+    } else {
+        if (curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+            r.seconds = (double)total_us / 1e6;
+        else
+            r.seconds = (double)(monotonic_ms() - req->started_ms) / 1000.0;
+        if (rc != CURLE_OK) {
+            transport_error(req, rc, &r);
+        } else {
+            curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &r.http_status);
+            if (req->retry_after[0] != '\0')
+                r.retry_after_ms = parse_retry_after(req->retry_after);
+            classify_status(req, &r);
+        }
+    }
+    request_unlink(req);
+    log_debug("omnidesk request done endpoint=%s status=%ld class=%s duration_ms=%.0f",
+              omnidesk_endpoint_name(r.endpoint), r.http_status, omnidesk_class_name(r.class),
+              r.seconds * 1000.0);
+    req->cb(c, &r);
+    json_object_put(r.customer);
+    request_free(req);
+    /* A drain waits for the last request; tear down outside this callback chain. */
+    if (c->closing && c->in_flight == 0 && !c->torn_down)
+        uv_timer_start(&c->reaper, on_reap, 0, 0);
+}
+
+static void check_multi_info(struct omnidesk *c)
+{
+    CURLMsg *msg;
+    int pending;
+
+    while (c->multi != NULL && (msg = curl_multi_info_read(c->multi, &pending)) != NULL) {
+        char *priv = NULL;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        /* `msg` is invalid once the handle is removed: everything was copied above. */
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        curl_multi_remove_handle(c->multi, easy);
+        if (priv != NULL)
+            request_finish((struct omnidesk_request *)priv, rc, 0);
+    }
+}
+
+static char *build_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
+{
+    char *form = NULL;
+    size_t len = 0, cap = 0;
+
+    form = malloc(1);
+    if (form == NULL)
+        return NULL;
+    form[0] = '\0';
+    cap = 1;
+    for (size_t i = 0; i < nfields; i++) {
+        char *name, *value;
+        size_t need;
+
+        if (fields[i].value == NULL)
+            continue;
+        name = curl_easy_escape(easy, fields[i].name, 0);
+        value = curl_easy_escape(easy, fields[i].value, 0);
+        if (name == NULL || value == NULL) {
+            curl_free(name);
+            curl_free(value);
+            free(form);
+            return NULL;
+        }
+        need = len + (len ? 1 : 0) + strlen(name) + 1 + strlen(value) + 1;
+        if (need > cap) {
+            char *grown = realloc(form, need * 2);
+            if (grown == NULL) {
+                curl_free(name);
+                curl_free(value);
+                free(form);
+                return NULL;
+            }
+            form = grown;
+            cap = need * 2;
+        }
+        len += (size_t)sprintf(form + len, "%s%s=%s", len ? "&" : "", name, value);
+        curl_free(name);
+        curl_free(value);
+    }
+    return form;
+}
+
+static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
+                      size_t nfields)
+{
+    req->mime = curl_mime_init(req->easy);
+    if (req->mime == NULL)
+        return OMNISYNC_ENOMEM;
+    for (size_t i = 0; i < nfields; i++) {
+        curl_mimepart *part;
+
+        if (fields[i].value == NULL)
+            continue;
+        part = curl_mime_addpart(req->mime);
+        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK ||
+            curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK)
+            return OMNISYNC_ENOMEM;
+    }
+    return 0;
+}
+
+static int add_header(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *grown = curl_slist_append(*list, line);
+
+    if (grown == NULL)
+        return OMNISYNC_ENOMEM;
+    *list = grown;
+    return 0;
+}
+
+static int build_headers(struct omnidesk *c, struct omnidesk_request *req, int urlencoded)
+{
+    static const char prefix[] = "apiKey: ";
+    size_t len = sizeof(prefix) - 1 + c->api_key_len + 1;
+    char *line = malloc(len);
+    int rc;
+
+    if (line == NULL)
+        return OMNISYNC_ENOMEM;
+    memcpy(line, prefix, sizeof(prefix) - 1);
+    memcpy(line + sizeof(prefix) - 1, c->api_key, c->api_key_len + 1);
+    rc = add_header(&req->headers, line);
+    wipe_free(line, len);
+    if (rc != 0)
+        return rc;
+    if ((rc = add_header(&req->headers, "Accept: application/json")) != 0)
+        return rc;
+    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
+    if ((rc = add_header(&req->headers, "Expect:")) != 0)
+        return rc;
+    if (urlencoded &&
+        (rc = add_header(&req->headers, "Content-Type: application/x-www-form-urlencoded")) != 0)
+        return rc;
+    return 0;
+}
+
+static const char *endpoint_path(enum omnidesk_endpoint e)
+{
+    switch (e) {
+    case OMNIDESK_CREATE:
+        return "/api/v2/customer";
+    case OMNIDESK_UPDATE:
+        return "/api/v2/customer/updateCustomer";
+    case OMNIDESK_ADD_CHANNEL:
+        return "/api/v2/customer/addChannelOnly";
+    case OMNIDESK_PURGE:
+        return "/api/v2/customer/purgeData/";
+    case OMNIDESK_PURGE_LEGACY:
+        return "/api/v2/customer/purgedata";
+    case OMNIDESK_SEARCH:
+        return "/api/v2/customer/SearchByPrimaryExternalID";
+    case OMNIDESK_PROBE:
+        return "/api/v2/customer?itemStart=0&itemLimit=1";
+    }
+    return NULL;
+}
+
+#define SETOPT(easy, opt, val)                                                                     \
+    do {                                                                                           \
+        if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) {                                  \
+            rc = OMNISYNC_EHTTP;                                                                   \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long customer_id,
+                  const struct omnidesk_field *fields, size_t nfields, omnidesk_cb cb, void *data)
+{
+    struct omnidesk_request *req = NULL;
+    const char *path = endpoint_path(endpoint);
+    char url[2048];
+    int urlencoded = endpoint == OMNIDESK_UPDATE || endpoint == OMNIDESK_PURGE_LEGACY;
+    int multipart =
+        endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL || endpoint == OMNIDESK_SEARCH;
+    long low_speed_s;
+    int n;
+    int rc;
+
+    if (c == NULL || cb == NULL || path == NULL)
+        return OMNISYNC_EINVAL;
+    if (c->closing)
+        return OMNISYNC_ECANCELED;
+    if (endpoint == OMNIDESK_PURGE && customer_id <= 0)
+        return OMNISYNC_EINVAL;
+    if (nfields > OMNIDESK_MAX_FIELDS || (nfields > 0 && fields == NULL))
+        return OMNISYNC_EINVAL;
+    if (urlencoded || multipart)
+        for (size_t i = 0; i < nfields; i++)
+            if (fields[i].name == NULL || fields[i].name[0] == '\0')
+                return OMNISYNC_EINVAL;
+    if (c->in_flight >= c->max_in_flight)
+        return OMNISYNC_EBUSY;
+
+    if (endpoint == OMNIDESK_PURGE)
+        n = snprintf(url, sizeof(url), "%s%s%lld", c->base_url, path, customer_id);
+    else
+        n = snprintf(url, sizeof(url), "%s%s", c->base_url, path);
+    if (n < 0 || (size_t)n >= sizeof(url))
+        return OMNISYNC_EINVAL;
+
+    req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return OMNISYNC_ENOMEM;
+    req->client = c;
+    req->endpoint = endpoint;
+    req->timeout_ms = c->timeout_ms;
+    req->connect_timeout_ms = c->connect_timeout_ms;
+    req->max_body = c->max_body;
+    req->cb = cb;
+    req->data = data;
+    req->easy = curl_easy_init();
+    if (req->easy == NULL) {
+        rc = OMNISYNC_ENOMEM;
+        goto fail;
+    }
+    if ((rc = build_headers(c, req, urlencoded)) != 0)
+        goto fail;
+
+    SETOPT(req->easy, CURLOPT_URL, url);
+    SETOPT(req->easy, CURLOPT_PRIVATE, (char *)req);
+    SETOPT(req->easy, CURLOPT_HTTPHEADER, req->headers);
+    SETOPT(req->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION);
+    SETOPT(req->easy, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(req->easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(req->easy, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(req->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    SETOPT(req->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+    /* A server that stops sending is given up on well before a TCP timeout would notice. */
+    low_speed_s = req->timeout_ms / 1000 > 1 ? req->timeout_ms / 1000 : 1;
+    SETOPT(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SETOPT(req->easy, CURLOPT_LOW_SPEED_TIME, low_speed_s);
+    SETOPT(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
+    SETOPT(req->easy, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(req->easy, CURLOPT_WRITEDATA, req);
+    SETOPT(req->easy, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(req->easy, CURLOPT_HEADERDATA, req);
+
+    /*
+     * libcurl silently sends a request again on a new connection when a reused connection died
+     * before any byte of the answer came back. For a create or a channel add that may already
+     * have been applied, that second copy is a duplicate at Omnidesk: the engine must see the
+     * lost answer and decide (look the customer up first). From libcurl 8.16 this is an option;
+     * before, only a fresh connection (never "reused") avoids the resend.
+     */
+    if (endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL) {
+#if CURL_AT_LEAST_VERSION(8, 16, 0)
+        SETOPT(req->easy, CURLOPT_FORBID_RETRY_ON_REUSE, 1L);
+#else
+        SETOPT(req->easy, CURLOPT_FRESH_CONNECT, 1L);
+#endif
+    }
+
+    switch (endpoint) {
+    case OMNIDESK_CREATE:
+    case OMNIDESK_ADD_CHANNEL:
+    case OMNIDESK_SEARCH:
+        if ((rc = build_mime(req, fields, nfields)) != 0)
+            goto fail;
+        SETOPT(req->easy, CURLOPT_MIMEPOST, req->mime);
+        break;
+    case OMNIDESK_UPDATE:
+    case OMNIDESK_PURGE_LEGACY:
+        req->form = build_form(fields, nfields, req->easy);
+        if (req->form == NULL) {
+            rc = OMNISYNC_ENOMEM;
+            goto fail;
+        }
+        SETOPT(req->easy, CURLOPT_POSTFIELDS, req->form);
+        SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->form));
+        SETOPT(req->easy, CURLOPT_CUSTOMREQUEST,
+               endpoint == OMNIDESK_UPDATE ? "PUT" : "DELETE");
+        break;
+    case OMNIDESK_PURGE:
+        SETOPT(req->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+        break;
+    case OMNIDESK_PROBE:
+        SETOPT(req->easy, CURLOPT_HTTPGET, 1L);
+        break;
+    }
+
+    req->started_ms = monotonic_ms();
+    /* Adding only arms the timer (CURLMOPT_TIMERFUNCTION): the transfer, and so the callback,
+     * starts from the loop, after this function has returned. */
+    if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
+        rc = OMNISYNC_EHTTP;
+        goto fail;
+    }
+    req->next = c->requests;
+    if (c->requests != NULL)
+        c->requests->prev = req;
+    c->requests = req;
+    c->in_flight++;
+    return 0;
+
+fail:
+    request_free(req);
+    return rc;
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+static int copy_base_url(const char *in, char **out)
+{
+    size_t len = strlen(in);
+    char *url;
+
+    while (len > 0 && in[len - 1] == '/')
+        len--;
+    url = malloc(len + 1);
+    if (url == NULL)
+        return OMNISYNC_ENOMEM;
+    memcpy(url, in, len);
+    url[len] = '\0';
+    *out = url;
+    return 0;
+}
+
+static int copy_key(const char *in, char **out, size_t *out_len)
+{
+    size_t len = strlen(in);
+    char *key = malloc(len + 1);
+
+    if (key == NULL)
+        return OMNISYNC_ENOMEM;
+    memcpy(key, in, len + 1);
+    *out = key;
+    *out_len = len;
+    return 0;
+}
+
+int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_options *opts)
+{
+    char *base_url = NULL;
+    char *key = NULL;
+    size_t key_len = 0;
+    CURLM *multi = NULL;
+    int rc;
+
+    if (c == NULL || loop == NULL)
+        return OMNISYNC_EINVAL;
+    if ((rc = check_options(opts, 1)) != 0)
+        return rc;
+    if ((rc = copy_base_url(opts->base_url, &base_url)) != 0)
+        goto fail;
+    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
+        goto fail;
+    multi = curl_multi_init();
+    if (multi == NULL) {
+        rc = OMNISYNC_EHTTP;
+        goto fail;
+    }
+    rc = OMNISYNC_EHTTP;
+    if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERDATA, c) != CURLM_OK)
+        goto fail;
+    if ((rc = apply_limits(multi, opts->max_in_flight)) != 0)
+        goto fail;
+
+    memset(c, 0, sizeof(*c));
+    c->loop = loop;
+    c->multi = multi;
+    c->base_url = base_url;
+    c->api_key = key;
+    c->api_key_len = key_len;
+    c->timeout_ms = opts->timeout_ms;
+    c->connect_timeout_ms = effective_connect_timeout(opts);
+    c->max_in_flight = opts->max_in_flight;
+    c->max_body = opts->max_body ? opts->max_body : OMNIDESK_DEFAULT_MAX_BODY;
+    /* Last, because they cannot fail: a failed init must leave no handle on the loop. */
+    uv_timer_init(loop, &c->timer);
+    uv_timer_init(loop, &c->reaper);
+    c->timer.data = c;
+    c->reaper.data = c;
+    c->handles_open = 2;
+    return 0;
+
+fail:
+    if (multi != NULL)
+        curl_multi_cleanup(multi);
+    wipe_free(key, key_len);
+    free(base_url);
+    return rc;
+}
+
+int omnidesk_reconfigure(struct omnidesk *c, const struct omnidesk_options *opts)
+{
+    char *key = NULL;
+    size_t key_len = 0;
+    int rc;
+
+    if (c == NULL || c->closing)
+        return OMNISYNC_EINVAL;
+    if ((rc = check_options(opts, 0)) != 0)
+        return rc;
+    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
+        return rc;
+    if ((rc = apply_limits(c->multi, opts->max_in_flight)) != 0) {
+        wipe_free(key, key_len);
+        /* Put the old limits back so the multi handle matches what we enforce. */
+        if (apply_limits(c->multi, c->max_in_flight) != 0)
+            log_warn("omnidesk could not restore connection limits max_in_flight=%u",
+                     c->max_in_flight);
+        return rc;
+    }
+    wipe_free(c->api_key, c->api_key_len);
+    c->api_key = key;
+    c->api_key_len = key_len;
+    c->timeout_ms = opts->timeout_ms;
+    c->connect_timeout_ms = effective_connect_timeout(opts);
+    c->max_in_flight = opts->max_in_flight;
+    c->max_body = opts->max_body ? opts->max_body : OMNIDESK_DEFAULT_MAX_BODY;
+    return 0;
+}
+
+unsigned omnidesk_in_flight(const struct omnidesk *c)
+{
+    return c->in_flight;
+}
+
+static void teardown(struct omnidesk *c)
+{
+    c->torn_down = 1;
+    /* Stop watching every socket while its fd is still open; curl closes them below. */
+    while (c->sockets != NULL)
+        socket_close(c->sockets);
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->reaper, on_handle_closed);
+    wipe_free(c->api_key, c->api_key_len);
+    c->api_key = NULL;
+    c->api_key_len = 0;
+    free(c->base_url);
+    c->base_url = NULL;
+}
+
+static void on_reap(uv_timer_t *timer)
+{
+    struct omnidesk *c = timer->data;
+
+    if (c->torn_down)
+        return;
+    if (c->aborting) {
+        struct omnidesk_request *req;
+
+        /* Callbacks may run omnidesk_send(); it refuses (closing), so this loop ends. */
+        while ((req = c->requests) != NULL) {
+            curl_multi_remove_handle(c->multi, req->easy);
+            request_finish(req, CURLE_OK, 1);
+        }
+    }
+    if (c->in_flight == 0)
+        teardown(c);
+}
+
+void omnidesk_close(struct omnidesk *c, int abort, void (*close_cb)(struct omnidesk *c))
+{
+    if (c == NULL || c->torn_down)
+        return;
+    if (!c->closing) {
+        c->closing = 1;
+        c->close_cb = close_cb;
+    }
+    if (abort)
+        c->aborting = 1;
+    /* Never tear down from here: we may be inside a response callback of this client. */
+    if (c->aborting || c->in_flight == 0)
+        uv_timer_start(&c->reaper, on_reap, 0, 0);
+}

@@ -1,0 +1,261 @@
+/*
+ * The delivery engine end to end (issue 5): a real `omnisync run` against a real PostgreSQL and
+ * the fake Omnidesk over loopback. Mixed workload convergence, per-customer order, exactly-once
+ * effect with lost answers, NOTIFY-driven latency, delivery after a lost listener, coalescing.
+ */
+#include <check.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scenario.h"
+#include "testutil.h"
+
+static struct scenario sc;
+static struct proc omnisync_daemon;
+
+static void start(const char *extra, const char *faults)
+{
+    ck_assert_msg(scenario_setup(&sc, extra, faults) == 0, "scenario setup failed");
+    ck_assert_msg(scenario_start_daemon(&sc, &omnisync_daemon) == 0, "daemon did not start");
+}
+
+static void stop_daemon(void)
+{
+    int code = proc_stop(&omnisync_daemon, 20000);
+    if (code != 0)
+        proc_dump(&omnisync_daemon, "omnisync run");
+    ck_assert_msg(code == 0, "omnisync run exited %d after SIGTERM", code);
+}
+
+static void finish(void)
+{
+    stop_daemon();
+    char *err = proc_stderr(&omnisync_daemon);
+    /* The key and personal data never reach the log. */
+    ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+    ck_assert_ptr_null(strstr(err, "@example.com"));
+    free(err);
+    proc_free(&omnisync_daemon);
+    scenario_teardown(&sc);
+}
+
+static void exec(const char *sql)
+{
+    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
+}
+
+static void assert_in_step(const char *const *absent)
+{
+    char why[512];
+    ck_assert_msg(scenario_wait_quiet(&sc, 60000), "outbox not quiet: %lld open rows",
+                  scenario_open_rows(&sc));
+    ck_assert_msg(scenario_compare(&sc, absent, why, sizeof(why)) == 0, "%s", why);
+}
+
+START_TEST(test_mixed_workload_converges)
+{
+    start(NULL, NULL);
+    /* 320 customers; C300-C309 with an invalid first name, C310-C314 an invalid phone. */
+    exec("INSERT INTO customers (customer_no, first_name, last_name, email, phone, loyalty_tier) "
+         "SELECT 'C' || lpad(i::text, 3, '0'), "
+         " CASE WHEN i BETWEEN 300 AND 309 THEN 'R2D2' ELSE (ARRAY['Ann','Bob','Zoë','José','Ševa'])[1 + i % 5] END, "
+         " (ARRAY['Lee','de Vries','O''Brien','Müller'])[1 + i % 4], "
+         " 'c' || i || '@example.com', "
+         " CASE WHEN i BETWEEN 310 AND 314 THEN '06-12' ELSE '+3161' || lpad(i::text, 7, '0') END, "
+         " 'bronze' FROM generate_series(1, 320) i");
+    /* Name and custom field updates, new emails and phones, unmapped-only updates. */
+    exec("UPDATE customers SET last_name = 'Smith' WHERE right(customer_no, 3)::int % 3 = 0 "
+         "AND right(customer_no, 3)::int < 300");
+    exec("UPDATE customers SET loyalty_tier = 'gold' WHERE right(customer_no, 3)::int % 4 = 0");
+    exec("UPDATE customers SET email = 'new' || customer_no || '@example.com' "
+         "WHERE right(customer_no, 3)::int % 5 = 0");
+    exec("UPDATE customers SET phone = '+3162' || right(customer_no, 3) || '0000' "
+         "WHERE right(customer_no, 3)::int % 6 = 0 AND right(customer_no, 3)::int < 300");
+    exec("UPDATE customers SET notes = 'called' WHERE right(customer_no, 3)::int % 7 = 0");
+    /* Repeated updates of the same customers. */
+    for (int i = 0; i < 10; i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "UPDATE customers SET loyalty_tier = 'tier%d' WHERE customer_no <= 'C020'", i);
+        exec(sql);
+    }
+    /* Deletes. */
+    exec("DELETE FROM customers WHERE right(customer_no, 3)::int % 11 = 0 "
+         "AND right(customer_no, 3)::int < 300");
+    /* Fix half of the invalid ones once their rows have failed. */
+    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                                      "WHERE status = 'failed'") >= 15,
+                             30000),
+                  "the invalid rows did not fail");
+    exec("UPDATE customers SET first_name = 'Robert' WHERE customer_no BETWEEN 'C300' AND 'C304'");
+    exec("UPDATE customers SET phone = '+31612345678' WHERE customer_no IN ('C310', 'C311')");
+
+    static const char *const still_invalid[] = {"C305", "C306", "C307", "C308", "C309",
+                                                "C312", "C313", "C314", NULL};
+    assert_in_step(still_invalid);
+
+    /* Invalid data never reached the API. */
+    ck_assert_int_eq(fake_stat(&sc.fake, "validation_errors"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    /* Their rows failed naming the field; the fixed ones' failures were superseded. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(DISTINCT primary_id) FROM omnisync.outbox "
+                                              "WHERE status = 'failed' AND last_error LIKE "
+                                              "'invalid firstname%must match%'"),
+                     5);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(DISTINCT primary_id) FROM omnisync.outbox "
+                                              "WHERE status = 'failed' AND last_error LIKE "
+                                              "'invalid telephone%E.164%'"),
+                     3);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = "
+                                              "'failed' AND primary_id IN ('C300', 'C310')"),
+                     0);
+    ck_assert_int_ge(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = "
+                                              "'skipped' AND result LIKE 'superseded by %'"),
+                     7);
+    /* Outcomes carry no personal data into the daemon's log (checked in finish()). */
+    finish();
+}
+END_TEST
+
+/* For each customer, the tier values sent never go back in time. */
+START_TEST(test_order_per_customer)
+{
+    start(NULL, "{\"latency_ms\": 2, \"jitter_ms\": 5}");
+    exec("INSERT INTO customers (customer_no, first_name, last_name, loyalty_tier) "
+         "SELECT 'K' || i, 'Ann', 'Lee', 'v00' FROM generate_series(1, 50) i");
+    for (int v = 1; v <= 10; v++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "UPDATE customers SET loyalty_tier = 'v%02d'", v);
+        exec(sql);
+        testutil_sleep_ms(20); /* let deliveries interleave with commits */
+    }
+    assert_in_step(NULL);
+
+    struct json_object *log = NULL, *requests;
+    ck_assert_int_eq(fake_get_json(&sc.fake, "/_fake/log", &log), 0);
+    ck_assert(json_object_object_get_ex(log, "requests", &requests));
+    int last[51] = {0}, checked = 0;
+    for (size_t i = 0; i < json_object_array_length(requests); i++) {
+        struct json_object *r = json_object_array_get_idx(requests, i), *fields, *cust, *tier;
+        if (!json_object_object_get_ex(r, "customer", &cust) || cust == NULL ||
+            !json_object_object_get_ex(r, "fields", &fields) ||
+            !json_object_object_get_ex(fields, "custom_tier", &tier))
+            continue;
+        int k = atoi(json_object_get_string(cust) + 1);
+        int v = atoi(json_object_get_string(tier) + 1);
+        ck_assert_msg(v >= last[k], "customer K%d got v%02d after v%02d", k, v, last[k]);
+        last[k] = v;
+        checked++;
+    }
+    ck_assert_int_ge(checked, 50);
+    for (int k = 1; k <= 50; k++)
+        ck_assert_int_eq(last[k], 10);
+    json_object_put(log);
+    finish();
+}
+END_TEST
+
+START_TEST(test_exactly_once_with_lost_answers)
+{
+    start(NULL, "{\"p_lost\": 0.1}");
+    exec("INSERT INTO customers (customer_no, first_name, last_name, email, phone) "
+         "SELECT 'L' || i, 'Ann', 'Lee', 'l' || i || '@example.com', '+3161' || lpad(i::text, 7, "
+         "'0') FROM generate_series(1, 150) i");
+    exec("UPDATE customers SET email = 'second' || customer_no || '@example.com', "
+         "first_name = 'Anna'");
+    exec("UPDATE customers SET phone = '+3169' || lpad(right(customer_no, -1), 7, '0') "
+         "WHERE right(customer_no, -1)::int % 2 = 0");
+    assert_in_step(NULL);
+    ck_assert_int_gt(fake_stat(&sc.fake, "faults"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    ck_assert_int_eq(fake_customer_count(&sc.fake), 150);
+    finish();
+}
+END_TEST
+
+START_TEST(test_notify_latency_and_lost_listener)
+{
+    /* A poll interval of a minute: only NOTIFY can make delivery fast. */
+    start("[delivery]\npoll_interval = 60s\n", NULL);
+    uint64_t t0 = testutil_now_ms();
+    exec("INSERT INTO customers (customer_no, first_name, last_name) VALUES ('N1', 'Ann', 'Lee')");
+    if (fake_wait_stat(&sc.fake, "by_endpoint.create", 1, 2000) != 0)
+        proc_dump(&omnisync_daemon, "omnisync run");
+    ck_assert_msg(fake_stat(&sc.fake, "by_endpoint.create") == 1,
+                  "no create within 2 s of the commit");
+    ck_assert_uint_lt(testutil_now_ms() - t0, 2000);
+
+    /* Drop the listener's connection and commit while it is down: the poll after its
+     * reconnect finds the rows, NOTIFY or not. */
+    exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         "WHERE application_name = 'omnisync listener'");
+    exec("INSERT INTO customers (customer_no, first_name, last_name) "
+         "SELECT 'N' || i, 'Ann', 'Lee' FROM generate_series(2, 20) i");
+    ck_assert_msg(fake_wait_stat(&sc.fake, "by_endpoint.create", 20, 10000) == 0,
+                  "rows written while the listener was down were not delivered");
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "database connection lost", 5000));
+    assert_in_step(NULL);
+    finish();
+}
+END_TEST
+
+START_TEST(test_coalescing_while_stopped)
+{
+    start(NULL, NULL);
+    stop_daemon();
+    proc_free(&omnisync_daemon);
+    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "VALUES ('Q1', 'Ann', 'Lee', 'first@example.com')");
+    for (int i = 1; i < 50; i++) {
+        char sql[256];
+        if (i % 16 == 0)
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET email = 'mail%d@example.com' WHERE customer_no = 'Q1'",
+                     i);
+        else
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET loyalty_tier = 't%d', last_name = 'Lee%c' "
+                     "WHERE customer_no = 'Q1'",
+                     i, 'a' + i % 26);
+        exec(sql);
+    }
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 50);
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    assert_in_step(NULL);
+    /* One create with the latest state (and its email), plus one call per other new email. */
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 1);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.updateCustomer"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.addChannelOnly"), 3);
+    ck_assert_int_eq(fake_stat(&sc.fake, "requests"), 4);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE result "
+                                              "LIKE 'coalesced into %'"),
+                     49);
+    finish();
+}
+END_TEST
+
+int main(void)
+{
+    if (pgrig_global() == NULL)
+        return 1;
+    Suite *s = suite_create("delivery");
+    TCase *tc = tcase_create("delivery");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_mixed_workload_converges);
+    tcase_add_test(tc, test_order_per_customer);
+    tcase_add_test(tc, test_exactly_once_with_lost_answers);
+    tcase_add_test(tc, test_notify_latency_and_lost_listener);
+    tcase_add_test(tc, test_coalescing_while_stopped);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pgrig_stop(pgrig_global());
+    return failed ? 1 : 0;
+}
