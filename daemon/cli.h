@@ -42,7 +42,16 @@ int cli_parse(struct cli *cli, int argc, char **argv, const char *usage,
               const struct option *extra, int (*on_option)(int opt, const char *value, void *arg),
               void *arg);
 
+/* Prints a result as an aligned table, or as a JSON array of objects; `empty` (may be NULL) is
+ * printed instead of an empty table. */
+void cli_print_result(const PGresult *res, int as_json, const char *empty);
+/* Parses argv[first..argc) as outbox ids into a malloc'd array: CLI_OK, CLI_USAGE or CLI_ERROR. */
+int cli_parse_ids(struct cli *cli, int argc, char **argv, int first, long long **ids, size_t *n);
+
 int cmd_run(struct cli *cli, int argc, char **argv);
+int cmd_pause(struct cli *cli, int argc, char **argv);
+int cmd_resume(struct cli *cli, int argc, char **argv);
+int cmd_purges(struct cli *cli, int argc, char **argv);
 int cmd_migrate(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_version(struct cli *cli, int argc, char **argv);

@@ -17,6 +17,9 @@ const struct cli_command cli_commands[] = {
     {"run", "the daemon, in the foreground (systemd runs this)", cmd_run},
     {"migrate", "create or upgrade the schema and install the triggers of the sources", cmd_migrate},
     {"check", "validate the config, reach the database, prove the API key", cmd_check},
+    {"pause", "stop sending (every process, within a second); changes keep queueing", cmd_pause},
+    {"resume", "start sending again after a pause", cmd_resume},
+    {"purges", "list, release or skip purges held by the purge guard", cmd_purges},
     {"version", "version and library versions", cmd_version},
     {NULL, NULL, NULL},
 };
@@ -78,7 +81,8 @@ int cli_parse(struct cli *cli, int argc, char **argv, const char *usage_text,
               void *arg)
 {
     struct option options[32];
-    char shortopts[64] = "+h";
+    /* Options may follow operands ("skip 12 --reason x"): let getopt permute. */
+    char shortopts[64] = "h";
     size_t n = 0;
     options[n++] = (struct option){"help", no_argument, NULL, 'h'};
     options[n++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -86,7 +90,8 @@ int cli_parse(struct cli *cli, int argc, char **argv, const char *usage_text,
         options[n++] = *o;
     options[n] = (struct option){NULL, 0, NULL, 0};
 
-    optind = 1;
+    /* 0, not 1: GNU getopt only forgets the previous scan's mode ("+") when reinitialised. */
+    optind = 0;
     opterr = 0;
     for (;;) {
         int longindex = 0;
