@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "db.h"
 
 static int begin(PGconn *conn, char *err, size_t errlen)
@@ -138,5 +139,267 @@ done:
     rc = finish(conn, rc, err, errlen);
 out:
     free(array);
+    return rc;
+}
+
+int outbox_check_filter(PGconn *conn, const struct outbox_filter *f, char **since_sql, char *err,
+                        size_t errlen)
+{
+    static const char *const statuses[] = {"pending", "held", "done", "failed", "skipped"};
+    *since_sql = NULL;
+    if (f->status != NULL) {
+        int ok = 0;
+        for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+            ok |= strcmp(f->status, statuses[i]) == 0;
+        if (!ok) {
+            snprintf(err, errlen,
+                     "--status %s: expected pending, held, done, failed or skipped", f->status);
+            return OMNISYNC_EINVAL;
+        }
+    }
+    if (f->limit < 0) {
+        snprintf(err, errlen, "--limit must be a positive number");
+        return OMNISYNC_EINVAL;
+    }
+    if (f->since == NULL)
+        return OMNISYNC_OK;
+    /* "2h" means two hours ago; anything else must be a timestamp PostgreSQL understands. */
+    uint64_t ms;
+    PGresult *res = NULL;
+    char buf[64];
+    const char *params[1];
+    const char *sql;
+    if (config_parse_duration(f->since, &ms) == 0) {
+        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)ms);
+        params[0] = buf;
+        sql = "SELECT (now() - $1::bigint * interval '1 millisecond')::text";
+    } else {
+        params[0] = f->since;
+        sql = "SELECT $1::timestamptz::text";
+    }
+    char sub[256];
+    if (db_query(conn, sql, 1, params, &res, sub, sizeof(sub)) != 0) {
+        snprintf(err, errlen, "--since %s: not a time (use 2026-11-23 10:00, or a duration: 2h, 7d)",
+                 f->since);
+        return OMNISYNC_EINVAL;
+    }
+    *since_sql = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return *since_sql ? OMNISYNC_OK : OMNISYNC_ENOMEM;
+}
+
+/* The WHERE clause shared by list and replay --failed: parameters $1..$5. */
+#define FILTER_SQL                                                                                 \
+    "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR source = $2) AND "               \
+    "($3::text IS NULL OR primary_id = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) "   \
+    "AND ($5::text IS NULL OR strpos(last_error, $5) > 0)"
+
+int outbox_list(PGconn *conn, const struct outbox_filter *f, PGresult **out, char *err,
+                size_t errlen)
+{
+    char *since = NULL;
+    int rc = outbox_check_filter(conn, f, &since, err, errlen);
+    if (rc != 0)
+        return rc;
+    char limit[24];
+    snprintf(limit, sizeof(limit), "%lld", f->limit > 0 ? f->limit : 50);
+    const char *params[] = {f->status, f->source, f->primary_id, since, f->error, limit};
+    rc = db_query(conn,
+                  "SELECT id, source, primary_id, op, status, attempts, "
+                  "date_trunc('second', created_at) AS created_at, "
+                  "left(coalesce(last_error, result, ''), 120) AS outcome "
+                  "FROM omnisync.outbox WHERE " FILTER_SQL " ORDER BY id DESC LIMIT $6",
+                  6, params, out, err, errlen);
+    free(since);
+    return rc;
+}
+
+int outbox_show(PGconn *conn, long long id, int show_data, PGresult **row, PGresult **attempts,
+                char *err, size_t errlen)
+{
+    char idtext[24];
+    snprintf(idtext, sizeof(idtext), "%lld", id);
+    const char *params[] = {idtext, show_data ? "t" : "f"};
+    *row = *attempts = NULL;
+    /* Without --show-data the payload shows which fields changed, never their values. */
+    int rc = db_query(
+        conn,
+        "SELECT id, source, brand_id, primary_id, op, status, attempts, txid, created_at, "
+        "next_attempt_at, locked_until, locked_by, last_http_status, last_error, delivered_at, "
+        "result, coalesced_into, superseded_by, scrubbed_at, action, action_by, action_at, "
+        "action_reason, "
+        "CASE WHEN $2::boolean THEN old_data ELSE (SELECT jsonb_object_agg(k, '***') FROM "
+        " jsonb_object_keys(old_data) k) END AS old_data, "
+        "CASE WHEN $2::boolean THEN new_data ELSE (SELECT jsonb_object_agg(k, '***') FROM "
+        " jsonb_object_keys(new_data) k) END AS new_data "
+        "FROM omnisync.outbox WHERE id = $1",
+        2, params, row, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(*row) == 0) {
+        PQclear(*row);
+        *row = NULL;
+        snprintf(err, errlen, "no outbox row %lld", id);
+        return OMNISYNC_ENOTFOUND;
+    }
+    return db_query(conn,
+                    "SELECT at, step, http_status, outcome, error, duration_ms, process "
+                    "FROM omnisync.delivery_attempt WHERE outbox_id = $1 ORDER BY at, id",
+                    1, params, attempts, err, errlen);
+}
+
+/* Acts on the rows of `ids` (or the filter when n = 0) that `applies` selects; rows named by id
+ * that it does not select make the action fail, each with why. */
+static int act(PGconn *conn, const char *action, const long long *ids, size_t n,
+               const struct outbox_filter *f, const char *applies, const char *why_not,
+               const char *set, const char *reason, int dry_run, PGresult **rows, char *err,
+               size_t errlen)
+{
+    char *array = NULL, *since = NULL, *sql = NULL;
+    PGresult *res = NULL;
+    *rows = NULL;
+    int rc = OMNISYNC_ENOMEM;
+    if ((array = id_array(ids, n)) == NULL)
+        goto out;
+    if (n == 0 && (rc = outbox_check_filter(conn, f, &since, err, errlen)) != 0)
+        goto out;
+    if ((rc = begin(conn, err, errlen)) != 0)
+        goto out;
+    if (n > 0) {
+        /* Every id must exist and be in a state the action applies to. */
+        const char *p[] = {array};
+        if (asprintf(&sql,
+                     "SELECT string_agg(CASE WHEN o.id IS NULL THEN i || ': no such row' "
+                     "ELSE i || ': ' || %s END, '; ' ORDER BY i) "
+                     "FROM unnest($1::bigint[]) i LEFT JOIN omnisync.outbox o ON o.id = i "
+                     "WHERE o.id IS NULL OR NOT (%s)",
+                     why_not, applies) < 0) {
+            sql = NULL;
+            rc = OMNISYNC_ENOMEM;
+            goto done;
+        }
+        rc = db_query(conn, sql, 1, p, &res, err, errlen);
+        free(sql);
+        sql = NULL;
+        if (rc == 0 && !PQgetisnull(res, 0, 0)) {
+            snprintf(err, errlen, "%s", PQgetvalue(res, 0, 0));
+            rc = strstr(err, "no such row") ? OMNISYNC_ENOTFOUND : OMNISYNC_EINVAL;
+        }
+        PQclear(res);
+        res = NULL;
+        if (rc != 0)
+            goto done;
+    }
+    const char *params[] = {f ? f->status : NULL, f ? f->source : NULL, f ? f->primary_id : NULL,
+                            since, f ? f->error : NULL, n ? array : NULL, action, reason,
+                            dry_run ? "t" : "f"};
+    if (asprintf(&sql,
+                 "WITH target AS (SELECT id FROM omnisync.outbox WHERE (%s) AND "
+                 " CASE WHEN $6::bigint[] IS NOT NULL THEN id = ANY ($6::bigint[]) ELSE " FILTER_SQL
+                 " END FOR UPDATE), "
+                 "changed AS (UPDATE omnisync.outbox o SET %s, action = $7, "
+                 " action_by = session_user, action_at = now(), action_reason = $8 "
+                 " FROM target WHERE o.id = target.id AND NOT $9::boolean "
+                 " RETURNING o.id, o.source, o.primary_id, o.status), "
+                 "logged AS (INSERT INTO omnisync.operator_action (action, outbox_id, source, reason) "
+                 " SELECT $7, id, source, $8 FROM changed) "
+                 "SELECT id, source, primary_id, status FROM changed WHERE NOT $9::boolean "
+                 "UNION ALL SELECT o.id, o.source, o.primary_id, o.status FROM omnisync.outbox o "
+                 " JOIN target USING (id) WHERE $9::boolean ORDER BY 1",
+                 applies, set) < 0) {
+        sql = NULL;
+        rc = OMNISYNC_ENOMEM;
+        goto done;
+    }
+    rc = db_query(conn, sql, 9, params, rows, err, errlen);
+    if (rc == 0 && PQntuples(*rows) == 0) {
+        snprintf(err, errlen, "nothing to %s: no row matches", action);
+        rc = OMNISYNC_ENOTFOUND;
+    }
+done:
+    if (rc == 0 && dry_run) {
+        char ignored[128];
+        if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0)
+            rc = OMNISYNC_EDB;
+    } else {
+        rc = finish(conn, rc, err, errlen);
+    }
+out:
+    if (rc != 0) {
+        PQclear(*rows);
+        *rows = NULL;
+    }
+    free(sql);
+    free(array);
+    free(since);
+    return rc;
+}
+
+int outbox_replay(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
+                  const char *reason, int dry_run, PGresult **rows, char *err, size_t errlen)
+{
+    struct outbox_filter failed = f ? *f : (struct outbox_filter){0};
+    failed.status = "failed";
+    return act(conn, "replay", ids, n, &failed, "status = 'failed'",
+               "CASE WHEN o.superseded_by IS NOT NULL THEN 'superseded by ' || o.superseded_by "
+               "|| ': replaying it would send stale data' ELSE 'is ' || o.status || ', not failed' "
+               "END",
+               "status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, "
+               "last_http_status = NULL",
+               reason, dry_run, rows, err, errlen);
+}
+
+int outbox_skip(PGconn *conn, const long long *ids, size_t n, const char *reason, int dry_run,
+                PGresult **rows, char *err, size_t errlen)
+{
+    return act(conn, "skip", ids, n, NULL,
+               "status IN ('failed', 'held') OR (status = 'pending' AND (locked_until IS NULL "
+               "OR locked_until < now()))",
+               "CASE WHEN o.status = 'pending' THEN 'is being delivered right now' "
+               "ELSE 'is ' || o.status || ' already' END",
+               "status = 'skipped', result = 'skipped by ' || session_user, locked_until = NULL, "
+               "locked_by = NULL",
+               reason, dry_run, rows, err, errlen);
+}
+
+int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
+                  char *err, size_t errlen)
+{
+    *counts = *failures = *processes = NULL;
+    int rc = db_query(
+        conn,
+        "SELECT s.source, "
+        " count(*) FILTER (WHERE o.status = 'pending') AS pending, "
+        " count(*) FILTER (WHERE o.status = 'held') AS held, "
+        " count(*) FILTER (WHERE o.status = 'failed') AS failed, "
+        " count(*) FILTER (WHERE o.status = 'done') AS done, "
+        " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "
+        " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "
+        "  'pending'))::bigint, 0) AS oldest_pending_s, "
+        " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
+        "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
+        "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
+        " omnisync.outbox) s LEFT JOIN omnisync.outbox o ON o.source = s.source "
+        "GROUP BY s.source ORDER BY s.source",
+        0, NULL, counts, err, errlen);
+    if (rc == 0)
+        rc = db_query(conn,
+                      "SELECT id, source, primary_id, last_http_status AS http, "
+                      "left(last_error, 100) AS error FROM omnisync.outbox "
+                      "WHERE status = 'failed' ORDER BY id DESC LIMIT 5",
+                      0, NULL, failures, err, errlen);
+    if (rc == 0)
+        rc = db_query(conn,
+                      "SELECT name AS process, date_trunc('second', started_at) AS started_at, "
+                      "extract(epoch FROM now() - seen_at)::int AS seen_s_ago, circuit, api, "
+                      "in_flight FROM omnisync.process WHERE seen_at > now() - interval '1 minute' "
+                      "ORDER BY name",
+                      0, NULL, processes, err, errlen);
+    if (rc != 0) {
+        PQclear(*counts);
+        PQclear(*failures);
+        PQclear(*processes);
+        *counts = *failures = *processes = NULL;
+    }
     return rc;
 }

@@ -33,4 +33,47 @@ int outbox_release_purges(PGconn *conn, const long long *ids, size_t n, int all,
                           const char *reason, long long *changed, char **not_held, char *err,
                           size_t errlen) OMNISYNC_MUST_CHECK;
 
+/* Filters of outbox list and replay --failed; NULL fields are not applied. */
+struct outbox_filter {
+    const char *status;     /* pending, held, done, failed, skipped */
+    const char *source;
+    const char *primary_id;
+    const char *since;      /* a timestamp, or a duration ago ("2h", "7d") */
+    const char *error;      /* substring of last_error */
+    long long limit;        /* 0 = no limit */
+};
+
+/* Checks a filter's values; returns 0 or OMNISYNC_EINVAL with the reason in err. The since
+ * value is rewritten into *since_sql (a timestamptz literal for the query; caller frees). */
+int outbox_check_filter(PGconn *conn, const struct outbox_filter *f, char **since_sql, char *err,
+                        size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* Rows matching the filter, newest first: id, source, primary_id, op, status, attempts,
+ * created_at, outcome (result or last_error). */
+int outbox_list(PGconn *conn, const struct outbox_filter *f, PGresult **out, char *err,
+                size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* One row in full (*row; payload columns only when show_data) and its attempts (*attempts).
+ * OMNISYNC_ENOTFOUND when there is no such row. */
+int outbox_show(PGconn *conn, long long id, int show_data, PGresult **row, PGresult **attempts,
+                char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+/*
+ * replay: failed rows back to pending with attempts reset (ids, or every failed row matching
+ * the filter); skip: rows given up on purpose (failed, held, or pending and not leased).
+ * A row that is not in a state the action applies to (e.g. superseded) makes the whole action
+ * fail with the reason, naming the row; nothing changes then. dry_run lists what would change.
+ * *rows receives id, source, primary_id, status of the rows acted on.
+ */
+int outbox_replay(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
+                  const char *reason, int dry_run, PGresult **rows, char *err,
+                  size_t errlen) OMNISYNC_MUST_CHECK;
+int outbox_skip(PGconn *conn, const long long *ids, size_t n, const char *reason, int dry_run,
+                PGresult **rows, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* status: counts by source and status, oldest pending age; pause flags; recent failures;
+ * processes seen lately. Four results, each to be PQclear()ed. */
+int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
+                  char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
 #endif

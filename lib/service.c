@@ -119,11 +119,23 @@ static void close_all(struct service *s)
     dispatcher_close(&s->dispatcher, dispatcher_closed);
 }
 
+static void on_farewell(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    (void)db;
+    (void)res;
+    (void)err;
+    close_all(arg);
+}
+
 static void drained(struct dispatcher *d)
 {
     struct service *s = container_of(d, struct service, dispatcher);
     log_info("stopped: every request in flight finished and its outcome is recorded");
-    close_all(s);
+    /* Leave omnisync status' list of processes, then close. */
+    const char *params[] = {s->process};
+    if (dbloop_query(&s->db, "DELETE FROM omnisync.process WHERE name = $1", 1, params,
+                     DBLOOP_FAIL_FAST, on_farewell, s) != 0)
+        close_all(s);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -204,11 +216,14 @@ static void on_sighup(uv_signal_t *h, int signum)
 
 /* ---- the database and the doorbell ---- */
 
+static void heartbeat(struct service *s);
+
 static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *reason)
 {
     struct service *s = container_of(db, struct service, db);
     (void)reason;
     if (state == DBLOOP_READY) {
+        heartbeat(s);
         recorder_flush(&s->dispatcher.recorder);
         dispatcher_wake(&s->dispatcher);
     }
@@ -236,10 +251,39 @@ static void on_listening(struct listener *l, int ready)
     notify_status(s);
 }
 
+static void on_heartbeat(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    (void)db;
+    (void)arg;
+    if (res == NULL && strcmp(err, "closing") != 0 && strcmp(err, "not connected") != 0)
+        log_debug("heartbeat failed error=\"%s\"", err);
+}
+
+/* The process' row in omnisync.process: what only memory knows (circuit, key) for status. */
+static void heartbeat(struct service *s)
+{
+    char in_flight[16];
+    snprintf(in_flight, sizeof(in_flight), "%u", dispatcher_in_flight(&s->dispatcher));
+    const char *params[] = {s->process,
+                            breaker_state_name(breaker_get_state(&s->dispatcher.breaker)),
+                            dispatcher_ready_api(&s->dispatcher) ? "ok" : "key refused",
+                            in_flight};
+    if (dbloop_query(&s->db,
+                     "WITH gone AS (DELETE FROM omnisync.process "
+                     " WHERE seen_at < now() - interval '1 hour') "
+                     "INSERT INTO omnisync.process (name, circuit, api, in_flight) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET seen_at = now(), "
+                     "circuit = EXCLUDED.circuit, api = EXCLUDED.api, in_flight = EXCLUDED.in_flight",
+                     4, params, DBLOOP_FAIL_FAST, on_heartbeat, s) != 0)
+        log_debug("heartbeat not queued");
+}
+
 static void on_status_timer(uv_timer_t *t)
 {
     struct service *s = t->data;
     notify_status(s);
+    if (!s->stopping)
+        heartbeat(s);
     if (s->watchdog_usec)
         notify("WATCHDOG=1");
 }

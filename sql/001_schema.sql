@@ -244,3 +244,14 @@ BEGIN
     RETURN total;
 END
 $$;
+
+-- Running daemons, refreshed every few seconds, so `omnisync status` can show each one's
+-- circuit and API state (they live in memory only).
+CREATE TABLE omnisync.process (
+    name        text        PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    circuit     text        NOT NULL DEFAULT 'closed',
+    api         text        NOT NULL DEFAULT 'ok',
+    in_flight   integer     NOT NULL DEFAULT 0
+);
