@@ -24,6 +24,7 @@
 #include "listener.h"
 #include "log.h"
 #include "omnidesk.h"
+#include "retention.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
@@ -36,6 +37,7 @@ struct service {
     struct listener listener;
     struct omnidesk client;
     struct dispatcher dispatcher;
+    struct retention retention;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
@@ -92,6 +94,11 @@ static void listener_closed(struct listener *l)
     component_closed(container_of(l, struct service, listener));
 }
 
+static void retention_closed(struct retention *r)
+{
+    component_closed(container_of(r, struct service, retention));
+}
+
 static void client_closed(struct omnidesk *c)
 {
     component_closed(container_of(c, struct service, client));
@@ -111,9 +118,10 @@ static void close_all(struct service *s)
         return;
     s->closing = 1;
     s->dispatcher.drained_cb = NULL;
-    s->open = 4; /* dispatcher, client, listener, db (closed after the dispatcher) */
+    s->open = 5; /* dispatcher, client, listener, retention, db (closed after the dispatcher) */
     uv_timer_stop(&s->shutdown_timer);
     uv_timer_stop(&s->status_timer);
+    retention_close(&s->retention, retention_closed);
     omnidesk_close(&s->client, 1, client_closed);
     listener_close(&s->listener, listener_closed);
     dispatcher_close(&s->dispatcher, dispatcher_closed);
@@ -344,7 +352,8 @@ int service_run(struct config *cfg, const char *config_path)
         goto out;
     }
     if (listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0 ||
-        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->client, s->process) != 0) {
+        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->client, s->process) != 0 ||
+        retention_init(&s->retention, &s->loop, &s->db, cfg) != 0) {
         log_error("cannot start: out of memory");
         goto out; /* start-up failure: the process exits, the kernel reclaims */
     }

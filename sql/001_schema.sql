@@ -49,7 +49,8 @@ CREATE INDEX outbox_customer_open ON omnisync.outbox (source, brand_id, primary_
 CREATE INDEX outbox_customer ON omnisync.outbox (source, brand_id, primary_id);
 -- Operators list failed and held rows; retention prunes finished ones.
 CREATE INDEX outbox_failed ON omnisync.outbox (id) WHERE status IN ('failed', 'held');
-CREATE INDEX outbox_finished ON omnisync.outbox (delivered_at) WHERE status IN ('done', 'skipped');
+CREATE INDEX outbox_finished ON omnisync.outbox ((coalesce(delivered_at, action_at, created_at)))
+    WHERE status IN ('done', 'skipped');
 
 -- Per customer: what Omnidesk is known to hold, so a retry repeats no step.
 CREATE TABLE omnisync.sync_state (
