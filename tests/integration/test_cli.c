@@ -1,0 +1,252 @@
+/*
+ * The operator's commands through the real binary: table and --json output, errors, and the
+ * exit codes of DESIGN §5 (0 success, 1 error, 2 usage).
+ */
+#include <check.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scenario.h"
+#include "testutil.h"
+
+static struct scenario sc;
+static char *out, *err;
+
+/* Runs `omnisync --config <sc> args...`; returns the exit code, output in out/err. */
+static int run(const char *first, ...)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = OMNISYNC_BIN;
+    argv[n++] = "--config";
+    argv[n++] = sc.config;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    free(out);
+    free(err);
+    out = err = NULL;
+    return proc_run(argv, NULL, 30000, &out, &err);
+}
+
+static struct json_object *json_out(void)
+{
+    struct json_object *obj = json_tokener_parse(out);
+    ck_assert_msg(obj != NULL, "not JSON: %s", out);
+    return obj;
+}
+
+static void setup(void)
+{
+    ck_assert_int_eq(scenario_setup(&sc, NULL, NULL), 0);
+    /* Rows without a daemon: three captured changes, then statuses set by hand. */
+    ck_assert_int_eq(pgrig_exec(sc.conn,
+                                "INSERT INTO customers (customer_no, first_name, last_name) VALUES "
+                                "('A1', 'Ann', 'Lee'), ('B2', 'Bob', 'Li'), ('C3', 'Cy', 'Ng');"
+                                "UPDATE omnisync.outbox SET status = 'failed', attempts = 12, "
+                                " last_error = 'HTTP 400: bad', last_http_status = 400 "
+                                " WHERE primary_id = 'A1';"
+                                "UPDATE omnisync.outbox SET status = 'held', op = 'delete' "
+                                " WHERE primary_id = 'B2';"
+                                "UPDATE omnisync.outbox SET status = 'skipped', superseded_by = 99 "
+                                " WHERE primary_id = 'C3'"),
+                     0);
+}
+
+static void teardown(void)
+{
+    scenario_teardown(&sc);
+    free(out);
+    free(err);
+    out = err = NULL;
+}
+
+static long long id_of(const char *primary_id)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql), "SELECT id FROM omnisync.outbox WHERE primary_id = '%s'",
+             primary_id);
+    return pgrig_query_int(sc.conn, sql);
+}
+
+START_TEST(test_status)
+{
+    ck_assert_int_eq(run("status", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "customers"));
+    ck_assert_ptr_nonnull(strstr(out, "recent failures"));
+    ck_assert_ptr_nonnull(strstr(out, "HTTP 400: bad"));
+    ck_assert_int_eq(run("status", "--json", NULL), 0);
+    struct json_object *obj = json_out(), *sources, *row, *v;
+    ck_assert(json_object_object_get_ex(obj, "sources", &sources));
+    row = json_object_array_get_idx(sources, 0);
+    ck_assert(json_object_object_get_ex(row, "failed", &v));
+    ck_assert_int_eq(json_object_get_int(v), 1);
+    ck_assert(json_object_object_get_ex(row, "held", &v));
+    ck_assert_int_eq(json_object_get_int(v), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(run("status", "extra", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_outbox_list_and_show)
+{
+    ck_assert_int_eq(run("outbox", "list", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "A1"));
+    ck_assert_ptr_nonnull(strstr(out, "B2"));
+    ck_assert_int_eq(run("outbox", "list", "--status", "failed", "--json", NULL), 0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(run("outbox", "list", "--primary-id", "B2", "--since", "1h", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "held"));
+    ck_assert_int_eq(run("outbox", "list", "--status", "lost", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--status lost"));
+    ck_assert_int_eq(run("outbox", "list", "--since", "last tuesday-ish", NULL), 2);
+    ck_assert_int_eq(run("outbox", "list", "--limit", "0", NULL), 2);
+
+    char id[24];
+    snprintf(id, sizeof(id), "%lld", id_of("A1"));
+    ck_assert_int_eq(run("outbox", "show", id, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "HTTP 400: bad"));
+    /* Without --show-data, the payload's values stay hidden. */
+    ck_assert_ptr_null(strstr(out, "Ann"));
+    ck_assert_ptr_nonnull(strstr(out, "firstname"));
+    ck_assert_int_eq(run("outbox", "show", id, "--show-data", "--json", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "Ann"));
+    obj = json_out();
+    json_object_put(obj);
+    ck_assert_int_eq(run("outbox", "show", "999999", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "no outbox row 999999"));
+    ck_assert_int_eq(run("outbox", "show", "abc", NULL), 2);
+    ck_assert_int_eq(run("outbox", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_replay)
+{
+    char a1[24], c3[24];
+    snprintf(a1, sizeof(a1), "%lld", id_of("A1"));
+    snprintf(c3, sizeof(c3), "%lld", id_of("C3"));
+    /* A superseded row is refused: it would send stale data. */
+    ck_assert_int_eq(run("replay", c3, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "superseded by 99"));
+    ck_assert_int_eq(run("replay", "999999", NULL), 1);
+    ck_assert_int_eq(run("replay", NULL), 2);
+    ck_assert_int_eq(run("replay", a1, "--failed", NULL), 2);
+    ck_assert_int_eq(run("replay", "--failed", "--since", "nonsense", NULL), 2);
+    ck_assert_int_eq(run("replay", "--failed", "--dry-run", "--json", NULL), 0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
+                                              "status = 'failed'"),
+                     1);
+    ck_assert_int_eq(run("replay", "--failed", "--error", "HTTP 400", "--reason", "fixed", NULL),
+                     0);
+    ck_assert_ptr_nonnull(strstr(out, "replayed 1 row"));
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
+                                              "status = 'pending' AND attempts = 0 AND action = "
+                                              "'replay' AND action_reason = 'fixed' AND action_by "
+                                              "IS NOT NULL"),
+                     1);
+    ck_assert_int_eq(run("replay", "--failed", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "nothing to replay"));
+}
+END_TEST
+
+START_TEST(test_skip)
+{
+    char a1[24];
+    snprintf(a1, sizeof(a1), "%lld", id_of("A1"));
+    ck_assert_int_eq(run("skip", a1, NULL), 2); /* --reason is required */
+    ck_assert_int_eq(run("skip", a1, "--reason", "test data", "--json", NULL), 0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(run("skip", a1, "--reason", "again", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "is skipped already"));
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.operator_action "
+                                              "WHERE action = 'skip' AND reason = 'test data'"),
+                     1);
+}
+END_TEST
+
+START_TEST(test_purges)
+{
+    ck_assert_int_eq(run("purges", "list", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "B2"));
+    ck_assert_int_eq(run("purges", "list", "--json", NULL), 0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(run("purges", "skip", "--all", NULL), 2); /* needs a reason */
+    ck_assert_int_eq(run("purges", "release", NULL), 2);
+    ck_assert_int_eq(run("purges", "release", "123456", NULL), 1);
+    ck_assert_int_eq(run("purges", "frobnicate", NULL), 2);
+    ck_assert_int_eq(run("purges", "release", "--all", "--reason", "intended", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "released 1 held purge"));
+    ck_assert_int_eq(run("purges", "list", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "no purge is held"));
+}
+END_TEST
+
+START_TEST(test_pause_resume)
+{
+    ck_assert_int_eq(run("pause", "--reason", "maintenance", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "paused: all sources"));
+    ck_assert_int_eq(run("pause", "--source", "nope", NULL), 1);
+    ck_assert_int_eq(run("pause", "--source", "customers", "--json", NULL), 0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 2);
+    json_object_put(obj);
+    ck_assert_int_eq(run("status", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "paused"));
+    ck_assert_int_eq(run("resume", NULL), 0);
+    ck_assert_int_eq(run("resume", "--source", "customers", NULL), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.control WHERE "
+                                              "paused"),
+                     0);
+}
+END_TEST
+
+START_TEST(test_check)
+{
+    ck_assert_int_eq(run("check", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "accepts the key"));
+    ck_assert_ptr_null(strstr(out, SCENARIO_API_KEY));
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"api_key\":\"rotated\"}"), 0);
+    ck_assert_int_eq(run("check", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "refuses the key"));
+    ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+}
+END_TEST
+
+int main(void)
+{
+    if (pgrig_global() == NULL)
+        return 1;
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_status);
+    tcase_add_test(tc, test_outbox_list_and_show);
+    tcase_add_test(tc, test_replay);
+    tcase_add_test(tc, test_skip);
+    tcase_add_test(tc, test_purges);
+    tcase_add_test(tc, test_pause_resume);
+    tcase_add_test(tc, test_check);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pgrig_stop(pgrig_global());
+    return failed ? 1 : 0;
+}
