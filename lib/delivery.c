@@ -207,6 +207,30 @@ static struct json_object *row_ids(const struct delivery *d, size_t first, size_
     return ids;
 }
 
+/* The operation an outcome of the current plan stands for, as a metrics label. */
+static const char *outcome_op(const struct delivery *d)
+{
+    if (d->current >= d->nplans)
+        return "none";
+    const struct mapping_plan *p = &d->plans[d->current];
+    switch (p->kind) {
+    case MAPPING_PURGE:
+        return "purge";
+    case MAPPING_TRUNCATE:
+        return "truncate";
+    case MAPPING_NOTHING:
+        return "none";
+    default:
+        if (d->created_now)
+            return "create";
+        if (d->update_done)
+            return "update";
+        if (d->channels_added > 0 && d->sync.created)
+            return "add_channel";
+        return d->sync.created ? "update" : "create";
+    }
+}
+
 /* Appends one outcome for rows[first..last]. */
 static void add_outcome(struct delivery *d, size_t first, size_t last, const char *status,
                         const char *result, const char *error, int http_status, long long delay_ms,
@@ -219,6 +243,10 @@ static void add_outcome(struct delivery *d, size_t first, size_t last, const cha
     json_object_object_add(o, "rows", row_ids(d, first, last));
     json_object_object_add(o, "sent_id", json_object_new_int64(d->rows[last].id));
     json_object_object_add(o, "status", json_object_new_string(status));
+    /* For metrics only (record_outcomes ignores them): what was done, and since when the
+     * oldest change of these rows waited. */
+    json_object_object_add(o, "op", json_object_new_string(outcome_op(d)));
+    json_object_object_add(o, "first_created", json_object_new_double(d->rows[first].created_epoch));
     if (result != NULL)
         json_object_object_add(o, "result", json_object_new_string(result));
     if (error != NULL && *error != '\0')

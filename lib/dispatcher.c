@@ -116,13 +116,52 @@ static void on_recorded(struct recorder *r, size_t n)
     dispatcher_wake(d);
 }
 
-static void count_outcomes(struct dispatcher *d, struct json_object *outcomes)
+static enum metrics_op op_of(struct json_object *o)
+{
+    struct json_object *v;
+    const char *name = json_object_object_get_ex(o, "op", &v) ? json_object_get_string(v) : "none";
+    for (int op = 0; op < METRICS_OP_COUNT; op++) {
+        if (strcmp(metrics_op_name((enum metrics_op)op), name) == 0)
+            return (enum metrics_op)op;
+    }
+    return METRICS_OP_NONE;
+}
+
+/* Metrics of one outcome: its op and result, how long the delivery took and how long the
+ * oldest change it carried waited since its commit. Released rows (no attempt) are not counted. */
+static void observe_outcome(struct dispatcher *d, const struct delivery *dl, struct json_object *o,
+                            const char *status)
+{
+    struct json_object *v;
+    if (d->metrics == NULL)
+        return;
+    enum metrics_result result;
+    if (strcmp(status, "done") == 0)
+        result = METRICS_RESULT_DONE;
+    else if (strcmp(status, "failed") == 0)
+        result = METRICS_RESULT_FAILED;
+    else if (strcmp(status, "held") == 0)
+        result = METRICS_RESULT_HELD;
+    else if (json_object_object_get_ex(o, "spend", &v) && json_object_get_int(v))
+        result = METRICS_RESULT_RETRY;
+    else
+        return;
+    metrics_count_delivery(d->metrics, op_of(o), result);
+    double now = epoch_now();
+    metrics_observe(&d->metrics->delivery_seconds, now - dl->started);
+    if (result == METRICS_RESULT_DONE && json_object_object_get_ex(o, "first_created", &v))
+        metrics_observe(&d->metrics->commit_to_delivery_seconds, now - json_object_get_double(v));
+}
+
+static void count_outcomes(struct dispatcher *d, const struct delivery *dl,
+                           struct json_object *outcomes)
 {
     for (size_t i = 0; i < json_object_array_length(outcomes); i++) {
         struct json_object *o = json_object_array_get_idx(outcomes, i), *v;
         if (!json_object_object_get_ex(o, "status", &v))
             continue;
         const char *status = json_object_get_string(v);
+        observe_outcome(d, dl, o, status);
         if (strcmp(status, "done") == 0) {
             d->stats.deliveries_done++;
             d->stats.last_success_at = epoch_now();
@@ -143,7 +182,7 @@ static void count_outcomes(struct dispatcher *d, struct json_object *outcomes)
 
 static void finish(struct dispatcher *d, struct delivery *dl)
 {
-    count_outcomes(d, dl->outcomes);
+    count_outcomes(d, dl, dl->outcomes);
     recorder_add(&d->recorder, dl->outcomes);
     delivery_free(dl);
     free(dl);
@@ -218,9 +257,13 @@ static void on_response(struct omnidesk *client, const struct omnidesk_response 
     struct dispatcher *d = dl->owner;
     (void)client;
     d->nactive--;
+    if (d->metrics)
+        metrics_count_request(d->metrics, (int)r->endpoint, (int)r->http_status);
     observe(d, r);
     delivery_on_response(dl, r);
-    if (d->auth_paused)
+    if (dbloop_state(d->db) != DBLOOP_READY)
+        delivery_release(dl, "database unavailable");
+    else if (d->auth_paused)
         delivery_release(dl, "api key refused");
     else if (r->class == OMNIDESK_TRANSIENT && !breaker_allows_delivery(&d->breaker))
         delivery_release(dl, "circuit open");
@@ -235,6 +278,8 @@ static void on_probe(struct omnidesk *client, const struct omnidesk_response *r)
     struct dispatcher *d = r->data;
     (void)client;
     d->probe_in_flight = 0;
+    if (d->metrics)
+        metrics_count_request(d->metrics, (int)r->endpoint, (int)r->http_status);
     if (r->class == OMNIDESK_AUTH) {
         enter_auth_pause(d, r);
         return;
@@ -613,6 +658,23 @@ void dispatcher_reload(struct dispatcher *d)
         send_probe(d);
     }
     dispatcher_wake(d);
+}
+
+void dispatcher_db_lost(struct dispatcher *d)
+{
+    /* Leases cannot be renewed now: rows not yet sent must not outlive them in memory, or
+     * another process could claim and send them too. They are claimed again after the lease. */
+    unsigned dropped = 0;
+    struct delivery *dl;
+    while ((dl = pop(d)) != NULL) {
+        delivery_free(dl);
+        free(dl);
+        dropped++;
+    }
+    if (dropped)
+        log_warn("database connection lost: %u claimed customers not yet sent are left to their "
+                 "lease",
+                 dropped);
 }
 
 void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d))

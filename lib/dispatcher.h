@@ -19,6 +19,7 @@
 #include "config.h"
 #include "dbloop.h"
 #include "delivery.h"
+#include "metrics.h"
 #include "omnidesk.h"
 #include "ratelimit.h"
 #include "recorder.h"
@@ -67,6 +68,7 @@ struct dispatcher {
     void (*drained_cb)(struct dispatcher *d);
     void (*closed_cb)(struct dispatcher *d);
     struct dispatcher_stats stats;
+    struct metrics *metrics; /* optional: counters and histograms are kept when set */
 };
 
 /*
@@ -79,6 +81,8 @@ int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, s
 void dispatcher_wake(struct dispatcher *d);
 /* The running config changed (SIGHUP): rates, key, timeouts. A refused key is probed again. */
 void dispatcher_reload(struct dispatcher *d);
+/* The work connection dropped: deliveries not yet started are let go (their leases expire). */
+void dispatcher_db_lost(struct dispatcher *d);
 /* Stops claiming; deliveries finish their request in flight and release the rest; outcomes are
  * recorded; then drained_cb runs once. */
 void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d));

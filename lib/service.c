@@ -21,6 +21,7 @@
 
 #include "dbloop.h"
 #include "dispatcher.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "omnidesk.h"
@@ -38,6 +39,10 @@ struct service {
     struct omnidesk client;
     struct dispatcher dispatcher;
     struct retention retention;
+    struct metrics metrics;
+    struct health health;
+    int health_on;
+    int counting; /* the outbox count query is running */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
@@ -94,6 +99,11 @@ static void listener_closed(struct listener *l)
     component_closed(container_of(l, struct service, listener));
 }
 
+static void health_closed(struct health *h)
+{
+    component_closed(container_of(h, struct service, health));
+}
+
 static void retention_closed(struct retention *r)
 {
     component_closed(container_of(r, struct service, retention));
@@ -121,6 +131,10 @@ static void close_all(struct service *s)
     s->open = 5; /* dispatcher, client, listener, retention, db (closed after the dispatcher) */
     uv_timer_stop(&s->shutdown_timer);
     uv_timer_stop(&s->status_timer);
+    if (s->health_on) {
+        s->open++;
+        health_close(&s->health, health_closed);
+    }
     retention_close(&s->retention, retention_closed);
     omnidesk_close(&s->client, 1, client_closed);
     listener_close(&s->listener, listener_closed);
@@ -226,12 +240,69 @@ static void on_sighup(uv_signal_t *h, int signum)
 
 static void heartbeat(struct service *s);
 
+/* Copies what lives in memory into the gauges, just before /readyz or /metrics answers. */
+static void refresh_gauges(void *arg)
+{
+    struct service *s = arg;
+    struct metrics *m = &s->metrics;
+    m->db_connected = dbloop_state(&s->db) == DBLOOP_READY;
+    m->listening = listener_is_listening(&s->listener);
+    m->in_flight = dispatcher_in_flight(&s->dispatcher);
+    m->circuit_open = breaker_get_state(&s->dispatcher.breaker) != BREAKER_CLOSED;
+    m->api_key_refused = !dispatcher_ready_api(&s->dispatcher);
+    m->last_success_timestamp_seconds = s->dispatcher.stats.last_success_at;
+}
+
+static const char *last_error(void *arg)
+{
+    struct service *s = arg;
+    return s->dispatcher.stats.last_error;
+}
+
+static void on_counts(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    struct service *s = arg;
+    (void)db;
+    (void)err;
+    s->counting = 0;
+    if (res == NULL)
+        return; /* the gauges keep their last values; db_connected tells the rest */
+    for (int i = 0; i < METRICS_STATUS_COUNT; i++)
+        s->metrics.outbox_rows[i] = atoll(PQgetvalue(res, 0, i));
+    s->metrics.oldest_pending_age_seconds = atof(PQgetvalue(res, 0, 5));
+    s->metrics.paused = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
+    s->metrics.purges_held = s->metrics.outbox_rows[METRICS_STATUS_HELD];
+    s->metrics.outbox_rows_known = 1;
+}
+
+/* The outbox gauges come from the database, every status tick (a count over the table). */
+static void count_outbox(struct service *s)
+{
+    if (s->counting || s->stopping)
+        return;
+    if (dbloop_query(&s->db,
+                     "SELECT count(*) FILTER (WHERE status = 'pending'), "
+                     "count(*) FILTER (WHERE status = 'held'), "
+                     "count(*) FILTER (WHERE status = 'done'), "
+                     "count(*) FILTER (WHERE status = 'failed'), "
+                     "count(*) FILTER (WHERE status = 'skipped'), "
+                     "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = "
+                     "'pending')), 0), "
+                     "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) "
+                     "FROM omnisync.outbox",
+                     0, NULL, DBLOOP_FAIL_FAST, on_counts, s) == 0)
+        s->counting = 1;
+}
+
 static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *reason)
 {
     struct service *s = container_of(db, struct service, db);
     (void)reason;
+    if (state == DBLOOP_DISCONNECTED)
+        dispatcher_db_lost(&s->dispatcher);
     if (state == DBLOOP_READY) {
         heartbeat(s);
+        count_outbox(s);
         recorder_flush(&s->dispatcher.recorder);
         dispatcher_wake(&s->dispatcher);
     }
@@ -290,8 +361,10 @@ static void on_status_timer(uv_timer_t *t)
 {
     struct service *s = t->data;
     notify_status(s);
-    if (!s->stopping)
+    if (!s->stopping) {
         heartbeat(s);
+        count_outbox(s);
+    }
     if (s->watchdog_usec)
         notify("WATCHDOG=1");
 }
@@ -356,6 +429,26 @@ int service_run(struct config *cfg, const char *config_path)
         retention_init(&s->retention, &s->loop, &s->db, cfg) != 0) {
         log_error("cannot start: out of memory");
         goto out; /* start-up failure: the process exits, the kernel reclaims */
+    }
+
+    metrics_init(&s->metrics);
+    s->dispatcher.metrics = &s->metrics;
+    if (cfg->health_port >= 0) {
+        struct health_source src = {
+            .metrics = &s->metrics,
+            .refresh = refresh_gauges,
+            .last_error = last_error,
+            .arg = s,
+        };
+        if (health_init(&s->health, &s->loop, cfg->health_host, cfg->health_port, &src) != 0) {
+            log_error("cannot serve the health endpoint on [health] listen = %s; set another "
+                      "address or leave it empty to disable it",
+                      cfg->listen);
+            goto out;
+        }
+        s->health_on = 1;
+        log_info("health endpoint listening address=%s port=%d", cfg->health_host,
+                 health_port(&s->health));
     }
 
     uv_signal_init(&s->loop, &s->sigterm);
