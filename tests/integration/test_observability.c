@@ -1,0 +1,209 @@
+/*
+ * What the people on call see: /healthz, /readyz and /metrics of a running daemon (scraped and
+ * checked by promtool), readiness following the database, and a log that holds no personal
+ * value, no API key and no database password after a full workload.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scenario.h"
+#include "testutil.h"
+
+static struct scenario sc;
+static struct proc omnisync_daemon;
+static int port;
+
+struct body {
+    char text[262144];
+    size_t len;
+};
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    struct body *b = arg;
+    size_t len = size * n;
+    if (b->len + len >= sizeof(b->text))
+        len = sizeof(b->text) - 1 - b->len;
+    memcpy(b->text + b->len, p, len);
+    b->len += len;
+    b->text[b->len] = '\0';
+    return size * n;
+}
+
+/* GET path on the health port: returns the HTTP status (0 when no answer). */
+static long get(const char *path, struct body *b)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    b->len = 0;
+    b->text[0] = '\0';
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+static long readyz(void)
+{
+    static struct body b;
+    return get("/readyz", &b);
+}
+
+static void start(void)
+{
+    ck_assert_int_eq(scenario_setup(&sc, "[health]\nlisten = 127.0.0.1:0\n", NULL), 0);
+    /* A password in the conninfo (trust auth ignores it): it must never be printed. */
+    strncat(sc.conninfo, " password=pg-s3cret-pw", sizeof(sc.conninfo) - strlen(sc.conninfo) - 1);
+    ck_assert_int_eq(scenario_write_config(&sc, "[health]\nlisten = 127.0.0.1:0\n"), 0);
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "health endpoint listening", 5000));
+    char *log = proc_stderr(&omnisync_daemon);
+    const char *p = strstr(log, "health endpoint listening");
+    p = p ? strstr(p, "port=") : NULL;
+    ck_assert_ptr_nonnull(p);
+    port = atoi(p + 5);
+    free(log);
+    ck_assert_int_gt(port, 0);
+}
+
+static void finish(void)
+{
+    int code = proc_stop(&omnisync_daemon, 20000);
+    if (code != 0)
+        proc_dump(&omnisync_daemon, "omnisync run");
+    ck_assert_int_eq(code, 0);
+    proc_free(&omnisync_daemon);
+    scenario_teardown(&sc);
+}
+
+static int promtool_accepts(const char *text)
+{
+    char path[] = "/tmp/omnisync-metrics-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s 2>&1", path);
+    int rc = system(cmd);
+    unlink(path);
+    return rc == 0;
+}
+
+START_TEST(test_endpoints_and_metrics)
+{
+    static struct body b;
+    start();
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name, email) SELECT 'M' || i, 'Ann', 'Lee', 'm' || i "
+                                         "|| '@example.com' FROM generate_series(1, 30) i"),
+                     0);
+    ck_assert(scenario_wait_quiet(&sc, 30000));
+    ck_assert_int_eq(get("/healthz", &b), 200);
+    ck_assert_int_eq(get("/readyz", &b), 200);
+    ck_assert_ptr_nonnull(strstr(b.text, "\"db\":\"connected\""));
+    ck_assert_ptr_nonnull(strstr(b.text, "\"listening\":true"));
+    /* The outbox gauges come from a periodic count: wait for it to see the delivered rows. */
+    ck_assert(WAIT_UNTIL(get("/metrics", &b) == 200 &&
+                             strstr(b.text, "omnisync_outbox_rows{status=\"done\"} 30") != NULL,
+                         10000));
+    ck_assert_msg(promtool_accepts(b.text), "promtool refused:\n%s", b.text);
+    ck_assert_ptr_nonnull(strstr(b.text, "omnisync_deliveries_total{op=\"create\",result=\"done\"} 30"));
+    ck_assert_ptr_nonnull(strstr(b.text, "omnisync_http_requests_total{endpoint=\"create\",code=\"200\"} 30"));
+    ck_assert_ptr_nonnull(strstr(b.text, "omnisync_commit_to_delivery_seconds_count 30"));
+    ck_assert_ptr_nonnull(strstr(b.text, "omnisync_db_connected 1"));
+    ck_assert_ptr_nonnull(strstr(b.text, "omnisync_build_info{version="));
+    /* No id or personal value in any label. */
+    ck_assert_ptr_null(strstr(b.text, "M1"));
+    ck_assert_ptr_null(strstr(b.text, "example.com"));
+    ck_assert_int_eq(get("/nope", &b), 404);
+    finish();
+}
+END_TEST
+
+START_TEST(test_readyz_follows_the_database)
+{
+    start();
+    ck_assert_int_eq(readyz(), 200);
+    ck_assert_int_eq(pgrig_server_stop(sc.pg, "fast"), 0);
+    ck_assert_msg(WAIT_UNTIL(readyz() == 503, 15000), "readyz stayed up without a database");
+    static struct body b;
+    ck_assert_int_eq(get("/readyz", &b), 503);
+    ck_assert_ptr_nonnull(strstr(b.text, "\"db\":\"disconnected\""));
+    ck_assert_int_eq(get("/healthz", &b), 200); /* alive all the same */
+    ck_assert_int_eq(pgrig_server_start(sc.pg), 0);
+    ck_assert_msg(WAIT_UNTIL(readyz() == 200, 30000), "readyz did not come back");
+    PQfinish(sc.conn);
+    sc.conn = pgrig_connect(sc.pg, sc.db);
+    ck_assert_ptr_nonnull(sc.conn);
+    finish();
+}
+END_TEST
+
+START_TEST(test_log_holds_no_secret_or_personal_value)
+{
+    start();
+    ck_assert_int_eq(pgrig_exec(sc.conn,
+                                "INSERT INTO customers VALUES "
+                                "('P-1', 'Wilhelmina', 'Vanderbilt', 'wilhelmina@example.org', "
+                                " '+31687650001', 'platinum', NULL, false), "
+                                "('P-2', 'R2D2', 'Droid', 'r2@example.org', '+31687650002', NULL, "
+                                " NULL, false), "
+                                "('P-3', 'Quentin', 'Zwolsman', 'not-an-email', NULL, NULL, NULL, "
+                                " false)"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET email = 'w.v@example.org', "
+                                         "phone = '+31687659999' WHERE customer_no = 'P-1'"),
+                     0);
+    ck_assert(scenario_wait_quiet(&sc, 30000));
+    ck_assert_int_eq(pgrig_exec(sc.conn, "DELETE FROM customers WHERE customer_no = 'P-1'"), 0);
+    ck_assert(scenario_wait_quiet(&sc, 30000));
+
+    int code = proc_stop(&omnisync_daemon, 20000);
+    ck_assert_int_eq(code, 0);
+    char *log = proc_stderr(&omnisync_daemon);
+    static const char *const secrets[] = {
+        "Wilhelmina", "Vanderbilt", "wilhelmina@example.org", "+31687650001", "w.v@example.org",
+        "+31687659999", "platinum", "R2D2", "Droid", "r2@example.org", "+31687650002", "Quentin",
+        "Zwolsman", "not-an-email", SCENARIO_API_KEY, "pg-s3cret-pw"};
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+        ck_assert_msg(strstr(log, secrets[i]) == NULL, "the log holds \"%s\"", secrets[i]);
+    /* It does name what happened, by id. */
+    ck_assert_ptr_nonnull(strstr(log, "primary_id=P-2"));
+    ck_assert_ptr_nonnull(strstr(log, "invalid firstname"));
+    free(log);
+    proc_free(&omnisync_daemon);
+    scenario_teardown(&sc);
+}
+END_TEST
+
+int main(void)
+{
+    if (pgrig_global() == NULL)
+        return 1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("observability");
+    TCase *tc = tcase_create("observability");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_endpoints_and_metrics);
+    tcase_add_test(tc, test_readyz_follows_the_database);
+    tcase_add_test(tc, test_log_holds_no_secret_or_personal_value);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    pgrig_stop(pgrig_global());
+    return failed ? 1 : 0;
+}
