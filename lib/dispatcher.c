@@ -16,7 +16,6 @@
 
 #include "backoff.h"
 #include "log.h"
-#include "sql.h"
 
 #define AUTH_PROBE_MIN_MS 5000
 #define AUTH_PROBE_MAX_MS 300000
@@ -529,8 +528,11 @@ static void claim(struct dispatcher *d)
         len += (size_t)snprintf(sources + len, sizeof(sources) - len, "%s%s", i ? "," : "",
                                 d->cfg->sources[i].name);
     snprintf(sources + len, sizeof(sources) - len, "}");
-    const char *params[] = {limit_text, lease, d->process, per_customer, sources};
-    int rc = dbloop_query(d->db, DISPATCHER_CLAIM_STATEMENT, 5, params,
+    /* A claim looks at no more than this many rows: blocked customers (in backoff, leased by
+     * another process) are skipped, and a backlog of them must not make each claim slow. */
+    const char *scan = "10000";
+    const char *params[] = {limit_text, lease, d->process, per_customer, sources, scan};
+    int rc = dbloop_query(d->db, DISPATCHER_CLAIM_STATEMENT, 6, params,
                           DBLOOP_FAIL_FAST | DBLOOP_PREPARED, on_claimed, d);
     if (rc == 0)
         d->claiming = 1;
@@ -542,8 +544,8 @@ int dispatcher_prepare_sql(char *out, size_t len)
      * would cost more than running it. */
     int n = snprintf(out, len,
                      "PREPARE " DISPATCHER_CLAIM_STATEMENT
-                     " (integer, bigint, text, integer, text[]) AS %s",
-                     sql_text("claim.sql"));
+                     " (integer, bigint, text, integer, text[], integer) AS "
+                     "SELECT * FROM omnisync.claim($1, $2, $3, $4, $5, $6)");
     return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
 }
 

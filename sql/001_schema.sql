@@ -256,3 +256,79 @@ CREATE TABLE omnisync.process (
     api         text        NOT NULL DEFAULT 'ok',
     in_flight   integer     NOT NULL DEFAULT 0
 );
+
+-- lib/dispatcher.c's claim: due rows, oldest first, one customer's pending rows together.
+--
+-- A head is a customer's earliest unfinished row; a customer whose earliest unfinished row is
+-- leased, in backoff or held has no head, so per-customer order holds across processes.
+-- The loop walks the pending index in id order and stops as soon as it has p_limit heads (a
+-- cursor is planned for fast start), so a claim costs what it returns, not the backlog's size;
+-- p_scan bounds the rows it may look at. Heads are locked with SKIP LOCKED: several processes
+-- claim at once without waiting for each other.
+CREATE FUNCTION omnisync.claim(p_limit integer, p_lease_ms bigint, p_process text,
+                               p_per_customer integer, p_sources text[], p_scan integer)
+RETURNS TABLE (id bigint, head_id bigint, source text, brand_id bigint, primary_id text,
+               op text, old_data text, new_data text, attempts integer, orphaned boolean,
+               created_epoch double precision, sync text)
+-- Statistics lag behind a bulk enqueue (a backfill, a burst after an outage): then every plan
+-- looks cheap and the planner may sort the whole backlog. Without sorts, the only plan left is
+-- the walk of the pending index in id order that the loop needs.
+LANGUAGE plpgsql SET enable_sort = off AS $$
+DECLARE
+    r record;
+    heads bigint[] := '{}';
+    paused_sources text[];
+    scanned integer := 0;
+BEGIN
+    IF EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope = '*') THEN
+        RETURN;
+    END IF;
+    paused_sources := ARRAY(SELECT c.scope FROM omnisync.control c WHERE c.paused);
+    FOR r IN
+        SELECT o.id, o.source, o.brand_id, o.primary_id FROM omnisync.outbox o
+        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+          AND (o.locked_until IS NULL OR o.locked_until < now())
+          AND o.source = ANY (p_sources) AND o.source <> ALL (paused_sources)
+        ORDER BY o.id
+    LOOP
+        scanned := scanned + 1;
+        EXIT WHEN scanned > p_scan;
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM omnisync.outbox p
+            WHERE p.source = r.source AND p.brand_id = r.brand_id AND p.primary_id = r.primary_id
+              AND p.status IN ('pending', 'held') AND p.id < r.id);
+        -- Re-checked on the newest row version: another process may have leased it meanwhile.
+        PERFORM 1 FROM omnisync.outbox h
+        WHERE h.id = r.id AND h.status = 'pending'
+          AND (h.locked_until IS NULL OR h.locked_until < now())
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        heads := heads || r.id;
+        EXIT WHEN cardinality(heads) >= p_limit;
+    END LOOP;
+
+    RETURN QUERY
+    WITH members AS (
+        SELECT m.id, m.locked_by AS prev_locked_by, h.id AS head_id
+        FROM omnisync.outbox h
+        CROSS JOIN LATERAL (
+            SELECT m.id, m.locked_by FROM omnisync.outbox m
+            WHERE m.source = h.source AND m.brand_id = h.brand_id
+              AND m.primary_id = h.primary_id AND m.status = 'pending' AND m.id >= h.id
+            ORDER BY m.id
+            LIMIT p_per_customer) m
+        WHERE h.id = ANY (heads)
+    )
+    UPDATE omnisync.outbox o
+    SET locked_until = now() + p_lease_ms * interval '1 millisecond', locked_by = p_process
+    FROM members
+    WHERE o.id = members.id
+    RETURNING o.id, members.head_id, o.source, o.brand_id, o.primary_id, o.op,
+              o.old_data::text, o.new_data::text, o.attempts,
+              members.prev_locked_by IS NOT NULL,
+              extract(epoch FROM o.created_at)::double precision,
+              (SELECT row_to_json(s)::text FROM omnisync.sync_state s
+               WHERE s.source = o.source AND s.brand_id = o.brand_id
+                 AND s.primary_id = o.primary_id);
+END
+$$;
