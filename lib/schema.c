@@ -160,6 +160,10 @@ static int apply_migrations(PGconn *conn, schema_report_cb report, void *arg, ch
 /* The generated SQL of one source and what it needs to be dropped again. */
 struct source_sql {
     char table[QNAME_MAX]; /* resolved "schema"."table" */
+    char pk[QNAME_MAX];    /* the primary id column, quoted */
+    char pk_type[128];     /* its type, from the catalog */
+    char brand_row[QNAME_MAX + 64]; /* the brand of a table row t, as SQL */
+    struct sbuf row_pairs; /* jsonb_build_object arguments for a table row t (backfill) */
     char function[128];    /* quoted function name, without schema */
     char triggers[3][128]; /* quoted trigger names */
     struct sbuf ddl;
@@ -293,15 +297,23 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         sbuf_str(&new_pairs, key);
         sbuf_str(&new_pairs, ", NEW.");
         sbuf_str(&new_pairs, col);
+        sbuf_str(&out->row_pairs, sep);
+        sbuf_str(&out->row_pairs, key);
+        sbuf_str(&out->row_pairs, ", t.");
+        sbuf_str(&out->row_pairs, col);
         sbuf_str(&changed, i ? " OR OLD." : "OLD.");
         sbuf_str(&changed, col);
         sbuf_str(&changed, " IS DISTINCT FROM NEW.");
         sbuf_str(&changed, col);
-        if (strcmp(fields[i], "primary_id") == 0)
+        if (strcmp(fields[i], "primary_id") == 0) {
             pk = strdup(col);
+            snprintf(out->pk, sizeof(out->pk), "%s", col);
+            snprintf(out->pk_type, sizeof(out->pk_type), "%s", type);
+        }
         if (strcmp(fields[i], "brand_id") == 0) {
             snprintf(brand_new, sizeof(brand_new), "coalesce((NEW.%s)::bigint, 0)", col);
             snprintf(brand_old, sizeof(brand_old), "coalesce((OLD.%s)::bigint, 0)", col);
+            snprintf(out->brand_row, sizeof(out->brand_row), "coalesce((t.%s)::bigint, 0)", col);
         }
         PQfreemem(col);
         PQfreemem(key);
@@ -309,6 +321,7 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
     if (src->brand_id_column == NULL) {
         snprintf(brand_new, sizeof(brand_new), "0");
         snprintf(brand_old, sizeof(brand_old), "0");
+        snprintf(out->brand_row, sizeof(out->brand_row), "0");
     }
     source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
     if (pk == NULL || source_lit == NULL || old_pairs.failed || new_pairs.failed ||
@@ -497,9 +510,49 @@ static int install_sources(PGconn *conn, const struct config *cfg, schema_report
     }
     PQclear(res);
 out:
-    for (size_t i = 0; i < cfg->nsources; i++)
+    for (size_t i = 0; i < cfg->nsources; i++) {
         free(want[i].ddl.text);
+        free(want[i].row_pairs.text);
+    }
     free(want);
+    return rc;
+}
+
+int schema_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
+                        size_t errlen)
+{
+    struct source_sql want = {0};
+    char *source_lit = NULL;
+    *sql = NULL;
+    int rc = build_source_sql(conn, src, &want, err, errlen);
+    if (rc != 0)
+        goto out;
+    source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
+    if (source_lit == NULL || want.row_pairs.failed) {
+        rc = OMNISYNC_ENOMEM;
+        goto out;
+    }
+    /* Keyset pagination on the primary id column in its own type: each batch is an index range
+     * scan, and the last key is all it takes to resume. The type name comes from the catalog. */
+    if (asprintf(sql,
+                 "WITH batch AS ("
+                 " SELECT t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand FROM %s t"
+                 " WHERE $1::text IS NULL OR t.%s > ($1::text)::%s"
+                 " ORDER BY t.%s LIMIT $2), "
+                 "enqueued AS ("
+                 " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
+                 " SELECT %s, brand, coalesce(k::text, ''), 'backfill', data FROM batch ORDER BY k"
+                 " RETURNING 1) "
+                 "SELECT (SELECT count(*) FROM enqueued), (SELECT max(k)::text FROM batch)",
+                 want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk, want.pk_type,
+                 want.pk, source_lit) < 0) {
+        *sql = NULL;
+        rc = OMNISYNC_ENOMEM;
+    }
+out:
+    PQfreemem(source_lit);
+    free(want.ddl.text);
+    free(want.row_pairs.text);
     return rc;
 }
 

@@ -26,6 +26,15 @@ typedef void (*schema_report_cb)(void *arg, int changed, const char *what);
 int schema_migrate(PGconn *conn, const struct config *cfg, schema_report_cb report, void *arg,
                    char *err, size_t errlen) OMNISYNC_MUST_CHECK;
 
+/*
+ * The statement that enqueues the next backfill batch of `src` as outbox rows of op 'backfill'
+ * carrying the mapped columns, exactly as the trigger would: $1 the last key done (NULL to
+ * start), $2 the batch size; it returns (rows enqueued, last key of the batch). Names are checked
+ * against the catalog and quoted. *sql is malloc'd; 0 or a negative code with err set.
+ */
+int schema_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
+                        size_t errlen) OMNISYNC_MUST_CHECK;
+
 /* The highest applied schema version, 0 when omnisync's schema is absent, or a negative code. */
 int schema_version(PGconn *conn, char *err, size_t errlen);
 
