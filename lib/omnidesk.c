@@ -694,8 +694,7 @@ static void classify_status(struct omnidesk_request *req, struct omnidesk_respon
     json_object_put(root);
 }
 
-static void transport_error(struct omnidesk_request *req, CURLcode rc,
-                            struct omnidesk_response *r)
+static void transport_error(struct omnidesk_request *req, CURLcode rc, struct omnidesk_response *r)
 {
     long os_errno = 0;
     long connect_us = 0;
@@ -719,8 +718,7 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc,
         break;
     case CURLE_WRITE_ERROR:
         if (req->body_overflow)
-            snprintf(r->error, sizeof(r->error), "response body exceeds %zu bytes",
-                     req->max_body);
+            snprintf(r->error, sizeof(r->error), "response body exceeds %zu bytes", req->max_body);
         else if (req->body_nomem)
             snprintf(r->error, sizeof(r->error), "out of memory reading the answer");
         else
@@ -992,8 +990,8 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     const char *path = endpoint_path(endpoint);
     char url[2048];
     int urlencoded = endpoint == OMNIDESK_UPDATE || endpoint == OMNIDESK_PURGE_LEGACY;
-    int multipart =
-        endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL || endpoint == OMNIDESK_SEARCH;
+    int multipart = endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL ||
+                    endpoint == OMNIDESK_SEARCH;
     long low_speed_s;
     int n;
     int rc;
@@ -1096,8 +1094,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         }
         SETOPT(req->easy, CURLOPT_POSTFIELDS, req->form);
         SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->form));
-        SETOPT(req->easy, CURLOPT_CUSTOMREQUEST,
-               endpoint == OMNIDESK_UPDATE ? "PUT" : "DELETE");
+        SETOPT(req->easy, CURLOPT_CUSTOMREQUEST, endpoint == OMNIDESK_UPDATE ? "PUT" : "DELETE");
         break;
     case OMNIDESK_PURGE:
         SETOPT(req->easy, CURLOPT_CUSTOMREQUEST, "DELETE");

@@ -92,8 +92,8 @@ struct omnidesk_response {
     /* search: the customer object the id was found in (it may list "channels"); valid only
      * during the callback. NULL otherwise. */
     struct json_object *customer;
-    double seconds;           /* total time of the request */
-    void *data;               /* the caller's pointer from omnidesk_send */
+    double seconds; /* total time of the request */
+    void *data;     /* the caller's pointer from omnidesk_send */
 };
 
 /* Called once per request, from the loop, never from inside omnidesk_send(). `response` is valid
@@ -138,7 +138,8 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop,
  * base_url is ignored (changing it needs a restart). Copies the key and wipes the old one. On
  * failure (same codes as init) the old settings stay.
  */
-int omnidesk_reconfigure(struct omnidesk *c, const struct omnidesk_options *opts) OMNISYNC_MUST_CHECK;
+int omnidesk_reconfigure(struct omnidesk *c,
+                         const struct omnidesk_options *opts) OMNISYNC_MUST_CHECK;
 
 /*
  * Starts one request. `fields` (name/value pairs; a NULL value means "omit") are copied; they are
