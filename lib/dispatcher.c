@@ -208,7 +208,9 @@ static void arm_wake(struct dispatcher *d, uint64_t delay_ms);
 static void enter_auth_pause(struct dispatcher *d, const struct omnidesk_response *r)
 {
     if (!d->auth_paused)
-        log_error("api key refused (%ld); delivery paused; fix the key file and send SIGHUP",
+        log_error("api key refused (%ld); delivery paused, no row fails meanwhile; fix the key "
+                  "file and send SIGHUP (systemctl reload), or restart the service when the key "
+                  "is a systemd credential",
                   r->http_status);
     snprintf(d->stats.last_error, sizeof(d->stats.last_error),
              "api key refused (HTTP %ld): delivery paused", r->http_status);

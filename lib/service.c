@@ -42,7 +42,8 @@ struct service {
     struct metrics metrics;
     struct health health;
     int health_on;
-    int counting; /* the outbox count query is running */
+    int counting;       /* the outbox count query is running */
+    uint64_t counted_at; /* loop time of the last count */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
@@ -65,12 +66,16 @@ static void notify(const char *state)
 
 static void notify_status(struct service *s)
 {
-    char status[256];
-    snprintf(status, sizeof(status), "STATUS=%s; %u in flight; circuit %s; api key %s",
+    char status[256], backlog[48] = "backlog unknown";
+    if (s->metrics.outbox_rows_known)
+        snprintf(backlog, sizeof(backlog), "%lld pending, %lld failed",
+                 s->metrics.outbox_rows[METRICS_STATUS_PENDING],
+                 s->metrics.outbox_rows[METRICS_STATUS_FAILED]);
+    snprintf(status, sizeof(status), "STATUS=%s; %s; %u in flight; circuit %s; api key %s",
              s->stopping                             ? "stopping"
              : listener_is_listening(&s->listener) ? "listening"
                                                      : "waiting for the database",
-             dispatcher_in_flight(&s->dispatcher),
+             backlog, dispatcher_in_flight(&s->dispatcher),
              breaker_state_name(breaker_get_state(&s->dispatcher.breaker)),
              dispatcher_ready_api(&s->dispatcher) ? "accepted" : "refused");
     notify(status);
@@ -275,11 +280,13 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     s->metrics.outbox_rows_known = 1;
 }
 
-/* The outbox gauges come from the database, every status tick (a count over the table). */
+/* The outbox gauges come from the database: a count over the table, so at most every 15 s. */
 static void count_outbox(struct service *s)
 {
-    if (s->counting || s->stopping)
+    uint64_t now = uv_now(&s->loop);
+    if (s->counting || s->stopping || (s->counted_at && now - s->counted_at < 15000))
         return;
+    s->counted_at = now;
     if (dbloop_query(&s->db,
                      "SELECT count(*) FILTER (WHERE status = 'pending'), "
                      "count(*) FILTER (WHERE status = 'held'), "
