@@ -27,6 +27,9 @@
 #include "omnidesk.h"
 #include "retention.h"
 
+/* Longer than the doorbell's per-session quiet time (10 ms, sql/001_schema.sql) plus margin. */
+#define SERVICE_TRAILING_CLAIM_MS 50
+
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 struct service {
@@ -47,6 +50,7 @@ struct service {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
+    uv_timer_t trailing_timer; /* the claim that follows every doorbell */
     uint64_t watchdog_usec;
     int stopping;
     int aborted;
@@ -92,6 +96,7 @@ static void component_closed(struct service *s)
     uv_close((uv_handle_t *)&s->sighup, NULL);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&s->status_timer, NULL);
+    uv_close((uv_handle_t *)&s->trailing_timer, NULL);
 }
 
 static void db_closed(struct dbloop *db)
@@ -136,6 +141,7 @@ static void close_all(struct service *s)
     s->open = 5; /* dispatcher, client, listener, retention, db (closed after the dispatcher) */
     uv_timer_stop(&s->shutdown_timer);
     uv_timer_stop(&s->status_timer);
+    uv_timer_stop(&s->trailing_timer);
     if (s->health_on) {
         s->open++;
         health_close(&s->health, health_closed);
@@ -315,10 +321,20 @@ static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *
     }
 }
 
+static void on_trailing(uv_timer_t *t)
+{
+    struct service *s = t->data;
+    dispatcher_wake(&s->dispatcher);
+}
+
 static void on_wake(struct listener *l)
 {
     struct service *s = container_of(l, struct service, listener);
     dispatcher_wake(&s->dispatcher);
+    /* A transaction that committed just after a ring may have skipped ringing itself (the
+     * doorbell is rung at most every 10 ms per session): look once more a little later. */
+    if (!uv_is_active((uv_handle_t *)&s->trailing_timer))
+        uv_timer_start(&s->trailing_timer, on_trailing, SERVICE_TRAILING_CLAIM_MS, 0);
 }
 
 static void on_listening(struct listener *l, int ready)
@@ -467,7 +483,8 @@ int service_run(struct config *cfg, const char *config_path)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     uv_timer_init(&s->loop, &s->shutdown_timer);
     uv_timer_init(&s->loop, &s->status_timer);
-    s->shutdown_timer.data = s->status_timer.data = s;
+    uv_timer_init(&s->loop, &s->trailing_timer);
+    s->shutdown_timer.data = s->status_timer.data = s->trailing_timer.data = s;
 #ifdef OMNISYNC_HAVE_SYSTEMD
     if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
         s->watchdog_usec = 0;

@@ -52,6 +52,32 @@ CREATE INDEX outbox_failed ON omnisync.outbox (id) WHERE status IN ('failed', 'h
 CREATE INDEX outbox_finished ON omnisync.outbox ((coalesce(delivered_at, action_at, created_at)))
     WHERE status IN ('done', 'skipped');
 
+-- The doorbell (NOTIFY omnisync): a wake-up only, the outbox row is the truth. NOTIFY takes a
+-- global lock at commit, so ringing it in every transaction would serialize every writer of
+-- the CRM table. It is rung at commit time (a deferred trigger, once per transaction) and at
+-- most every 10 ms per session; a transaction that skips it commits within those 10 ms of a
+-- ring, and the daemon claims again 50 ms after every ring to find it.
+CREATE FUNCTION omnisync.ring_doorbell() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rang_at text;
+BEGIN
+    IF current_setting('omnisync.doorbell_decided', true) = 'yes' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('omnisync.doorbell_decided', 'yes', true);
+    rang_at := current_setting('omnisync.doorbell_rang_at', true);
+    IF rang_at IS NULL OR rang_at = ''
+       OR clock_timestamp() - rang_at::timestamptz >= interval '10 milliseconds' THEN
+        PERFORM pg_notify('omnisync', '');
+        PERFORM set_config('omnisync.doorbell_rang_at', clock_timestamp()::text, false);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER ring_doorbell AFTER INSERT ON omnisync.outbox
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION omnisync.ring_doorbell();
+
 -- Per customer: what Omnidesk is known to hold, so a retry repeats no step.
 CREATE TABLE omnisync.sync_state (
     source          text        NOT NULL,

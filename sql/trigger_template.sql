@@ -21,9 +21,8 @@ BEGIN
         VALUES (${source}, ${brand_old}, coalesce((OLD.${pk})::text, ''), 'delete',
                 jsonb_build_object(${old_pairs}));
     END IF;
-    -- A doorbell only: the outbox row is the truth. Equal notifications in one transaction
-    -- are folded into one by PostgreSQL.
-    PERFORM pg_notify('omnisync', '');
+    -- The doorbell is rung at commit by omnisync.ring_doorbell (a deferred trigger on the
+    -- outbox), not here.
     RETURN NULL;
 END
 $omnisync$;
