@@ -42,11 +42,10 @@ CREATE TABLE omnisync.outbox (
 
 -- Claiming walks pending rows oldest first.
 CREATE INDEX outbox_pending ON omnisync.outbox (id) WHERE status = 'pending';
--- Per-customer order: "is there an earlier unfinished row of this customer?" is one probe.
-CREATE INDEX outbox_customer_open ON omnisync.outbox (source, brand_id, primary_id, id)
-    WHERE status IN ('pending', 'held');
--- A customer's whole history: superseding failed rows, scrubbing after a purge, outbox list.
-CREATE INDEX outbox_customer ON omnisync.outbox (source, brand_id, primary_id);
+-- A customer's rows in order: "is there an earlier unfinished row of this customer?" (per-customer
+-- order), superseding failed rows, scrubbing after a purge, outbox list --primary-id. One index
+-- for all of them: each index costs every captured change an entry.
+CREATE INDEX outbox_customer ON omnisync.outbox (source, brand_id, primary_id, id);
 -- Operators list failed and held rows; retention prunes finished ones.
 CREATE INDEX outbox_failed ON omnisync.outbox (id) WHERE status IN ('failed', 'held');
 CREATE INDEX outbox_finished ON omnisync.outbox ((coalesce(delivered_at, action_at, created_at)))
