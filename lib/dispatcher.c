@@ -205,16 +205,26 @@ static enum breaker_outcome breaker_outcome_of(const struct omnidesk_response *r
 
 static void arm_wake(struct dispatcher *d, uint64_t delay_ms);
 
-static void enter_auth_pause(struct dispatcher *d, const struct omnidesk_response *r)
+/*
+ * The key was refused. Answers of requests that were in flight when it happened refuse it too:
+ * they are one event, not several, so only the first enters the pause and only a refused probe
+ * lengthens the wait before the next probe.
+ */
+static void enter_auth_pause(struct dispatcher *d, const struct omnidesk_response *r,
+                             int from_probe)
 {
-    if (!d->auth_paused)
+    if (!d->auth_paused) {
         log_error("api key refused (%ld); delivery paused, no row fails meanwhile; fix the key "
                   "file and send SIGHUP (systemctl reload), or restart the service when the key "
                   "is a systemd credential",
                   r->http_status);
+        d->auth_paused = 1;
+        d->auth_probes = 0;
+    } else if (!from_probe) {
+        return;
+    }
     snprintf(d->stats.last_error, sizeof(d->stats.last_error),
              "api key refused (HTTP %ld): delivery paused", r->http_status);
-    d->auth_paused = 1;
     struct backoff_policy p = {AUTH_PROBE_MIN_MS, AUTH_PROBE_MAX_MS};
     uint64_t delay = backoff_cap_ms(&p, ++d->auth_probes);
     d->auth_probe_at = now_ms(d) + delay;
@@ -226,7 +236,7 @@ static void observe(struct dispatcher *d, const struct omnidesk_response *r)
 {
     uint64_t now = now_ms(d);
     if (r->class == OMNIDESK_AUTH) {
-        enter_auth_pause(d, r);
+        enter_auth_pause(d, r, 0);
         return;
     }
     if (r->http_status == 429 || (r->http_status == 503 && r->retry_after_ms > 0)) {
@@ -282,7 +292,7 @@ static void on_probe(struct omnidesk *client, const struct omnidesk_response *r)
     if (d->metrics)
         metrics_count_request(d->metrics, (int)r->endpoint, (int)r->http_status);
     if (r->class == OMNIDESK_AUTH) {
-        enter_auth_pause(d, r);
+        enter_auth_pause(d, r, 1);
         return;
     }
     if (d->auth_paused && r->class != OMNIDESK_AUTH) {
@@ -564,8 +574,12 @@ static void on_wake_timer(uv_timer_t *t)
 {
     struct dispatcher *d = t->data;
     uint64_t now = now_ms(d);
-    if (d->auth_paused && now >= d->auth_probe_at) {
-        send_probe(d);
+    if (d->auth_paused) {
+        /* An earlier wake-up (the rate limit, a retry) may come first: wait for the probe. */
+        if (now >= d->auth_probe_at)
+            send_probe(d);
+        else
+            arm_wake(d, d->auth_probe_at - now);
         return;
     }
     if (breaker_get_state(&d->breaker) == BREAKER_OPEN) {

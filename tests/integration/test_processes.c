@@ -1,0 +1,612 @@
+/*
+ * Failure semantics of processes and connections (issue 6): daemons killed with SIGKILL under
+ * load, three daemons sharing one database, leases that must be renewed while a slow API works,
+ * PostgreSQL restarted or its connections terminated under load, and a database that is not
+ * there when the daemon starts. After each, the fake Omnidesk must hold exactly the CRM's state
+ * with nothing created twice.
+ *
+ * Load comes from a writer: a forked child with its own connection that commits a stream of
+ * inserts, updates and a few deletes for a given time, riding out connection losses. Plain sleeps
+ * appear only where time must pass (a random moment to kill at, a writer to get ahead).
+ */
+#include <check.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scenario.h"
+#include "testutil.h"
+
+/* Leases of 3 * 1000 + 5000 = 8 s: rows of a killed daemon come back soon enough to test. */
+#define SHORT_LEASE "[omnidesk]\ntimeout_ms = 1000\n"
+
+static struct scenario sc;
+static struct proc omnisync_daemon;
+static uint64_t test_started_ms;
+
+/* ---- helpers ---- */
+
+static void exec(const char *sql)
+{
+    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
+}
+
+static void execf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void execf(const char *fmt, ...)
+{
+    char sql[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    exec(sql);
+}
+
+static long long query(const char *sql)
+{
+    return pgrig_query_int(sc.conn, sql);
+}
+
+static long long rows_in(const char *status)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM omnisync.outbox WHERE status = '%s'", status);
+    return query(sql);
+}
+
+static void dump_outbox(void)
+{
+    PGresult *res =
+        PQexec(sc.conn, "SELECT status, count(*), max(attempts), "
+                        "string_agg(DISTINCT left(coalesce(last_error, ''), 80), ' | ') "
+                        "FROM omnisync.outbox GROUP BY status ORDER BY status");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(res); i++)
+            fprintf(stderr, "outbox: status=%s rows=%s max_attempts=%s errors=%s\n",
+                    PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                    PQgetvalue(res, i, 3));
+    }
+    PQclear(res);
+}
+
+static void dump_tail(struct proc *p, const char *label, int n)
+{
+    char *err = proc_stderr(p);
+    if (err == NULL)
+        return;
+    size_t len = strlen(err);
+    const char *start = err + len;
+    for (int lines = 0; start > err && lines <= n;) {
+        start--;
+        if (*start == '\n' && start + 1 < err + len)
+            lines++;
+    }
+    fprintf(stderr, "---- %s: last %d lines of its log ----\n%s\n", label, n, start);
+    free(err);
+}
+
+static int count_lines(struct proc *p, const char *a, const char *b)
+{
+    char *err = proc_stderr(p);
+    int n = 0;
+    if (err == NULL)
+        return -1;
+    for (char *line = strtok(err, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
+            n++;
+    }
+    free(err);
+    return n;
+}
+
+/* Keys and personal data never reach a daemon's log, however it ended. */
+static void assert_log_clean(struct proc *p)
+{
+    char *err = proc_stderr(p);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+    ck_assert_ptr_null(strstr(err, "@example.com"));
+    ck_assert_ptr_null(strstr(err, "+3161"));
+    free(err);
+}
+
+static void setup(const char *extra, const char *faults)
+{
+    test_started_ms = testutil_now_ms();
+    ck_assert_msg(scenario_setup(&sc, extra, faults) == 0, "scenario setup failed");
+}
+
+static void start(const char *extra, const char *faults)
+{
+    setup(extra, faults);
+    ck_assert_msg(scenario_start_daemon(&sc, &omnisync_daemon) == 0, "daemon did not start");
+}
+
+static void stop_daemon(struct proc *p, const char *label)
+{
+    int code = proc_stop(p, 20000);
+    if (code != 0)
+        dump_tail(p, label, 60);
+    ck_assert_msg(code == 0, "%s exited %d after SIGTERM", label, code);
+    assert_log_clean(p);
+    proc_free(p);
+}
+
+/* SIGKILL: no drain, no outcome written, leases left behind. */
+static void kill_daemon(struct proc *p)
+{
+    ck_assert_int_eq(proc_signal(p, SIGKILL), 0);
+    ck_assert_int_eq(proc_wait(p, 5000), 128 + SIGKILL);
+    assert_log_clean(p);
+    proc_free(p);
+}
+
+static void finish_scenario(void)
+{
+    scenario_teardown(&sc);
+    fprintf(stderr, "%s: %.1f s\n", tcase_name(), (testutil_now_ms() - test_started_ms) / 1000.0);
+}
+
+static void finish(void)
+{
+    stop_daemon(&omnisync_daemon, "omnisync run");
+    finish_scenario();
+}
+
+static void assert_in_step(struct proc *p, int timeout_ms)
+{
+    char why[512];
+    if (!scenario_wait_quiet(&sc, timeout_ms)) {
+        dump_outbox();
+        dump_tail(p, "omnisync run", 40);
+        ck_abort_msg("outbox not quiet after %d ms: %lld pending rows", timeout_ms,
+                     scenario_open_rows(&sc));
+    }
+    if (scenario_compare(&sc, NULL, why, sizeof(why)) != 0) {
+        dump_outbox();
+        ck_abort_msg("fake and CRM differ: %s", why);
+    }
+}
+
+/* Reconnects the test's own connection after the server went away. */
+static void reconnect(void)
+{
+    PQreset(sc.conn);
+    ck_assert_msg(PQstatus(sc.conn) == CONNECTION_OK, "cannot reconnect: %s",
+                  PQerrorMessage(sc.conn));
+    pgrig_exec(sc.conn, "SET client_min_messages = warning");
+}
+
+/* ---- the writer ---- */
+
+static const char *const writer_names[] = {"Ann", "Bob", "Zoë", "Eve", "José", "Max"};
+
+/*
+ * Forks a child that, for `duration_ms`, commits one change every few milliseconds to customers
+ * named <prefix>1, <prefix>2, ...: inserts (with email and phone), updates of names and tier,
+ * new emails and phones, and at most 20 deletes (well under the purge guard). Statements that
+ * fail because the connection went away are not retried: the CRM table is the truth either way.
+ * The child dies with the test (PR_SET_PDEATHSIG). Returns its pid.
+ */
+static pid_t writer_start(const char *prefix, int duration_ms, unsigned seed)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid > 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(3);
+    PGconn *c = PQconnectdb(sc.conninfo);
+    if (PQstatus(c) != CONNECTION_OK)
+        _exit(4);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    srand(seed);
+    uint64_t end = testutil_now_ms() + (uint64_t)duration_ms;
+    int inserted = 0, deletes = 0, n = 0;
+    while (testutil_now_ms() < end) {
+        char sql[512];
+        int r = rand() % 12, j = inserted > 0 ? 1 + rand() % inserted : 0;
+        const char *name = writer_names[rand() % 6];
+        n++;
+        if (inserted < 10 || r < 4) {
+            inserted++;
+            snprintf(sql, sizeof(sql),
+                     "INSERT INTO customers (customer_no, first_name, last_name, email, phone, "
+                     "loyalty_tier) VALUES ('%s%d', '%s', 'Lee', '%s%d@example.com', "
+                     "'+3161%07d', 'bronze')",
+                     prefix, inserted, name, prefix, inserted, inserted);
+        } else if (r < 6) {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET loyalty_tier = 't%d' WHERE customer_no = '%s%d'", n,
+                     prefix, j);
+        } else if (r < 7) {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET first_name = '%s', last_name = 'Day' "
+                     "WHERE customer_no = '%s%d'",
+                     name, prefix, j);
+        } else if (r < 9) {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET email = '%s%d.%d@example.com' WHERE customer_no = "
+                     "'%s%d'",
+                     prefix, j, n, prefix, j);
+        } else if (r < 10) {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET phone = '+3162%07d' WHERE customer_no = '%s%d'", n,
+                     prefix, j);
+        } else if (r < 11 && deletes < 20) {
+            deletes++;
+            snprintf(sql, sizeof(sql), "DELETE FROM customers WHERE customer_no = '%s%d'", prefix,
+                     j);
+        } else {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE customers SET last_name = 'O''Brien', loyalty_tier = 'gold' "
+                     "WHERE customer_no = '%s%d'",
+                     prefix, j);
+        }
+        PGresult *res = PQexec(c, sql);
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok && PQstatus(c) != CONNECTION_OK) {
+            /* The server restarts or dropped us: try again until it is back. */
+            while (testutil_now_ms() < end) {
+                testutil_sleep_ms(100);
+                PQreset(c);
+                if (PQstatus(c) == CONNECTION_OK)
+                    break;
+            }
+            PQclear(PQexec(c, "SET client_min_messages = warning"));
+        }
+        testutil_sleep_ms(3 + (unsigned)(rand() % 12));
+    }
+    PQfinish(c);
+    _exit(0);
+}
+
+static void writer_wait(pid_t pid, int timeout_ms)
+{
+    int status = 0;
+    pid_t got = 0;
+    ck_assert(WAIT_UNTIL((got = waitpid(pid, &status, WNOHANG)) != 0, timeout_ms));
+    ck_assert_int_eq(got, pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer failed (status %d)",
+                  status);
+}
+
+static unsigned make_seed(void)
+{
+    unsigned seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 8);
+    fprintf(stderr, "%s: seed %u\n", tcase_name(), seed);
+    return seed;
+}
+
+/* Rows leased right now (claimed by some process and not yet recorded). */
+static long long leased_rows(void)
+{
+    return query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
+                 "AND locked_until > now()");
+}
+
+/* ---- 4. kill -9 under load ---- */
+
+START_TEST(test_kill9_under_load_loses_and_doubles_nothing)
+{
+    unsigned seed = make_seed();
+    srand(seed);
+    start(SHORT_LEASE, "{\"latency_ms\": 5, \"jitter_ms\": 40}");
+    pid_t writer = writer_start("K", 16000, seed);
+    long long leased_at_kills = 0;
+    for (int k = 0; k < 5; k++) {
+        /* A random moment under load: time has to pass for one to come. */
+        testutil_sleep_ms(500 + (unsigned)(rand() % 2000));
+        long long leased = leased_rows();
+        leased_at_kills += leased;
+        fprintf(stderr, "kill %d: %lld rows leased\n", k + 1, leased);
+        kill_daemon(&omnisync_daemon);
+        testutil_sleep_ms((unsigned)(rand() % 500));
+        ck_assert_msg(scenario_start_daemon(&sc, &omnisync_daemon) == 0,
+                      "daemon did not start after kill %d", k + 1);
+    }
+    writer_wait(writer, 30000);
+    ck_assert_msg(leased_at_kills > 0,
+                  "no kill hit a daemon holding rows: the test proved nothing");
+    /* Rows of killed daemons come back after their 8 s lease. */
+    assert_in_step(&omnisync_daemon, 90000);
+    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(rows_in("held"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    fprintf(stderr, "kill -9: %lld customers, %lld requests\n", fake_customer_count(&sc.fake),
+            fake_stat(&sc.fake, "requests"));
+    finish();
+}
+END_TEST
+
+/* ---- 5. three processes, one killed ---- */
+
+/* The index of the proc whose process name (host:pid:x) holds the most leased rows, or -1. */
+static int busiest(struct proc *procs, int n)
+{
+    char *name = pgrig_query_text(sc.conn, "SELECT locked_by FROM omnisync.outbox "
+                                           "WHERE status = 'pending' AND locked_until > now() "
+                                           "GROUP BY locked_by ORDER BY count(*) DESC LIMIT 1");
+    int found = -1;
+    if (name == NULL)
+        return -1;
+    const char *colon = strchr(name, ':');
+    int pid = colon ? atoi(colon + 1) : 0;
+    for (int i = 0; i < n; i++) {
+        if (procs[i].pid == pid)
+            found = i;
+    }
+    free(name);
+    return found;
+}
+
+START_TEST(test_three_processes_keep_order)
+{
+    setup(SHORT_LEASE, "{\"latency_ms\": 2, \"jitter_ms\": 20}");
+    struct proc procs[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(scenario_start_daemon(&sc, &procs[i]), 0);
+    exec("INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
+         "SELECT 'P' || i, 'Ann', 'Lee', 'p' || i || '@example.com', 'v00' "
+         "FROM generate_series(1, 200) i");
+    int killed = -1;
+    for (int v = 1; v <= 10; v++) {
+        for (int chunk = 0; chunk < 4; chunk++)
+            execf("UPDATE customers SET loyalty_tier = 'v%02d' "
+                  "WHERE right(customer_no, -1)::int BETWEEN %d AND %d",
+                  v, chunk * 50 + 1, chunk * 50 + 50);
+        testutil_sleep_ms(50); /* let deliveries interleave with commits */
+        if (v == 5) {
+            /* Mid-way: kill the process holding the most rows. */
+            ck_assert(WAIT_UNTIL((killed = busiest(procs, 3)) >= 0, 5000));
+            fprintf(stderr, "three processes: killing one holding %lld leased rows in all\n",
+                    leased_rows());
+            kill_daemon(&procs[killed]);
+        }
+    }
+    struct proc *alive = &procs[killed == 0 ? 1 : 0];
+    assert_in_step(alive, 60000);
+    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+
+    /* Per customer, the tier values arrive in commit order, and there is one create each. */
+    struct json_object *log = NULL, *requests;
+    ck_assert_int_eq(fake_get_json(&sc.fake, "/_fake/log", &log), 0);
+    ck_assert(json_object_object_get_ex(log, "requests", &requests));
+    int last[201] = {0}, creates[201] = {0}, checked = 0;
+    for (size_t i = 0; i < json_object_array_length(requests); i++) {
+        struct json_object *r = json_object_array_get_idx(requests, i), *fields, *cust, *tier, *v;
+        if (!json_object_object_get_ex(r, "customer", &cust) || cust == NULL ||
+            !json_object_object_get_ex(r, "fields", &fields))
+            continue;
+        int k = atoi(json_object_get_string(cust) + 1);
+        ck_assert(k >= 1 && k <= 200);
+        if (json_object_object_get_ex(r, "endpoint", &v) &&
+            strcmp(json_object_get_string(v), "create") == 0 &&
+            json_object_object_get_ex(r, "status", &v) && json_object_get_int(v) == 200)
+            creates[k]++;
+        if (!json_object_object_get_ex(fields, "custom_tier", &tier))
+            continue;
+        int t = atoi(json_object_get_string(tier) + 1);
+        ck_assert_msg(t >= last[k], "customer P%d got v%02d after v%02d (log seq %d)", k, t,
+                      last[k],
+                      json_object_object_get_ex(r, "seq", &v) ? json_object_get_int(v) : -1);
+        last[k] = t;
+        checked++;
+    }
+    ck_assert_int_ge(checked, 200);
+    for (int k = 1; k <= 200; k++) {
+        ck_assert_msg(last[k] == 10, "customer P%d ended at v%02d", k, last[k]);
+        ck_assert_msg(creates[k] == 1, "customer P%d created %d times", k, creates[k]);
+    }
+    json_object_put(log);
+    for (int i = 0; i < 3; i++) {
+        if (i != killed)
+            stop_daemon(&procs[i], "omnisync run");
+    }
+    finish_scenario();
+}
+END_TEST
+
+/* ---- 7. a slow API: leases are renewed while requests are in flight ---- */
+
+START_TEST(test_slow_api_leases_are_renewed)
+{
+    /*
+     * timeout_ms 1500: the lease is 3 * 1500 + 5000 = 9.5 s, renewed about every 3.2 s. Each of
+     * four customers needs twelve sequential requests of 1.2 s (one create and eleven channels),
+     * so a delivery takes about 14 s: longer than the lease it started with. Without renewal the
+     * second process would claim the rows when it runs out and send them again.
+     */
+    setup("[omnidesk]\ntimeout_ms = 1500\n", NULL);
+    for (int c = 1; c <= 4; c++) {
+        execf("INSERT INTO customers (customer_no, first_name, last_name, email) "
+              "VALUES ('L%d', 'Ann', 'Lee', 'l%d.0@example.com')",
+              c, c);
+        for (int e = 1; e <= 11; e++)
+            execf("UPDATE customers SET email = 'l%d.%d@example.com' WHERE customer_no = 'L%d'", c,
+                  e, c);
+    }
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"latency_ms\": 1200}"), 0);
+    struct proc second;
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    ck_assert_int_eq(scenario_start_daemon(&sc, &second), 0);
+
+    ck_assert_msg(WAIT_UNTIL(leased_rows() == 48, 10000), "the rows were not claimed");
+    char *first_lease = pgrig_query_text(sc.conn, "SELECT max(locked_until) FROM omnisync.outbox");
+    char *owners = pgrig_query_text(sc.conn, "SELECT string_agg(primary_id || '=' || locked_by, "
+                                             "',' ORDER BY primary_id) FROM (SELECT DISTINCT "
+                                             "primary_id, locked_by FROM omnisync.outbox) o");
+    ck_assert_ptr_nonnull(first_lease);
+    ck_assert_ptr_nonnull(owners);
+    /* Until the first lease has run out by a second, no pending row's lease ever lapses (a
+     * lapsed lease may be claimed by anyone, even by its own process a second time)... */
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT now() > '%s'::timestamptz + interval '1 second'",
+             first_lease);
+    struct testutil_backoff wait;
+    int past = 0, lapsed = 0, samples = 0;
+    testutil_backoff_start(&wait, 20000);
+    do {
+        lapsed += query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
+                        "AND locked_until < now()") > 0;
+        samples++;
+        past = query(sql) == 1;
+    } while (!past && testutil_backoff_sleep(&wait));
+    ck_assert_msg(past, "the first lease never ended");
+    ck_assert_msg(lapsed == 0, "leases lapsed in %d of %d samples while requests were in flight",
+                  lapsed, samples);
+    /* ...while the deliveries are still under way: their rows are leased, by the same owners. */
+    long long pending = rows_in("pending");
+    fprintf(stderr, "slow API: %lld rows still pending 1 s after their first lease ended\n",
+            pending);
+    ck_assert_msg(pending > 0, "the deliveries ended within the lease: the test proved nothing");
+    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' AND "
+                           "(locked_until IS NULL OR locked_until <= now())"),
+                     0);
+    /* The leases moved forward while the requests were in flight. */
+    snprintf(sql, sizeof(sql),
+             "SELECT min(locked_until) > '%s'::timestamptz FROM omnisync.outbox "
+             "WHERE status = 'pending'",
+             first_lease);
+    ck_assert_int_eq(query(sql), 1);
+    char *owners_now =
+        pgrig_query_text(sc.conn, "SELECT string_agg(primary_id || '=' || locked_by, "
+                                  "',' ORDER BY primary_id) FROM (SELECT DISTINCT "
+                                  "primary_id, locked_by FROM omnisync.outbox "
+                                  "WHERE status = 'pending') o");
+    ck_assert_ptr_nonnull(owners_now);
+    /* Every customer still pending is held by the process that first claimed it. */
+    for (char *tok = strtok(owners_now, ","); tok != NULL; tok = strtok(NULL, ","))
+        ck_assert_msg(strstr(owners, tok) != NULL, "a row changed hands: %s (first: %s)", tok,
+                      owners);
+    free(owners_now);
+    free(owners);
+    free(first_lease);
+
+    assert_in_step(&omnisync_daemon, 30000);
+    ck_assert_int_eq(rows_in("failed"), 0);
+    /* Nothing was sent twice: one create and eleven channels per customer. */
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 4);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.addChannelOnly"), 44);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    ck_assert_int_eq(query("SELECT count(*) FROM (SELECT o.primary_id FROM omnisync.outbox o "
+                           "JOIN omnisync.delivery_attempt a ON a.outbox_id = o.id "
+                           "GROUP BY o.primary_id HAVING count(DISTINCT a.process) > 1) x"),
+                     0);
+    stop_daemon(&second, "omnisync run (2nd)");
+    finish();
+}
+END_TEST
+
+/* ---- 6. PostgreSQL restarted, connections terminated ---- */
+
+static int connections_up(void)
+{
+    return query("SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
+                 "('omnisync run', 'omnisync listener')") == 2;
+}
+
+static int lost_lines(const char *conn)
+{
+    return count_lines(&omnisync_daemon, "database connection lost", conn);
+}
+
+START_TEST(test_database_restart_and_terminated_connections)
+{
+    unsigned seed = make_seed();
+    start(NULL, "{\"latency_ms\": 5, \"jitter_ms\": 20}");
+    pid_t writer = writer_start("G", 12000, seed);
+    ck_assert(WAIT_UNTIL(fake_customer_count(&sc.fake) >= 20, 20000));
+
+    /* A crash-like restart of the server under load. */
+    ck_assert_int_eq(pgrig_restart(sc.pg, "immediate"), 0);
+    reconnect();
+    ck_assert_msg(WAIT_UNTIL(connections_up(), 30000), "the daemon did not reconnect");
+    ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync run\"") >= 1 &&
+                                 lost_lines("conn=\"omnisync listener\"") >= 1,
+                             5000),
+                  "the log does not name both lost connections");
+    long long requests = fake_stat(&sc.fake, "requests");
+    ck_assert_msg(fake_wait_stat(&sc.fake, "requests", requests + 10, 20000) == 0,
+                  "delivery did not resume after the restart");
+
+    /* Then both connections are terminated under load. */
+    exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         "WHERE application_name IN ('omnisync run', 'omnisync listener')");
+    ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync run\"") >= 2 &&
+                                 lost_lines("conn=\"omnisync listener\"") >= 2,
+                             10000),
+                  "the log does not name both terminated connections");
+    ck_assert_msg(WAIT_UNTIL(connections_up(), 30000), "the daemon did not reconnect");
+
+    writer_wait(writer, 30000);
+    assert_in_step(&omnisync_daemon, 60000);
+    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    finish();
+}
+END_TEST
+
+/* ---- 9. the database unreachable at start ---- */
+
+START_TEST(test_database_unreachable_at_start)
+{
+    setup(NULL, NULL);
+    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "SELECT 'U' || i, 'Ann', 'Lee', 'u' || i || '@example.com' FROM generate_series(1, 30) i");
+    ck_assert_int_eq(pgrig_server_stop(sc.pg, "fast"), 0);
+    ck_assert_int_eq(scenario_spawn_daemon(&sc, &omnisync_daemon), 0);
+    ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "database connection failed", 10000),
+                  "no \"database connection failed\" in the log");
+    /* It keeps running and keeps trying. */
+    ck_assert_msg(
+        WAIT_UNTIL(count_lines(&omnisync_daemon, "database connection failed", "attempt=2") >= 1,
+                   15000),
+        "the daemon did not try again");
+    ck_assert_int_eq(proc_wait(&omnisync_daemon, 0), -1);
+    ck_assert_int_eq(fake_stat(&sc.fake, "requests"), 0);
+
+    ck_assert_int_eq(pgrig_server_start(sc.pg), 0);
+    reconnect();
+    ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "listening for changes", 60000),
+                  "the daemon did not connect once the server was up");
+    assert_in_step(&omnisync_daemon, 30000);
+    ck_assert_int_eq(fake_customer_count(&sc.fake), 30);
+    finish();
+}
+END_TEST
+
+int main(void)
+{
+    if (pgrig_global() == NULL)
+        return 1;
+    Suite *s = suite_create("processes");
+    TCase *tc = tcase_create("processes");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_kill9_under_load_loses_and_doubles_nothing);
+    tcase_add_test(tc, test_three_processes_keep_order);
+    tcase_add_test(tc, test_slow_api_leases_are_renewed);
+    tcase_add_test(tc, test_database_restart_and_terminated_connections);
+    tcase_add_test(tc, test_database_unreachable_at_start);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pgrig_stop(pgrig_global());
+    return failed ? 1 : 0;
+}
