@@ -16,7 +16,7 @@ static const char usage[] =
     "after a TRUNCATE); a running omnisync run delivers them. Works in batches (--batch, default\n"
     "1000), each committed with its progress, so an interrupted backfill (Ctrl-C, SIGTERM)\n"
     "resumes where it stopped when run again, without enqueueing a row twice; --restart starts\n"
-    "over. It adds a batch only while fewer than --window (default 2 x batch; 0 = no limit) of\n"
+    "over. It adds a batch only while fewer than --window (default: one batch; 0 = no limit) of\n"
     "its rows wait undelivered, so live changes never queue behind the backfill.\n";
 
 static volatile sig_atomic_t stop_requested;

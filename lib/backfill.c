@@ -67,8 +67,9 @@ int backfill_run(PGconn *conn, const struct config_source *src, const struct bac
 {
     char *sql = NULL, *last_key = NULL;
     long long batch = o->batch > 0 ? o->batch : 1000;
-    /* window: 0 means the default (2 batches), negative means no limit. */
-    long long window = o->window < 0 ? 0 : o->window ? o->window : 2 * batch;
+    /* window: 0 means the default (one batch), negative means no limit. A live change waits
+     * behind at most this many rows: about a second at the drain rates of bench/drain. */
+    long long window = o->window < 0 ? 0 : o->window ? o->window : batch;
     char batch_text[24];
     snprintf(batch_text, sizeof(batch_text), "%lld", batch);
 
@@ -89,7 +90,7 @@ int backfill_run(PGconn *conn, const struct config_source *src, const struct bac
             if (pending >= window) {
                 if (o->progress)
                     o->progress(o->arg, *enqueued, pending, 1);
-                nap(100);
+                nap(50);
                 continue;
             }
         }

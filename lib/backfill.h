@@ -19,7 +19,7 @@
 
 struct backfill_options {
     long long batch;     /* rows per batch (default 1000) */
-    long long window;    /* at most this many of its rows pending; 0 = 2 * batch; < 0 = no limit */
+    long long window;    /* at most this many of its rows pending; 0 = one batch; < 0 = no limit */
     int restart;         /* start over even if an unfinished backfill could resume */
     volatile sig_atomic_t *stop; /* set by a signal handler: stop after the current batch */
     /* Progress, called after each batch and while waiting; may be NULL. */
