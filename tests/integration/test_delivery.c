@@ -42,11 +42,6 @@ static void finish(void)
     scenario_teardown(&sc);
 }
 
-static void exec(const char *sql)
-{
-    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
-}
-
 static void assert_in_step(const char *const *absent)
 {
     char why[512];
@@ -59,7 +54,7 @@ START_TEST(test_mixed_workload_converges)
 {
     start(NULL, NULL);
     /* 320 customers; C300-C309 with an invalid first name, C310-C314 an invalid phone. */
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, phone, loyalty_tier) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, phone, loyalty_tier) "
          "SELECT 'C' || lpad(i::text, 3, '0'), "
          " CASE WHEN i BETWEEN 300 AND 309 THEN 'R2D2' ELSE (ARRAY['Ann','Bob','Zoë','José','Ševa'])[1 + i % 5] END, "
          " (ARRAY['Lee','de Vries','O''Brien','Müller'])[1 + i % 4], "
@@ -67,31 +62,31 @@ START_TEST(test_mixed_workload_converges)
          " CASE WHEN i BETWEEN 310 AND 314 THEN '06-12' ELSE '+3161' || lpad(i::text, 7, '0') END, "
          " 'bronze' FROM generate_series(1, 320) i");
     /* Name and custom field updates, new emails and phones, unmapped-only updates. */
-    exec("UPDATE customers SET last_name = 'Smith' WHERE right(customer_no, 3)::int % 3 = 0 "
+    scenario_exec(&sc, "UPDATE customers SET last_name = 'Smith' WHERE right(customer_no, 3)::int % 3 = 0 "
          "AND right(customer_no, 3)::int < 300");
-    exec("UPDATE customers SET loyalty_tier = 'gold' WHERE right(customer_no, 3)::int % 4 = 0");
-    exec("UPDATE customers SET email = 'new' || customer_no || '@example.com' "
+    scenario_exec(&sc, "UPDATE customers SET loyalty_tier = 'gold' WHERE right(customer_no, 3)::int % 4 = 0");
+    scenario_exec(&sc, "UPDATE customers SET email = 'new' || customer_no || '@example.com' "
          "WHERE right(customer_no, 3)::int % 5 = 0");
-    exec("UPDATE customers SET phone = '+3162' || right(customer_no, 3) || '0000' "
+    scenario_exec(&sc, "UPDATE customers SET phone = '+3162' || right(customer_no, 3) || '0000' "
          "WHERE right(customer_no, 3)::int % 6 = 0 AND right(customer_no, 3)::int < 300");
-    exec("UPDATE customers SET notes = 'called' WHERE right(customer_no, 3)::int % 7 = 0");
+    scenario_exec(&sc, "UPDATE customers SET notes = 'called' WHERE right(customer_no, 3)::int % 7 = 0");
     /* Repeated updates of the same customers. */
     for (int i = 0; i < 10; i++) {
         char sql[256];
         snprintf(sql, sizeof(sql),
                  "UPDATE customers SET loyalty_tier = 'tier%d' WHERE customer_no <= 'C020'", i);
-        exec(sql);
+        scenario_exec(&sc, sql);
     }
     /* Deletes. */
-    exec("DELETE FROM customers WHERE right(customer_no, 3)::int % 11 = 0 "
+    scenario_exec(&sc, "DELETE FROM customers WHERE right(customer_no, 3)::int % 11 = 0 "
          "AND right(customer_no, 3)::int < 300");
     /* Fix half of the invalid ones once their rows have failed. */
     ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
                                                       "WHERE status = 'failed'") >= 15,
                              30000),
                   "the invalid rows did not fail");
-    exec("UPDATE customers SET first_name = 'Robert' WHERE customer_no BETWEEN 'C300' AND 'C304'");
-    exec("UPDATE customers SET phone = '+31612345678' WHERE customer_no IN ('C310', 'C311')");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Robert' WHERE customer_no BETWEEN 'C300' AND 'C304'");
+    scenario_exec(&sc, "UPDATE customers SET phone = '+31612345678' WHERE customer_no IN ('C310', 'C311')");
 
     static const char *const still_invalid[] = {"C305", "C306", "C307", "C308", "C309",
                                                 "C312", "C313", "C314", NULL};
@@ -125,12 +120,12 @@ END_TEST
 START_TEST(test_order_per_customer)
 {
     start(NULL, "{\"latency_ms\": 2, \"jitter_ms\": 5}");
-    exec("INSERT INTO customers (customer_no, first_name, last_name, loyalty_tier) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, loyalty_tier) "
          "SELECT 'K' || i, 'Ann', 'Lee', 'v00' FROM generate_series(1, 50) i");
     for (int v = 1; v <= 10; v++) {
         char sql[256];
         snprintf(sql, sizeof(sql), "UPDATE customers SET loyalty_tier = 'v%02d'", v);
-        exec(sql);
+        scenario_exec(&sc, sql);
         testutil_sleep_ms(20); /* let deliveries interleave with commits */
     }
     assert_in_step(NULL);
@@ -162,12 +157,12 @@ END_TEST
 START_TEST(test_exactly_once_with_lost_answers)
 {
     start(NULL, "{\"p_lost\": 0.1}");
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, phone) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, phone) "
          "SELECT 'L' || i, 'Ann', 'Lee', 'l' || i || '@example.com', '+3161' || lpad(i::text, 7, "
          "'0') FROM generate_series(1, 150) i");
-    exec("UPDATE customers SET email = 'second' || customer_no || '@example.com', "
+    scenario_exec(&sc, "UPDATE customers SET email = 'second' || customer_no || '@example.com', "
          "first_name = 'Anna'");
-    exec("UPDATE customers SET phone = '+3169' || lpad(right(customer_no, -1), 7, '0') "
+    scenario_exec(&sc, "UPDATE customers SET phone = '+3169' || lpad(right(customer_no, -1), 7, '0') "
          "WHERE right(customer_no, -1)::int % 2 = 0");
     assert_in_step(NULL);
     ck_assert_int_gt(fake_stat(&sc.fake, "faults"), 0);
@@ -183,7 +178,7 @@ START_TEST(test_notify_latency_and_lost_listener)
     /* A poll interval of a minute: only NOTIFY can make delivery fast. */
     start("[delivery]\npoll_interval = 60s\n", NULL);
     uint64_t t0 = testutil_now_ms();
-    exec("INSERT INTO customers (customer_no, first_name, last_name) VALUES ('N1', 'Ann', 'Lee')");
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) VALUES ('N1', 'Ann', 'Lee')");
     if (fake_wait_stat(&sc.fake, "by_endpoint.create", 1, 2000) != 0)
         proc_dump(&omnisync_daemon, "omnisync run");
     ck_assert_msg(fake_stat(&sc.fake, "by_endpoint.create") == 1,
@@ -192,9 +187,9 @@ START_TEST(test_notify_latency_and_lost_listener)
 
     /* Drop the listener's connection and commit while it is down: the poll after its
      * reconnect finds the rows, NOTIFY or not. */
-    exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    scenario_exec(&sc, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
          "WHERE application_name = 'omnisync listener'");
-    exec("INSERT INTO customers (customer_no, first_name, last_name) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
          "SELECT 'N' || i, 'Ann', 'Lee' FROM generate_series(2, 20) i");
     ck_assert_msg(fake_wait_stat(&sc.fake, "by_endpoint.create", 20, 10000) == 0,
                   "rows written while the listener was down were not delivered");
@@ -209,7 +204,7 @@ START_TEST(test_coalescing_while_stopped)
     start(NULL, NULL);
     stop_daemon();
     proc_free(&omnisync_daemon);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "VALUES ('Q1', 'Ann', 'Lee', 'first@example.com')");
     for (int i = 1; i < 50; i++) {
         char sql[256];
@@ -222,7 +217,7 @@ START_TEST(test_coalescing_while_stopped)
                      "UPDATE customers SET loyalty_tier = 't%d', last_name = 'Lee%c' "
                      "WHERE customer_no = 'Q1'",
                      i, 'a' + i % 26);
-        exec(sql);
+        scenario_exec(&sc, sql);
     }
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 50);
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);

@@ -30,82 +30,6 @@ static uint64_t test_started_ms;
 
 /* ---- helpers ---- */
 
-static void exec(const char *sql)
-{
-    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
-}
-
-static void execf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void execf(const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    exec(sql);
-}
-
-static long long query(const char *sql)
-{
-    return pgrig_query_int(sc.conn, sql);
-}
-
-static long long rows_in(const char *status)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM omnisync.outbox WHERE status = '%s'", status);
-    return query(sql);
-}
-
-/* The outbox by status, for failure messages. */
-static void dump_outbox(void)
-{
-    PGresult *res =
-        PQexec(sc.conn, "SELECT status, count(*), max(attempts), "
-                        "string_agg(DISTINCT left(coalesce(last_error, ''), 80), ' | ') "
-                        "FROM omnisync.outbox GROUP BY status ORDER BY status");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        for (int i = 0; i < PQntuples(res); i++)
-            fprintf(stderr, "outbox: status=%s rows=%s max_attempts=%s errors=%s\n",
-                    PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                    PQgetvalue(res, i, 3));
-    }
-    PQclear(res);
-}
-
-/* The last `n` lines of the daemon's log, for failure messages (a debug log is long). */
-static void dump_tail(struct proc *p, const char *label, int n)
-{
-    char *err = proc_stderr(p);
-    if (err == NULL)
-        return;
-    size_t len = strlen(err);
-    const char *start = err + len;
-    for (int lines = 0; start > err && lines <= n;) {
-        start--;
-        if (*start == '\n' && start + 1 < err + len)
-            lines++;
-    }
-    fprintf(stderr, "---- %s: last %d lines of its log ----\n%s\n", label, n, start);
-    free(err);
-}
-
-/* How many lines of the daemon's log contain `a` (and `b`, unless NULL). */
-static int count_lines(struct proc *p, const char *a, const char *b)
-{
-    char *err = proc_stderr(p);
-    int n = 0;
-    if (err == NULL)
-        return -1;
-    for (char *line = strtok(err, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
-            n++;
-    }
-    free(err);
-    return n;
-}
-
 static void start(const char *extra, const char *faults)
 {
     test_started_ms = testutil_now_ms();
@@ -117,7 +41,7 @@ static void finish(void)
 {
     int code = proc_stop(&omnisync_daemon, 20000);
     if (code != 0)
-        dump_tail(&omnisync_daemon, "omnisync run", 60);
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 60);
     ck_assert_msg(code == 0, "omnisync run exited %d after SIGTERM", code);
     char *err = proc_stderr(&omnisync_daemon);
     /* Keys and personal data never reach the log. */
@@ -136,13 +60,13 @@ static void assert_in_step(int timeout_ms)
 {
     char why[512];
     if (!scenario_wait_quiet(&sc, timeout_ms)) {
-        dump_outbox();
-        dump_tail(&omnisync_daemon, "omnisync run", 40);
+        scenario_dump_outbox(&sc);
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 40);
         ck_abort_msg("outbox not quiet after %d ms: %lld pending rows", timeout_ms,
                      scenario_open_rows(&sc));
     }
     if (scenario_compare(&sc, NULL, why, sizeof(why)) != 0) {
-        dump_outbox();
+        scenario_dump_outbox(&sc);
         ck_abort_msg("fake and CRM differ: %s", why);
     }
 }
@@ -153,7 +77,7 @@ START_TEST(test_fault_soak_converges_exactly_once)
 {
     start(NULL, SOAK_FAULTS);
     /* 320 customers with an email and a phone each. */
-    exec(
+    scenario_exec(&sc, 
         "INSERT INTO customers (customer_no, first_name, last_name, email, phone, loyalty_tier) "
         "SELECT 'S' || lpad(i::text, 3, '0'), (ARRAY['Ann','Bob','Zoë','José','Ševa'])[1 + i % 5], "
         " (ARRAY['Lee','de Vries','O''Brien','Müller'])[1 + i % 4], 's' || i || '@example.com', "
@@ -161,18 +85,18 @@ START_TEST(test_fault_soak_converges_exactly_once)
     /* Let delivery get going, so that most later changes meet customers that exist. */
     ck_assert_msg(WAIT_UNTIL(fake_customer_count(&sc.fake) >= 100, 60000),
                   "fewer than 100 customers created in 60 s under faults");
-    exec("UPDATE customers SET last_name = 'Smith' WHERE right(customer_no, 3)::int % 3 = 0");
-    exec("UPDATE customers SET loyalty_tier = 'gold' WHERE right(customer_no, 3)::int % 4 = 0");
-    exec("UPDATE customers SET email = 'new' || customer_no || '@example.com' "
+    scenario_exec(&sc, "UPDATE customers SET last_name = 'Smith' WHERE right(customer_no, 3)::int % 3 = 0");
+    scenario_exec(&sc, "UPDATE customers SET loyalty_tier = 'gold' WHERE right(customer_no, 3)::int % 4 = 0");
+    scenario_exec(&sc, "UPDATE customers SET email = 'new' || customer_no || '@example.com' "
          "WHERE right(customer_no, 3)::int % 5 = 0");
-    exec("UPDATE customers SET phone = '+3162' || lpad(right(customer_no, 3), 7, '0') "
+    scenario_exec(&sc, "UPDATE customers SET phone = '+3162' || lpad(right(customer_no, 3), 7, '0') "
          "WHERE right(customer_no, 3)::int % 6 = 0");
-    exec("DELETE FROM customers WHERE right(customer_no, 3)::int % 13 = 0");
-    exec("UPDATE customers SET first_name = 'Anna', loyalty_tier = 'silver' "
+    scenario_exec(&sc, "DELETE FROM customers WHERE right(customer_no, 3)::int % 13 = 0");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Anna', loyalty_tier = 'silver' "
          "WHERE right(customer_no, 3)::int % 7 = 0");
-    exec("UPDATE customers SET email = 'third' || customer_no || '@example.com' "
+    scenario_exec(&sc, "UPDATE customers SET email = 'third' || customer_no || '@example.com' "
          "WHERE right(customer_no, 3)::int % 10 = 0");
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
          "SELECT 'S' || i, 'Late', 'Comer', 'late' || i || '@example.com', 'bronze' "
          "FROM generate_series(321, 340) i");
 
@@ -182,14 +106,14 @@ START_TEST(test_fault_soak_converges_exactly_once)
     fprintf(stderr, "soak: converged after %.1f s, %lld requests, %lld faults\n",
             (testutil_now_ms() - test_started_ms) / 1000.0, fake_stat(&sc.fake, "requests"),
             fake_stat(&sc.fake, "faults"));
-    ck_assert_int_eq(rows_in("failed"), 0);
-    ck_assert_int_eq(rows_in("held"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 0);
     /* The faults really happened, and none of them doubled anything. */
     ck_assert_int_ge(fake_stat(&sc.fake, "faults"), 50);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "validation_errors"), 0);
-    ck_assert_int_eq(fake_customer_count(&sc.fake), query("SELECT count(*) FROM customers"));
+    ck_assert_int_eq(fake_customer_count(&sc.fake), pgrig_query_int(sc.conn, "SELECT count(*) FROM customers"));
     finish();
 }
 END_TEST
@@ -202,7 +126,7 @@ START_TEST(test_outage_ends_in_delivery)
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_5xx\": 1}"), 0);
     uint64_t outage_start = testutil_now_ms();
     long long before = fake_stat(&sc.fake, "requests");
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
          "SELECT 'O' || i, 'Ann', 'Lee', 'o' || i || '@example.com', 'gold' "
          "FROM generate_series(1, 100) i");
     ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "circuit open", 10000),
@@ -212,8 +136,8 @@ START_TEST(test_outage_ends_in_delivery)
     if (elapsed < 15000)
         testutil_sleep_ms((unsigned)(15000 - elapsed));
     long long during = fake_stat(&sc.fake, "requests") - before;
-    long long failed = rows_in("failed");
-    long long max_attempts = query("SELECT max(attempts) FROM omnisync.outbox");
+    long long failed = scenario_count_status(&sc, "failed");
+    long long max_attempts = pgrig_query_int(sc.conn, "SELECT max(attempts) FROM omnisync.outbox");
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_5xx\": 0}"), 0);
     fprintf(stderr, "outage: %lld requests in 15 s, max attempts %lld\n", during, max_attempts);
 
@@ -221,7 +145,7 @@ START_TEST(test_outage_ends_in_delivery)
     ck_assert_msg(during < 100, "%lld requests reached the API during a 15 s outage", during);
     ck_assert_msg(max_attempts < 3, "rows spent %lld attempts during the outage", max_attempts);
     assert_in_step(90000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 100);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert(proc_wait_stderr(&omnisync_daemon, "circuit closed", 1000));
@@ -236,7 +160,7 @@ START_TEST(test_wrong_key_pauses_until_sighup)
     /* Four requests in flight at most: the burst before the first 401 is known and small. */
     start("[omnidesk]\nmax_in_flight = 4\n", NULL);
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"api_key\": \"" ROTATED_KEY "\"}"), 0);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "SELECT 'W' || i, 'Ann', 'Lee', 'w' || i || '@example.com' FROM generate_series(1, 50) i");
     ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "api key refused", 10000),
                   "the daemon did not report the refused key");
@@ -250,16 +174,16 @@ START_TEST(test_wrong_key_pauses_until_sighup)
     ck_assert_msg(after <= 10, "%lld requests refused in all", after);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 0);
     /* Nothing failed and no row spent an attempt on the key. */
-    ck_assert_int_eq(rows_in("failed"), 0);
-    ck_assert_int_eq(rows_in("pending"), 50);
-    ck_assert_int_eq(query("SELECT max(attempts) FROM omnisync.outbox"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "pending"), 50);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(attempts) FROM omnisync.outbox"), 0);
 
     ck_assert_int_eq(testutil_write_file(sc.keyfile, ROTATED_KEY "\n", 0600), 0);
     ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGHUP), 0);
     ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "api key accepted again", 10000),
                   "the new key was not taken after SIGHUP");
     assert_in_step(30000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 50);
     finish();
 }
@@ -276,7 +200,7 @@ START_TEST(test_key_accepted_again_resumes_without_reload)
 {
     start(NULL, NULL);
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"api_key\": \"" ROTATED_KEY "\"}"), 0);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "SELECT 'A' || i, 'Ann', 'Lee', 'a' || i || '@example.com' FROM generate_series(1, 50) i");
     ck_assert(proc_wait_stderr(&omnisync_daemon, "api key refused", 10000));
     uint64_t paused_at = testutil_now_ms();
@@ -288,10 +212,10 @@ START_TEST(test_key_accepted_again_resumes_without_reload)
     fprintf(stderr, "key accepted again: %s after %.1f s\n", resumed ? "resumed" : "not resumed",
             (testutil_now_ms() - paused_at) / 1000.0);
     if (!resumed)
-        dump_tail(&omnisync_daemon, "omnisync run", 15);
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 15);
     ck_assert_msg(resumed, "no probe found the key accepted within 20 s of the pause");
     assert_in_step(30000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     finish();
 }
 END_TEST
@@ -307,7 +231,7 @@ END_TEST
 START_TEST(test_api_refusal_fails_one_row_only)
 {
     start(NULL, NULL);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, phone) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, phone) "
          "VALUES ('B1', 'Ann', 'Lee', 'b1.0@example.com', '+31610000000')");
     ck_assert(WAIT_UNTIL(fake_customer_count(&sc.fake) == 1, 10000));
     /* Batches of 7 new emails and phones (14 channels: fewer than one delivery coalesces), each
@@ -316,45 +240,45 @@ START_TEST(test_api_refusal_fails_one_row_only)
     for (batch = 0; batch < 20 && !refused; batch++) {
         for (int i = 1; i <= 7; i++) {
             int n = batch * 7 + i;
-            execf("UPDATE customers SET email = 'b1.%d@example.com', phone = '+3161%07d' "
+            scenario_execf(&sc, "UPDATE customers SET email = 'b1.%d@example.com', phone = '+3161%07d' "
                   "WHERE customer_no = 'B1'",
                   n, n);
         }
-        execf("INSERT INTO customers (customer_no, first_name, last_name, email) "
+        scenario_execf(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
               "VALUES ('BX%d', 'Bob', 'Day', 'bx%d@example.com')",
               batch, batch);
         ck_assert_msg(scenario_wait_quiet(&sc, 20000), "batch %d not delivered", batch);
-        refused = rows_in("failed") > 0;
+        refused = scenario_count_status(&sc, "failed") > 0;
     }
     ck_assert_msg(refused, "the API never refused a channel");
     /* The refused row failed with the API's status and message; nothing else did. */
-    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.outbox WHERE status = 'failed' AND "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'failed' AND "
                            "(primary_id <> 'B1' OR last_http_status <> 400 OR "
                            " last_error NOT LIKE '%too many channels%')"),
                      0);
-    ck_assert_int_ge(count_lines(&omnisync_daemon, "delivery failed", "primary_id=B1"), 1);
-    ck_assert_int_eq(count_lines(&omnisync_daemon, "delivery failed", "status=400"),
-                     count_lines(&omnisync_daemon, "delivery failed", NULL));
+    ck_assert_int_ge(proc_count_lines(&omnisync_daemon, "delivery failed", "primary_id=B1"), 1);
+    ck_assert_int_eq(proc_count_lines(&omnisync_daemon, "delivery failed", "status=400"),
+                     proc_count_lines(&omnisync_daemon, "delivery failed", NULL));
     /* A later change that keeps the refused email still carries it (full state): the name is
      * updated, but the channel the API refuses is reported again, not hidden by superseding. */
-    long long failed_before = rows_in("failed");
-    exec("UPDATE customers SET last_name = 'Lee-Jones' WHERE customer_no = 'B1'");
+    long long failed_before = scenario_count_status(&sc, "failed");
+    scenario_exec(&sc, "UPDATE customers SET last_name = 'Lee-Jones' WHERE customer_no = 'B1'");
     ck_assert(scenario_wait_quiet(&sc, 20000));
-    ck_assert_int_eq(rows_in("failed"), failed_before + 1);
-    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.outbox WHERE status = 'skipped'"), 0);
-    ck_assert_int_eq(query("SELECT status = 'failed' AND last_error LIKE '%too many channels%' "
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), failed_before + 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'skipped'"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT status = 'failed' AND last_error LIKE '%too many channels%' "
                            "FROM omnisync.outbox WHERE primary_id = 'B1' ORDER BY id DESC LIMIT 1"),
                      1);
     /* The customer is not stuck: back to the channels of the last batch that was accepted (the
      * daemon remembers the most recent ones) with a new name is delivered, and the refused rows
      * are superseded. */
     int last_ok = (batch - 1) * 7; /* the loop's last batch was refused */
-    execf("UPDATE customers SET email = 'b1.%d@example.com', phone = '+3161%07d', "
+    scenario_execf(&sc, "UPDATE customers SET email = 'b1.%d@example.com', phone = '+3161%07d', "
           "last_name = 'Lee-Smith' WHERE customer_no = 'B1'",
           last_ok, last_ok);
     assert_in_step(20000);
-    ck_assert_int_eq(rows_in("failed"), 0);
-    ck_assert_int_ge(query("SELECT count(*) FROM omnisync.outbox WHERE status = 'skipped' "
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_ge(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'skipped' "
                            "AND result LIKE 'superseded by %' AND primary_id = 'B1'"),
                      1);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
@@ -368,18 +292,18 @@ START_TEST(test_html_errors_keep_rows_pending)
 {
     start("[delivery]\nmax_attempts = 3\n", NULL);
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_html502\": 1}"), 0);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "SELECT 'H' || i, 'Ann', 'Lee', 'h' || i || '@example.com' FROM generate_series(1, 40) i");
-    ck_assert_msg(WAIT_UNTIL(query("SELECT count(*) FROM omnisync.outbox WHERE "
+    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
                                    "last_http_status = 502") > 0,
                              10000),
                   "no 502 was recorded");
     ck_assert(proc_wait_stderr(&omnisync_daemon, "circuit open", 10000));
     /* Five seconds of HTML answers: time to spend attempts, if the daemon wrongly did. */
     testutil_sleep_ms(5000);
-    ck_assert_int_eq(rows_in("failed"), 0);
-    ck_assert_int_eq(rows_in("pending"), 40);
-    ck_assert_int_lt(query("SELECT max(attempts) FROM omnisync.outbox"), 3);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "pending"), 40);
+    ck_assert_int_lt(pgrig_query_int(sc.conn, "SELECT max(attempts) FROM omnisync.outbox"), 3);
     /* The error keeps the status and a quote of the page that is not JSON. */
     char *error = pgrig_query_text(sc.conn, "SELECT last_error FROM omnisync.outbox WHERE "
                                             "last_http_status = 502 LIMIT 1");
@@ -390,7 +314,7 @@ START_TEST(test_html_errors_keep_rows_pending)
 
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_html502\": 0}"), 0);
     assert_in_step(60000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 40);
     finish();
 }
@@ -422,7 +346,7 @@ static int line_of(const char *path, const char *needle)
 START_TEST(test_reload_with_errors_keeps_running_config)
 {
     start(NULL, NULL);
-    exec("INSERT INTO customers (customer_no, first_name, last_name) VALUES ('R0', 'Ann', 'Lee')");
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) VALUES ('R0', 'Ann', 'Lee')");
     ck_assert(WAIT_UNTIL(fake_customer_count(&sc.fake) == 1, 10000));
     /* A config with one bad value and a quieter log level: neither may take effect. */
     ck_assert_int_eq(scenario_write_config(&sc, "[delivery]\nmax_attempts = many\n"
@@ -430,21 +354,21 @@ START_TEST(test_reload_with_errors_keeps_running_config)
                      0);
     int line = line_of(sc.config, "max_attempts = many");
     ck_assert_int_gt(line, 0);
-    int claimed_before = count_lines(&omnisync_daemon, "msg=\"claimed\" rows=", NULL);
+    int claimed_before = proc_count_lines(&omnisync_daemon, "msg=\"claimed\" rows=", NULL);
     ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGHUP), 0);
     char expected[700];
     snprintf(expected, sizeof(expected), "reload refused: %s:%d: [delivery] max_attempts",
              sc.config, line);
     ck_assert_msg(proc_wait_stderr(&omnisync_daemon, expected, 10000),
                   "the log does not say \"%s\"", expected);
-    ck_assert_int_eq(count_lines(&omnisync_daemon, "configuration reloaded", NULL), 0);
+    ck_assert_int_eq(proc_count_lines(&omnisync_daemon, "configuration reloaded", NULL), 0);
 
     /* Still running, still delivering, still at level debug. */
-    exec("INSERT INTO customers (customer_no, first_name, last_name) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
          "SELECT 'R' || i, 'Ann', 'Lee' FROM generate_series(1, 20) i");
     assert_in_step(20000);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 21);
-    ck_assert_int_gt(count_lines(&omnisync_daemon, "msg=\"claimed\" rows=", NULL), claimed_before);
+    ck_assert_int_gt(proc_count_lines(&omnisync_daemon, "msg=\"claimed\" rows=", NULL), claimed_before);
     ck_assert_int_eq(proc_wait(&omnisync_daemon, 0), -1);
     finish();
 }

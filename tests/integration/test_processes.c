@@ -33,79 +33,6 @@ static uint64_t test_started_ms;
 
 /* ---- helpers ---- */
 
-static void exec(const char *sql)
-{
-    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
-}
-
-static void execf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void execf(const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    exec(sql);
-}
-
-static long long query(const char *sql)
-{
-    return pgrig_query_int(sc.conn, sql);
-}
-
-static long long rows_in(const char *status)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM omnisync.outbox WHERE status = '%s'", status);
-    return query(sql);
-}
-
-static void dump_outbox(void)
-{
-    PGresult *res =
-        PQexec(sc.conn, "SELECT status, count(*), max(attempts), "
-                        "string_agg(DISTINCT left(coalesce(last_error, ''), 80), ' | ') "
-                        "FROM omnisync.outbox GROUP BY status ORDER BY status");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        for (int i = 0; i < PQntuples(res); i++)
-            fprintf(stderr, "outbox: status=%s rows=%s max_attempts=%s errors=%s\n",
-                    PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                    PQgetvalue(res, i, 3));
-    }
-    PQclear(res);
-}
-
-static void dump_tail(struct proc *p, const char *label, int n)
-{
-    char *err = proc_stderr(p);
-    if (err == NULL)
-        return;
-    size_t len = strlen(err);
-    const char *start = err + len;
-    for (int lines = 0; start > err && lines <= n;) {
-        start--;
-        if (*start == '\n' && start + 1 < err + len)
-            lines++;
-    }
-    fprintf(stderr, "---- %s: last %d lines of its log ----\n%s\n", label, n, start);
-    free(err);
-}
-
-static int count_lines(struct proc *p, const char *a, const char *b)
-{
-    char *err = proc_stderr(p);
-    int n = 0;
-    if (err == NULL)
-        return -1;
-    for (char *line = strtok(err, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
-            n++;
-    }
-    free(err);
-    return n;
-}
-
 /* Keys and personal data never reach a daemon's log, however it ended. */
 static void assert_log_clean(struct proc *p)
 {
@@ -133,7 +60,7 @@ static void stop_daemon(struct proc *p, const char *label)
 {
     int code = proc_stop(p, 20000);
     if (code != 0)
-        dump_tail(p, label, 60);
+        proc_dump_tail(p, label, 60);
     ck_assert_msg(code == 0, "%s exited %d after SIGTERM", label, code);
     assert_log_clean(p);
     proc_free(p);
@@ -164,13 +91,13 @@ static void assert_in_step(struct proc *p, int timeout_ms)
 {
     char why[512];
     if (!scenario_wait_quiet(&sc, timeout_ms)) {
-        dump_outbox();
-        dump_tail(p, "omnisync run", 40);
+        scenario_dump_outbox(&sc);
+        proc_dump_tail(p, "omnisync run", 40);
         ck_abort_msg("outbox not quiet after %d ms: %lld pending rows", timeout_ms,
                      scenario_open_rows(&sc));
     }
     if (scenario_compare(&sc, NULL, why, sizeof(why)) != 0) {
-        dump_outbox();
+        scenario_dump_outbox(&sc);
         ck_abort_msg("fake and CRM differ: %s", why);
     }
 }
@@ -291,7 +218,7 @@ static unsigned make_seed(void)
 /* Rows leased right now (claimed by some process and not yet recorded). */
 static long long leased_rows(void)
 {
-    return query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
+    return pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
                  "AND locked_until > now()");
 }
 
@@ -320,8 +247,8 @@ START_TEST(test_kill9_under_load_loses_and_doubles_nothing)
                   "no kill hit a daemon holding rows: the test proved nothing");
     /* Rows of killed daemons come back after their 8 s lease. */
     assert_in_step(&omnisync_daemon, 90000);
-    ck_assert_int_eq(rows_in("failed"), 0);
-    ck_assert_int_eq(rows_in("held"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
     fprintf(stderr, "kill -9: %lld customers, %lld requests\n", fake_customer_count(&sc.fake),
@@ -357,13 +284,13 @@ START_TEST(test_three_processes_keep_order)
     struct proc procs[3];
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(scenario_start_daemon(&sc, &procs[i]), 0);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, loyalty_tier) "
          "SELECT 'P' || i, 'Ann', 'Lee', 'p' || i || '@example.com', 'v00' "
          "FROM generate_series(1, 200) i");
     int killed = -1;
     for (int v = 1; v <= 10; v++) {
         for (int chunk = 0; chunk < 4; chunk++)
-            execf("UPDATE customers SET loyalty_tier = 'v%02d' "
+            scenario_execf(&sc, "UPDATE customers SET loyalty_tier = 'v%02d' "
                   "WHERE right(customer_no, -1)::int BETWEEN %d AND %d",
                   v, chunk * 50 + 1, chunk * 50 + 50);
         testutil_sleep_ms(50); /* let deliveries interleave with commits */
@@ -377,7 +304,7 @@ START_TEST(test_three_processes_keep_order)
     }
     struct proc *alive = &procs[killed == 0 ? 1 : 0];
     assert_in_step(alive, 60000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
 
     /* Per customer, the tier values arrive in commit order, and there is one create each. */
@@ -431,11 +358,11 @@ START_TEST(test_slow_api_leases_are_renewed)
      */
     setup("[omnidesk]\ntimeout_ms = 1500\n", NULL);
     for (int c = 1; c <= 4; c++) {
-        execf("INSERT INTO customers (customer_no, first_name, last_name, email) "
+        scenario_execf(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
               "VALUES ('L%d', 'Ann', 'Lee', 'l%d.0@example.com')",
               c, c);
         for (int e = 1; e <= 11; e++)
-            execf("UPDATE customers SET email = 'l%d.%d@example.com' WHERE customer_no = 'L%d'", c,
+            scenario_execf(&sc, "UPDATE customers SET email = 'l%d.%d@example.com' WHERE customer_no = 'L%d'", c,
                   e, c);
     }
     ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"latency_ms\": 1200}"), 0);
@@ -459,20 +386,20 @@ START_TEST(test_slow_api_leases_are_renewed)
     int past = 0, lapsed = 0, samples = 0;
     testutil_backoff_start(&wait, 20000);
     do {
-        lapsed += query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
+        lapsed += pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' "
                         "AND locked_until < now()") > 0;
         samples++;
-        past = query(sql) == 1;
+        past = pgrig_query_int(sc.conn, sql) == 1;
     } while (!past && testutil_backoff_sleep(&wait));
     ck_assert_msg(past, "the first lease never ended");
     ck_assert_msg(lapsed == 0, "leases lapsed in %d of %d samples while requests were in flight",
                   lapsed, samples);
     /* ...while the deliveries are still under way: their rows are leased, by the same owners. */
-    long long pending = rows_in("pending");
+    long long pending = scenario_count_status(&sc, "pending");
     fprintf(stderr, "slow API: %lld rows still pending 1 s after their first lease ended\n",
             pending);
     ck_assert_msg(pending > 0, "the deliveries ended within the lease: the test proved nothing");
-    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' AND "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE status = 'pending' AND "
                            "(locked_until IS NULL OR locked_until <= now())"),
                      0);
     /* The leases moved forward while the requests were in flight. */
@@ -480,7 +407,7 @@ START_TEST(test_slow_api_leases_are_renewed)
              "SELECT min(locked_until) > '%s'::timestamptz FROM omnisync.outbox "
              "WHERE status = 'pending'",
              first_lease);
-    ck_assert_int_eq(query(sql), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, sql), 1);
     char *owners_now =
         pgrig_query_text(sc.conn, "SELECT string_agg(primary_id || '=' || locked_by, "
                                   "',' ORDER BY primary_id) FROM (SELECT DISTINCT "
@@ -496,13 +423,13 @@ START_TEST(test_slow_api_leases_are_renewed)
     free(first_lease);
 
     assert_in_step(&omnisync_daemon, 30000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     /* Nothing was sent twice: one create and eleven channels per customer. */
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 4);
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.addChannelOnly"), 44);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
-    ck_assert_int_eq(query("SELECT count(*) FROM (SELECT o.primary_id FROM omnisync.outbox o "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM (SELECT o.primary_id FROM omnisync.outbox o "
                            "JOIN omnisync.delivery_attempt a ON a.outbox_id = o.id "
                            "GROUP BY o.primary_id HAVING count(DISTINCT a.process) > 1) x"),
                      0);
@@ -515,13 +442,13 @@ END_TEST
 
 static int connections_up(void)
 {
-    return query("SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
+    return pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
                  "('omnisync run', 'omnisync listener')") == 2;
 }
 
 static int lost_lines(const char *conn)
 {
-    return count_lines(&omnisync_daemon, "database connection lost", conn);
+    return proc_count_lines(&omnisync_daemon, "database connection lost", conn);
 }
 
 START_TEST(test_database_restart_and_terminated_connections)
@@ -544,7 +471,7 @@ START_TEST(test_database_restart_and_terminated_connections)
                   "delivery did not resume after the restart");
 
     /* Then both connections are terminated under load. */
-    exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    scenario_exec(&sc, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
          "WHERE application_name IN ('omnisync run', 'omnisync listener')");
     ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync run\"") >= 2 &&
                                  lost_lines("conn=\"omnisync listener\"") >= 2,
@@ -554,7 +481,7 @@ START_TEST(test_database_restart_and_terminated_connections)
 
     writer_wait(writer, 30000);
     assert_in_step(&omnisync_daemon, 60000);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
     finish();
@@ -566,7 +493,7 @@ END_TEST
 START_TEST(test_database_unreachable_at_start)
 {
     setup(NULL, NULL);
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "SELECT 'U' || i, 'Ann', 'Lee', 'u' || i || '@example.com' FROM generate_series(1, 30) i");
     ck_assert_int_eq(pgrig_server_stop(sc.pg, "fast"), 0);
     ck_assert_int_eq(scenario_spawn_daemon(&sc, &omnisync_daemon), 0);
@@ -574,7 +501,7 @@ START_TEST(test_database_unreachable_at_start)
                   "no \"database connection failed\" in the log");
     /* It keeps running and keeps trying. */
     ck_assert_msg(
-        WAIT_UNTIL(count_lines(&omnisync_daemon, "database connection failed", "attempt=2") >= 1,
+        WAIT_UNTIL(proc_count_lines(&omnisync_daemon, "database connection failed", "attempt=2") >= 1,
                    15000),
         "the daemon did not try again");
     ck_assert_int_eq(proc_wait(&omnisync_daemon, 0), -1);

@@ -16,41 +16,10 @@ static struct scenario sc;
 static struct proc omnisync_daemon;
 static uint64_t test_started_ms;
 
-static void exec(const char *sql)
-{
-    ck_assert_msg(pgrig_exec(sc.conn, sql) == 0, "SQL failed: %s", sql);
-}
-
-static long long query(const char *sql)
-{
-    return pgrig_query_int(sc.conn, sql);
-}
-
-static long long rows_in(const char *status)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM omnisync.outbox WHERE status = '%s'", status);
-    return query(sql);
-}
-
 static long long purged(void)
 {
-    return query("SELECT count(*) FROM omnisync.outbox WHERE op = 'delete' AND status = 'done' "
+    return pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE op = 'delete' AND status = 'done' "
                  "AND result = 'purged'");
-}
-
-static void dump_outbox(void)
-{
-    PGresult *res = PQexec(sc.conn, "SELECT op, status, count(*), "
-                                    "string_agg(DISTINCT left(coalesce(result, last_error, ''), "
-                                    "80), ' | ') FROM omnisync.outbox GROUP BY op, status "
-                                    "ORDER BY op, status");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        for (int i = 0; i < PQntuples(res); i++)
-            fprintf(stderr, "outbox: op=%s status=%s rows=%s results=%s\n", PQgetvalue(res, i, 0),
-                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-    }
-    PQclear(res);
 }
 
 static void stop_daemon(struct proc *p, const char *label)
@@ -77,17 +46,17 @@ static void finish(void)
 /* 150 customers, delivered; then all of them deleted in one statement. */
 static void create_and_delete_150(void)
 {
-    exec("INSERT INTO customers (customer_no, first_name, last_name, email) "
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
          "SELECT 'D' || i, 'Ann', 'Lee', 'd' || i || '@example.com' "
          "FROM generate_series(1, 150) i");
     ck_assert_msg(scenario_wait_quiet(&sc, 30000) && fake_customer_count(&sc.fake) == 150,
                   "the 150 customers were not created");
-    exec("DELETE FROM customers");
+    scenario_exec(&sc, "DELETE FROM customers");
     /* Every purge either went out or is held. */
-    if (!WAIT_UNTIL(rows_in("pending") == 0 && purged() + rows_in("held") == 150, 30000)) {
-        dump_outbox();
+    if (!WAIT_UNTIL(scenario_count_status(&sc, "pending") == 0 && purged() + scenario_count_status(&sc, "held") == 150, 30000)) {
+        scenario_dump_outbox(&sc);
         ck_abort_msg("the deletes did not settle: %lld pending, %lld purged, %lld held",
-                     rows_in("pending"), purged(), rows_in("held"));
+                     scenario_count_status(&sc, "pending"), purged(), scenario_count_status(&sc, "held"));
     }
 }
 
@@ -111,13 +80,13 @@ START_TEST(test_guard_holds_beyond_budget_until_released)
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
     create_and_delete_150();
     ck_assert_int_eq(purged(), 100);
-    ck_assert_int_eq(rows_in("held"), 50);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 50);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 50);
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.purgeData"), 100);
     ck_assert(proc_wait_stderr(&omnisync_daemon, "purge held by the guard", 1000));
     /* Held rows stay held: two poll intervals pass without a purge. */
     testutil_sleep_ms(2500);
-    ck_assert_int_eq(rows_in("held"), 50);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 50);
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.purgeData"), 100);
 
     char *out = NULL;
@@ -125,22 +94,22 @@ START_TEST(test_guard_holds_beyond_budget_until_released)
     ck_assert_msg(out != NULL && strstr(out, "released 50 held purges") != NULL,
                   "unexpected output: %s", out ? out : "(none)");
     free(out);
-    if (!WAIT_UNTIL(rows_in("held") == 0 && rows_in("pending") == 0 &&
+    if (!WAIT_UNTIL(scenario_count_status(&sc, "held") == 0 && scenario_count_status(&sc, "pending") == 0 &&
                         fake_customer_count(&sc.fake) == 0,
                     30000)) {
-        dump_outbox();
+        scenario_dump_outbox(&sc);
         ck_abort_msg("released purges were not sent: %lld held, %lld pending, %lld at Omnidesk",
-                     rows_in("held"), rows_in("pending"), fake_customer_count(&sc.fake));
+                     scenario_count_status(&sc, "held"), scenario_count_status(&sc, "pending"), fake_customer_count(&sc.fake));
     }
     ck_assert_int_eq(purged(), 150);
-    ck_assert_int_eq(rows_in("failed"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     /* Each customer was purged once, and the release is on record. */
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.purgeData"), 150);
-    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.operator_action "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.operator_action "
                            "WHERE action = 'purge release'"),
                      50);
     /* Purged customers' payloads are scrubbed. */
-    ck_assert_int_eq(query("SELECT count(*) FROM omnisync.outbox "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
                            "WHERE old_data IS NOT NULL OR new_data IS NOT NULL"),
                      0);
     char why[256];
@@ -159,11 +128,11 @@ START_TEST(test_guard_budget_is_shared_by_processes)
     ck_assert_int_eq(scenario_start_daemon(&sc, &second), 0);
     create_and_delete_150();
     ck_assert_int_eq(purged(), 100);
-    ck_assert_int_eq(rows_in("held"), 50);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 50);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 50);
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.purgeData"), 100);
     /* Both processes purged: the budget was shared, not doubled. */
-    ck_assert_int_eq(query("SELECT count(DISTINCT process) FROM omnisync.delivery_attempt "
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(DISTINCT process) FROM omnisync.delivery_attempt "
                            "WHERE step = 'purgeData'"),
                      2);
 
@@ -172,8 +141,8 @@ START_TEST(test_guard_budget_is_shared_by_processes)
     ck_assert_msg(out != NULL && strstr(out, "skipped 50 held purges") != NULL,
                   "unexpected output: %s", out ? out : "(none)");
     free(out);
-    ck_assert_int_eq(rows_in("held"), 0);
-    ck_assert_int_eq(rows_in("skipped"), 50);
+    ck_assert_int_eq(scenario_count_status(&sc, "held"), 0);
+    ck_assert_int_eq(scenario_count_status(&sc, "skipped"), 50);
     /* Skipped purges are never sent. */
     testutil_sleep_ms(2500);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 50);

@@ -526,3 +526,36 @@ int proc_run(char *const argv[], char *const env[], int timeout_ms, char **out, 
 {
     return proc_run_opts(argv, env, NULL, timeout_ms, out, err);
 }
+
+/* The last `n` lines of the daemon's log, for failure messages (a debug log is long). */
+void proc_dump_tail(struct proc *p, const char *label, int n)
+{
+    char *err = proc_stderr(p);
+    if (err == NULL)
+        return;
+    size_t len = strlen(err);
+    const char *start = err + len;
+    for (int lines = 0; start > err && lines <= n;) {
+        start--;
+        if (*start == '\n' && start + 1 < err + len)
+            lines++;
+    }
+    fprintf(stderr, "---- %s: last %d lines of its log ----\n%s\n", label, n, start);
+    free(err);
+}
+
+/* How many lines of the daemon's log contain `a` (and `b`, unless NULL). */
+int proc_count_lines(struct proc *p, const char *a, const char *b)
+{
+    char *err = proc_stderr(p);
+    int n = 0;
+    if (err == NULL)
+        return -1;
+    for (char *line = strtok(err, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
+            n++;
+    }
+    free(err);
+    return n;
+}
+

@@ -73,6 +73,10 @@ void proc_dump(struct proc *p, const char *label);
 
 /* Kills the child's group if it still runs, reaps it, closes the capture files. Idempotent. */
 void proc_free(struct proc *p);
+/* The last `n` lines of the captured stderr, on stderr, for failure messages. */
+void proc_dump_tail(struct proc *p, const char *label, int n);
+/* How many lines of the captured stderr contain `a` (and `b`, unless NULL); -1 on error. */
+int proc_count_lines(struct proc *p, const char *a, const char *b);
 
 /*
  * Runs to completion with a deadline and captures the output (malloc'd into *out and *err; either

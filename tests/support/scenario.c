@@ -1,7 +1,9 @@
 /* scenario: see scenario.h. */
 #include "scenario.h"
 
+#include <check.h>
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,4 +239,45 @@ void scenario_teardown(struct scenario *s)
     s->conn = NULL;
     if (s->dir[0])
         testutil_rm_rf(s->dir);
+}
+
+void scenario_exec(struct scenario *s, const char *sql)
+{
+    ck_assert_msg(pgrig_exec(s->conn, sql) == 0, "SQL failed: %s", sql);
+}
+
+void scenario_execf(struct scenario *s, const char *fmt, ...)
+{
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    scenario_exec(s, sql);
+}
+
+long long scenario_count_status(struct scenario *s, const char *status)
+{
+    const char *params[] = {status};
+    PGresult *res = PQexecParams(s->conn,
+                                 "SELECT count(*) FROM omnisync.outbox WHERE status = $1", 1,
+                                 NULL, params, NULL, NULL, 0);
+    long long n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return n;
+}
+
+void scenario_dump_outbox(struct scenario *s)
+{
+    PGresult *res =
+        PQexec(s->conn, "SELECT status, count(*), max(attempts), "
+                        "string_agg(DISTINCT left(coalesce(last_error, ''), 80), ' | ') "
+                        "FROM omnisync.outbox GROUP BY status ORDER BY status");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(res); i++)
+            fprintf(stderr, "outbox: status=%s rows=%s max_attempts=%s errors=%s\n",
+                    PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                    PQgetvalue(res, i, 3));
+    }
+    PQclear(res);
 }

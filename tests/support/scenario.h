@@ -58,6 +58,14 @@ int scenario_wait_quiet(struct scenario *s, int timeout_ms);
  * step, else -1 with the first difference in why.
  */
 int scenario_compare(struct scenario *s, const char *const *absent, char *why, size_t len);
+/* Runs SQL on the CRM database, failing the test (with the statement) if it fails. */
+void scenario_exec(struct scenario *s, const char *sql);
+void scenario_execf(struct scenario *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Outbox rows in `status`. */
+long long scenario_count_status(struct scenario *s, const char *status);
+/* The outbox by status with its errors, on stderr, for failure messages. */
+void scenario_dump_outbox(struct scenario *s);
+
 /* Stops the fake (asserting a clean exit) and removes the temp dir; the database stays. */
 void scenario_teardown(struct scenario *s);
 

@@ -8,6 +8,8 @@
  * /metrics is checked by `promtool check metrics`.
  */
 #include <check.h>
+
+#include "promtool.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -41,48 +43,6 @@ extern char **environ;
 
 /* ---- promtool ------------------------------------------------------------------------------- */
 
-/*
- * Runs `promtool check metrics` with `text` on stdin and returns its exit status (0: parsed and
- * lint-clean), leaving what it printed in `report`. A missing promtool fails the test with the
- * way to get it: Debian's prometheus package (scripts/test installs it).
- */
-static int promtool_check(const char *text, size_t len, char *report, size_t reportlen)
-{
-    char *argv[] = {"promtool", "check", "metrics", NULL};
-    posix_spawn_file_actions_t actions;
-    size_t used = 0, off = 0;
-    int in, out[2], rc, status;
-    pid_t pid;
-    ssize_t n;
-
-    in = memfd_create("metrics", MFD_CLOEXEC);
-    ck_assert_msg(in >= 0, "memfd_create: %s", strerror(errno));
-    while (off < len) {
-        n = write(in, text + off, len - off);
-        ck_assert_msg(n > 0, "write: %s", strerror(errno));
-        off += (size_t)n;
-    }
-    ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
-    ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in, 0);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-    rc = posix_spawnp(&pid, "promtool", &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    close(in);
-    ck_assert_msg(rc == 0,
-                  "cannot run promtool (%s): the health tests need it; install Debian's "
-                  "\"prometheus\" package, which provides /usr/bin/promtool",
-                  strerror(rc));
-    while ((n = read(out[0], report + used, reportlen - 1 - used)) > 0)
-        used += (size_t)n;
-    report[used] = '\0';
-    close(out[0]);
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* ---- the source the server reads ------------------------------------------------------------ */
 
@@ -442,7 +402,7 @@ START_TEST(serves_every_endpoint)
     ck_assert_ptr_nonnull(strstr(
         jobs[3].body, "\nomnisync_http_requests_total{endpoint=\"create\",code=\"201\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(jobs[3].body, "\nomnisync_delivery_seconds_count 1\n"));
-    rc = promtool_check(jobs[3].body, jobs[3].body_len, report, sizeof(report));
+    rc = promtool_check_metrics(jobs[3].body, jobs[3].body_len, report, sizeof(report));
     if (rc != 0)
         fprintf(stderr, "--- /metrics ---\n%s--- end ---\n", jobs[3].body);
     ck_assert_msg(rc == 0, "promtool check metrics exited %d: %.2000s", rc, report);

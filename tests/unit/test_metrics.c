@@ -5,6 +5,8 @@
  * output accepted by `promtool check metrics`, Prometheus' own parser and linter.
  */
 #include <check.h>
+
+#include "promtool.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -23,54 +25,11 @@ extern char **environ;
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/*
- * Runs `promtool check metrics` with `text` on stdin and returns its exit status (0: parsed and
- * lint-clean), leaving what it printed in `report`. promtool is a test dependency (Debian's
- * prometheus package; scripts/test installs it): a missing promtool fails the test, it is not a
- * reason to skip the check.
- */
-static int promtool_check(const char *text, size_t len, char *report, size_t reportlen)
-{
-    char *argv[] = {"promtool", "check", "metrics", NULL};
-    posix_spawn_file_actions_t actions;
-    size_t used = 0, off = 0;
-    int in, out[2], rc, status;
-    pid_t pid;
-    ssize_t n;
-
-    in = memfd_create("metrics", MFD_CLOEXEC);
-    ck_assert_msg(in >= 0, "memfd_create: %s", strerror(errno));
-    while (off < len) {
-        n = write(in, text + off, len - off);
-        ck_assert_msg(n > 0, "write: %s", strerror(errno));
-        off += (size_t)n;
-    }
-    ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
-    ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in, 0);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-    rc = posix_spawnp(&pid, "promtool", &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    close(in);
-    ck_assert_msg(rc == 0,
-                  "cannot run promtool (%s): the metrics tests need it; install Debian's "
-                  "\"prometheus\" package, which provides /usr/bin/promtool",
-                  strerror(rc));
-    while ((n = read(out[0], report + used, reportlen - 1 - used)) > 0)
-        used += (size_t)n;
-    report[used] = '\0';
-    close(out[0]);
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void assert_promtool_clean(const char *text, size_t len)
 {
     char report[4096];
-    int rc = promtool_check(text, len, report, sizeof(report));
+    int rc = promtool_check_metrics(text, len, report, sizeof(report));
 
     /* Check caps its messages at a few KiB: the input goes to stderr, the verdict in the message.
      */
@@ -525,7 +484,7 @@ START_TEST(promtool_rejects_a_broken_exposition)
                                  "# HELP a_total A.\n# TYPE a_total counter\n";
     char report[4096];
 
-    ck_assert_int_ne(promtool_check(broken, sizeof(broken) - 1, report, sizeof(report)), 0);
+    ck_assert_int_ne(promtool_check_metrics(broken, sizeof(broken) - 1, report, sizeof(report)), 0);
 }
 END_TEST
 
