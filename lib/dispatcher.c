@@ -86,10 +86,15 @@ static struct delivery *pop(struct dispatcher *d)
     return dl;
 }
 
-/* Customers held in memory at most: enough to keep every request slot busy. */
+/* Customers held in memory at most: enough to keep every request slot busy while the next
+ * claim is on its way (at least 32, so even one slot never waits for a claim round trip). */
+#define DISPATCHER_MIN_AHEAD 32
+
 static unsigned capacity(const struct dispatcher *d)
 {
     unsigned want = (unsigned)d->cfg->max_in_flight * 2;
+    if (want < DISPATCHER_MIN_AHEAD)
+        want = DISPATCHER_MIN_AHEAD;
     unsigned held = d->nready + d->nactive;
     return held >= want ? 0 : want - held;
 }
