@@ -57,7 +57,6 @@ static void sync_add(struct delivery_sync *s, const char *key)
     if (copy == NULL)
         return; /* costs at most a repeated addChannelOnly, which Omnidesk tolerates */
     s->channels[s->nchannels++] = copy;
-    s->changed = 1;
 }
 
 static void sync_forget(struct delivery_sync *s)
@@ -67,7 +66,6 @@ static void sync_forget(struct delivery_sync *s)
     s->nchannels = 0;
     s->created = 0;
     s->omnidesk_id = 0;
-    s->changed = 1;
 }
 
 static void sync_parse(struct delivery_sync *s, const char *json)
@@ -85,7 +83,6 @@ static void sync_parse(struct delivery_sync *s, const char *json)
         for (size_t i = 0; i < json_object_array_length(v); i++)
             sync_add(s, json_object_get_string(json_object_array_get_idx(v, i)));
     }
-    s->changed = 0;
     json_object_put(obj);
 }
 
@@ -677,8 +674,6 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
     case OMNIDESK_SEARCH:
         d->searched = 1;
         if (resp->class == OMNIDESK_OK && resp->customer_id > 0) {
-            if (!d->sync.created || d->sync.omnidesk_id != resp->customer_id)
-                d->sync.changed = 1;
             d->sync.created = 1;
             d->sync.omnidesk_id = resp->customer_id;
             learn_channels(d, resp->customer);
@@ -692,7 +687,6 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
     case OMNIDESK_CREATE:
         if (resp->class == OMNIDESK_OK) {
             d->sync.created = 1;
-            d->sync.changed = 1;
             d->created_now = 1;
             char key[1100];
             if (p->email) {

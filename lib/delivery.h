@@ -40,7 +40,6 @@ struct delivery_sync {
     long long omnidesk_id;
     char *channels[DELIVERY_MAX_KNOWN]; /* "email:<addr>", "telephone:<e164>" */
     size_t nchannels;
-    int changed; /* differs from what sync_state holds */
 };
 
 enum delivery_next {
@@ -104,7 +103,6 @@ struct delivery {
 
     struct json_object *attempts; /* this plan's requests, for delivery_attempt */
     struct json_object *outcomes; /* array of outcomes for omnisync.record_outcomes() */
-    char request_storage[4][64];  /* numbers formatted for the current request */
     double started;               /* when the delivery was claimed (epoch seconds) */
     int finished;
 };

@@ -167,19 +167,13 @@ static void count_outcomes(struct dispatcher *d, const struct delivery *dl,
         const char *status = json_object_get_string(v);
         observe_outcome(d, dl, o, status);
         if (strcmp(status, "done") == 0) {
-            d->stats.deliveries_done++;
             d->stats.last_success_at = epoch_now();
-        } else if (strcmp(status, "failed") == 0) {
-            d->stats.deliveries_failed++;
+        } else if (strcmp(status, "failed") == 0 &&
+                   json_object_object_get_ex(o, "sent_id", &v)) {
             /* The row's error may quote a value: health names the row, not the error. */
-            if (json_object_object_get_ex(o, "sent_id", &v))
-                snprintf(d->stats.last_error, sizeof(d->stats.last_error),
-                         "outbox row %lld failed; see omnisync outbox show", 
-                         (long long)json_object_get_int64(v));
-        } else if (strcmp(status, "held") == 0) {
-            d->stats.purges_held++;
-        } else if (json_object_object_get_ex(o, "spend", &v) && json_object_get_int(v)) {
-            d->stats.deliveries_retried++;
+            snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+                     "outbox row %lld failed; see omnisync outbox show",
+                     (long long)json_object_get_int64(v));
         }
     }
 }
@@ -511,8 +505,6 @@ static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, 
         i = j;
     }
     free(c);
-    d->stats.claims++;
-    d->stats.rows_claimed += (unsigned long long)n;
     d->claim_more = customers > 0 && customers >= d->last_claim_limit;
     if (n > 0)
         log_debug("claimed rows=%d customers=%zu", n, customers);

@@ -24,15 +24,8 @@
 #include "ratelimit.h"
 #include "recorder.h"
 
-/* Figures for health and metrics; counters only grow. */
+/* What health shows beside the metrics (the counters live in struct metrics). */
 struct dispatcher_stats {
-    unsigned long long claims;
-    unsigned long long rows_claimed;
-    unsigned long long deliveries_done;
-    unsigned long long deliveries_failed;
-    unsigned long long deliveries_retried;
-    unsigned long long purges_held;
-    unsigned long long truncates;
     double last_success_at; /* epoch seconds, 0 never */
     char last_error[256];   /* plain words, no personal data */
 };

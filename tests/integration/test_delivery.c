@@ -130,26 +130,7 @@ START_TEST(test_order_per_customer)
     }
     assert_in_step(NULL);
 
-    struct json_object *log = NULL, *requests;
-    ck_assert_int_eq(fake_get_json(&sc.fake, "/_fake/log", &log), 0);
-    ck_assert(json_object_object_get_ex(log, "requests", &requests));
-    int last[51] = {0}, checked = 0;
-    for (size_t i = 0; i < json_object_array_length(requests); i++) {
-        struct json_object *r = json_object_array_get_idx(requests, i), *fields, *cust, *tier;
-        if (!json_object_object_get_ex(r, "customer", &cust) || cust == NULL ||
-            !json_object_object_get_ex(r, "fields", &fields) ||
-            !json_object_object_get_ex(fields, "custom_tier", &tier))
-            continue;
-        int k = atoi(json_object_get_string(cust) + 1);
-        int v = atoi(json_object_get_string(tier) + 1);
-        ck_assert_msg(v >= last[k], "customer K%d got v%02d after v%02d", k, v, last[k]);
-        last[k] = v;
-        checked++;
-    }
-    ck_assert_int_ge(checked, 50);
-    for (int k = 1; k <= 50; k++)
-        ck_assert_int_eq(last[k], 10);
-    json_object_put(log);
+    scenario_assert_tier_order(&sc, 50, 10, NULL);
     finish();
 }
 END_TEST

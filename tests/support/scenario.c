@@ -281,3 +281,40 @@ void scenario_dump_outbox(struct scenario *s)
     }
     PQclear(res);
 }
+
+void scenario_assert_tier_order(struct scenario *s, int n, int final, int *creates)
+{
+    struct json_object *log = NULL, *requests;
+    ck_assert_int_eq(fake_get_json(&s->fake, "/_fake/log", &log), 0);
+    ck_assert(json_object_object_get_ex(log, "requests", &requests));
+    int *last = calloc((size_t)n + 1, sizeof(*last));
+    ck_assert_ptr_nonnull(last);
+    if (creates != NULL)
+        memset(creates, 0, ((size_t)n + 1) * sizeof(*creates));
+    int checked = 0;
+    for (size_t i = 0; i < json_object_array_length(requests); i++) {
+        struct json_object *r = json_object_array_get_idx(requests, i), *fields, *cust, *tier, *v;
+        if (!json_object_object_get_ex(r, "customer", &cust) || cust == NULL ||
+            !json_object_object_get_ex(r, "fields", &fields))
+            continue;
+        const char *id = json_object_get_string(cust);
+        int k = atoi(id + 1);
+        ck_assert_msg(k >= 1 && k <= n, "unexpected customer %s in the log", id);
+        if (creates != NULL && json_object_object_get_ex(r, "endpoint", &v) &&
+            strcmp(json_object_get_string(v), "create") == 0 &&
+            json_object_object_get_ex(r, "status", &v) && json_object_get_int(v) == 200)
+            creates[k]++;
+        if (!json_object_object_get_ex(fields, "custom_tier", &tier))
+            continue;
+        int t = atoi(json_object_get_string(tier) + 1);
+        ck_assert_msg(t >= last[k], "customer %s got v%02d after v%02d (log seq %d)", id, t,
+                      last[k], json_object_object_get_ex(r, "seq", &v) ? json_object_get_int(v) : -1);
+        last[k] = t;
+        checked++;
+    }
+    ck_assert_int_ge(checked, n);
+    for (int k = 1; k <= n; k++)
+        ck_assert_msg(last[k] == final, "customer %d ended at v%02d, not v%02d", k, last[k], final);
+    free(last);
+    json_object_put(log);
+}

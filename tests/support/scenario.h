@@ -66,6 +66,14 @@ long long scenario_count_status(struct scenario *s, const char *status);
 /* The outbox by status with its errors, on stderr, for failure messages. */
 void scenario_dump_outbox(struct scenario *s);
 
+/*
+ * Per-customer order, from the fake's request log: for customers "<letter><1..n>", the
+ * custom_tier values sent ("v<NN>") never go back in time and end at v<final>. When `creates` is
+ * not NULL (n + 1 entries) it receives each customer's successful creates. Fails the test with
+ * the customer, the values and the log sequence number at fault.
+ */
+void scenario_assert_tier_order(struct scenario *s, int n, int final, int *creates);
+
 /* Stops the fake (asserting a clean exit) and removes the temp dir; the database stays. */
 void scenario_teardown(struct scenario *s);
 
