@@ -27,7 +27,8 @@
 #include "omnidesk.h"
 #include "retention.h"
 
-/* Longer than the doorbell's per-session quiet time (10 ms, sql/001_schema.sql) plus margin. */
+/* Longer than the doorbell's quiet time per session (10 ms, sql/trigger_template.sql) plus
+ * margin. */
 #define SERVICE_TRAILING_CLAIM_MS 50
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -331,8 +332,8 @@ static void on_wake(struct listener *l)
 {
     struct service *s = container_of(l, struct service, listener);
     dispatcher_wake(&s->dispatcher);
-    /* A transaction that committed just after a ring may have skipped ringing itself (the
-     * doorbell is rung at most every 10 ms per session): look once more a little later. */
+    /* A transaction that changed a customer just after its session rang may have skipped
+     * ringing itself (at most one ring per 10 ms per session): look once more a little later. */
     if (!uv_is_active((uv_handle_t *)&s->trailing_timer))
         uv_timer_start(&s->trailing_timer, on_trailing, SERVICE_TRAILING_CLAIM_MS, 0);
 }

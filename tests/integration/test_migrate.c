@@ -2,10 +2,12 @@
  * omnisync migrate and the capture triggers, on a real throwaway PostgreSQL:
  * idempotence (the catalog is unchanged by a second run), rows captured per kind of change,
  * refusal of bad column names with the database untouched, mapping changes, removed sources,
- * concurrent runs, and a CRM role without grants on schema omnisync.
+ * concurrent runs, a CRM role without grants on schema omnisync, and the doorbell (NOTIFY).
  */
 #include <check.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +194,65 @@ START_TEST(test_crm_role_without_grants)
 }
 END_TEST
 
+/* Notifications on channel omnisync that reached `listener`, until one with payload "end" (sent
+ * last by the writing session, so every earlier ring of it has arrived) or `timeout_ms`. Returns
+ * the number with an empty payload, or -1 when "end" never came. */
+static int rings_until_end(PGconn *listener, int timeout_ms)
+{
+    int rings = 0;
+    uint64_t deadline = testutil_now_ms() + (uint64_t)timeout_ms;
+    while (testutil_now_ms() < deadline) {
+        if (!PQconsumeInput(listener))
+            return -1;
+        PGnotify *n;
+        while ((n = PQnotifies(listener)) != NULL) {
+            int end = strcmp(n->extra, "end") == 0;
+            rings += strcmp(n->relname, "omnisync") == 0 && n->extra[0] == '\0';
+            PQfreemem(n);
+            if (end)
+                return rings;
+        }
+        struct pollfd pfd = {.fd = PQsocket(listener), .events = POLLIN};
+        poll(&pfd, 1, 100);
+    }
+    return -1;
+}
+
+START_TEST(test_doorbell)
+{
+    write_config(NULL);
+    ck_assert_int_eq(migrate(NULL, NULL), 0);
+    PGconn *listener = pgrig_connect(pgrig_global(), PQdb(conn));
+    ck_assert_ptr_nonnull(listener);
+    ck_assert_int_eq(pgrig_exec(listener, "LISTEN omnisync"), 0);
+
+    /* A captured change rings at its commit. */
+    ck_assert_int_eq(pgrig_exec(conn, "INSERT INTO customers (customer_no) VALUES ('D1')"), 0);
+    ck_assert_int_eq(pgrig_exec(conn, "NOTIFY omnisync, 'end'"), 0);
+    ck_assert_int_eq(rings_until_end(listener, 10000), 1);
+
+    /* A ring that rolled back is forgotten: the next change rings, even in the same 10 ms. (The
+     * session's last ring is cleared first, so only the rolled-back one could silence it.) */
+    ck_assert_int_eq(pgrig_exec(conn, "SELECT set_config('omnisync.rang', '', false)"), 0);
+    ck_assert_int_eq(pgrig_exec(conn, "BEGIN; UPDATE customers SET first_name = 'x'; ROLLBACK"), 0);
+    ck_assert_int_eq(pgrig_exec(conn, "UPDATE customers SET first_name = 'y'"), 0);
+    ck_assert_int_eq(pgrig_exec(conn, "NOTIFY omnisync, 'end'"), 0);
+    ck_assert_int_eq(rings_until_end(listener, 10000), 1);
+
+    /* Many small transactions of one session ring at most once per 10 ms (NOTIFY's commit lock
+     * would otherwise serialize the CRM's writers), and at least once. */
+    uint64_t start = testutil_now_ms();
+    for (int i = 0; i < 300; i++)
+        ck_assert_int_eq(pgrig_execf(conn, "UPDATE customers SET first_name = 'n%d'", i), 0);
+    uint64_t elapsed = testutil_now_ms() - start;
+    ck_assert_int_eq(pgrig_exec(conn, "NOTIFY omnisync, 'end'"), 0);
+    int rings = rings_until_end(listener, 10000);
+    ck_assert_msg(rings >= 1 && (uint64_t)rings <= elapsed / 10 + 2,
+                  "%d rings for 300 commits in %llu ms", rings, (unsigned long long)elapsed);
+    PQfinish(listener);
+}
+END_TEST
+
 static void assert_refused(const char *key_line, const char *column)
 {
     char *out = NULL, *err = NULL;
@@ -320,6 +381,7 @@ int main(void)
     tcase_add_test(tc, test_migrate_twice_changes_nothing);
     tcase_add_test(tc, test_rows_per_kind_of_change);
     tcase_add_test(tc, test_crm_role_without_grants);
+    tcase_add_test(tc, test_doorbell);
     tcase_add_test(tc, test_bad_columns_leave_database_untouched);
     tcase_add_test(tc, test_mapping_change_and_removed_source);
     tcase_add_test(tc, test_concurrent_migrates);
