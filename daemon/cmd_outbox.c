@@ -81,6 +81,7 @@ static const struct option replay_options[] = {
 };
 static const struct option skip_options[] = {
     {"reason", required_argument, NULL, 'r'}, {"dry-run", no_argument, NULL, 'n'},
+    {"source", required_argument, NULL, 's'}, {"status", required_argument, NULL, 'S'},
     {"json", no_argument, NULL, 'j'},         {NULL, 0, NULL, 0},
 };
 static const struct option status_options[] = {
@@ -232,8 +233,13 @@ static int act_cmd(struct cli *cli, int argc, char **argv, int skip, const char 
     int prc = cli_parse_ids(cli, argc, argv, first, &ids, &n);
     if (prc != CLI_OK)
         return prc;
-    if (skip && n == 0) {
-        cli_error(cli, "give the ids of the rows to skip");
+    if (skip && (n > 0) == (o.filter.source != NULL)) {
+        cli_error(cli, "give the ids of the rows to skip, or --source NAME, not both");
+        free(ids);
+        return CLI_USAGE;
+    }
+    if (skip && n > 0 && o.filter.status != NULL) {
+        cli_error(cli, "--status goes with --source, not with ids");
         free(ids);
         return CLI_USAGE;
     }
@@ -258,7 +264,8 @@ static int act_cmd(struct cli *cli, int argc, char **argv, int skip, const char 
     if (conn != NULL) {
         char err[1024];
         PGresult *rows = NULL;
-        int arc = skip ? outbox_skip(conn, ids, n, o.reason, o.dry_run, &rows, err, sizeof(err))
+        int arc = skip ? outbox_skip(conn, ids, n, &o.filter, o.reason, o.dry_run, &rows, err,
+                                     sizeof(err))
                        : outbox_replay(conn, ids, n, &o.filter, o.reason, o.dry_run, &rows, err,
                                        sizeof(err));
         if (arc == OMNISYNC_EINVAL && n == 0) {
@@ -297,9 +304,13 @@ int cmd_replay(struct cli *cli, int argc, char **argv)
 int cmd_skip(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: omnisync [--config FILE] skip ID... --reason TEXT [--dry-run] [--json]\n\n"
+        "usage: omnisync [--config FILE] skip ID... --reason TEXT [--dry-run] [--json]\n"
+        "       omnisync [--config FILE] skip --source NAME [--status pending|failed|held]\n"
+        "                --reason TEXT [--dry-run] [--json]\n\n"
         "Gives rows up on purpose (failed, held, or pending and not being delivered): they become\n"
-        "skipped and are never sent. Recorded with the database user, the time and the reason.\n";
+        "skipped and are never sent. --source takes every such row of one source (say, one\n"
+        "removed from the configuration), --status narrows it. Recorded with the database user,\n"
+        "the time and the reason.\n";
     return act_cmd(cli, argc, argv, 1, usage, skip_options);
 }
 

@@ -349,10 +349,21 @@ int outbox_replay(PGconn *conn, const long long *ids, size_t n, const struct out
                reason, dry_run, rows, err, errlen);
 }
 
-int outbox_skip(PGconn *conn, const long long *ids, size_t n, const char *reason, int dry_run,
-                PGresult **rows, char *err, size_t errlen)
+int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
+                const char *reason, int dry_run, PGresult **rows, char *err, size_t errlen)
 {
-    return act(conn, "skip", ids, n, NULL,
+    /* By filter only a whole source, so that a typo cannot give up every row of the outbox. */
+    if (n == 0 && (f == NULL || f->source == NULL)) {
+        snprintf(err, errlen, "give the ids of the rows to skip, or --source NAME");
+        return OMNISYNC_EINVAL;
+    }
+    if (n == 0 && f->status != NULL && strcmp(f->status, "pending") != 0 &&
+        strcmp(f->status, "failed") != 0 && strcmp(f->status, "held") != 0) {
+        snprintf(err, errlen, "--status %s: skip gives up pending, failed or held rows",
+                 f->status);
+        return OMNISYNC_EINVAL;
+    }
+    return act(conn, "skip", ids, n, f,
                "status IN ('failed', 'held') OR (status = 'pending' AND (locked_until IS NULL "
                "OR locked_until < now()))",
                "CASE WHEN o.status = 'pending' THEN 'is being delivered right now' "

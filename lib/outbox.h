@@ -60,7 +60,8 @@ int outbox_show(PGconn *conn, long long id, int show_data, PGresult **row, PGres
 
 /*
  * replay: failed rows back to pending with attempts reset (ids, or every failed row matching
- * the filter); skip: rows given up on purpose (failed, held, or pending and not leased).
+ * the filter); skip: rows given up on purpose (failed, held, or pending and not leased; ids, or
+ * every such row of f->source, of f->status if set).
  * A row that is not in a state the action applies to (e.g. superseded) makes the whole action
  * fail with the reason, naming the row; nothing changes then. dry_run lists what would change.
  * *rows receives id, source, primary_id, status of the rows acted on.
@@ -68,8 +69,9 @@ int outbox_show(PGconn *conn, long long id, int show_data, PGresult **row, PGres
 int outbox_replay(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
                   const char *reason, int dry_run, PGresult **rows, char *err,
                   size_t errlen) OMNISYNC_MUST_CHECK;
-int outbox_skip(PGconn *conn, const long long *ids, size_t n, const char *reason, int dry_run,
-                PGresult **rows, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
+                const char *reason, int dry_run, PGresult **rows, char *err,
+                size_t errlen) OMNISYNC_MUST_CHECK;
 
 /* status: counts by source and status, oldest pending age; pause flags; recent failures;
  * processes seen lately. Four results, each to be PQclear()ed. */

@@ -177,6 +177,40 @@ START_TEST(test_skip)
 }
 END_TEST
 
+/* skip --source: every pending, failed and held row of one source (one removed from the config). */
+START_TEST(test_skip_source)
+{
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no) VALUES ('D4')"), 0);
+    ck_assert_int_eq(run("skip", "--source", "customers", NULL), 2); /* --reason is required */
+    ck_assert_int_eq(run("skip", "1", "--source", "customers", "--reason", "r", NULL), 2);
+    ck_assert_int_eq(run("skip", "--source", "customers", "--status", "done", "--reason", "r",
+                         NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--status done"));
+    ck_assert_int_eq(run("skip", "--source", "nosuch", "--reason", "r", NULL), 1);
+    ck_assert_ptr_nonnull(strstr(err, "no row matches"));
+
+    ck_assert_int_eq(run("skip", "--source", "customers", "--status", "pending", "--reason",
+                         "gone", "--dry-run", "--json", NULL),
+                     0);
+    struct json_object *obj = json_out();
+    ck_assert_uint_eq(json_object_array_length(obj), 1);
+    json_object_put(obj);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE status = 'skipped'"),
+                     1);
+
+    ck_assert_int_eq(run("skip", "--source", "customers", "--reason", "source removed", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "skipped 3 rows"));
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE status = 'skipped'"),
+                     4);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.operator_action "
+                                              "WHERE action = 'skip' AND reason = 'source removed'"),
+                     3);
+}
+END_TEST
+
 START_TEST(test_purges)
 {
     ck_assert_int_eq(run("purges", "list", NULL), 0);
@@ -239,6 +273,7 @@ int main(void)
     tcase_add_test(tc, test_outbox_list_and_show);
     tcase_add_test(tc, test_replay);
     tcase_add_test(tc, test_skip);
+    tcase_add_test(tc, test_skip_source);
     tcase_add_test(tc, test_purges);
     tcase_add_test(tc, test_pause_resume);
     tcase_add_test(tc, test_check);
