@@ -164,7 +164,9 @@ START_TEST(test_wrong_key_pauses_until_sighup)
          "SELECT 'W' || i, 'Ann', 'Lee', 'w' || i || '@example.com' FROM generate_series(1, 50) i");
     ck_assert_msg(proc_wait_stderr(&omnisync_daemon, "api key refused", 10000),
                   "the daemon did not report the refused key");
-    /* While paused, only probes reach the API: watch it for 6 s. */
+    /* While paused, only probes reach the API: watch it for 6 s, from when the requests that
+     * were in flight with the first refusal have been answered (refused too). */
+    ck_assert(WAIT_UNTIL(fake_stat(&sc.fake, "in_flight") == 0, 5000));
     long long at_pause = fake_stat(&sc.fake, "auth_failures");
     testutil_sleep_ms(6000);
     long long after = fake_stat(&sc.fake, "auth_failures");
