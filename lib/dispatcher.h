@@ -33,7 +33,7 @@ struct dispatcher_stats {
 struct dispatcher {
     uv_loop_t *loop;
     struct config *cfg; /* the running config: read at use, so a reload applies */
-    struct dbloop *db;
+    struct dbloop *db;  /* the work connection: claims, lease renewal, the purge guard */
     struct omnidesk *client;
     struct recorder recorder;
     struct ratelimit rate;
@@ -49,8 +49,9 @@ struct dispatcher {
     uv_timer_t wake_timer;  /* rate limit, backoff and probe wake-ups */
     uv_timer_t renew_timer; /* lease renewal */
     int claiming;
-    int wake_pending;
-    int claim_more;         /* the last claim was full: claim again at once */
+    int wake_pending; /* a wake-up (NOTIFY, poll, reconnect): claim while below high water */
+    int more_due;     /* rows may be due (the last claim was full, outcomes were recorded):
+                         claim at the low-water mark */
     unsigned last_claim_limit;
     int draining;
     int auth_paused;
@@ -65,22 +66,26 @@ struct dispatcher {
 };
 
 /*
- * Sets up the dispatcher on `loop`, using `db` (the work connection) and `client`; both must
- * outlive it. Claims start with dispatcher_wake(). 0 or a negative code.
+ * Sets up the dispatcher on `loop`, using `db` (the work connection), `record_db` (the
+ * recorder's own connection, so a claim never waits behind a batch of outcomes) and `client`;
+ * all three must outlive it. Claims start with dispatcher_wake(). 0 or a negative code.
  */
 int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, struct dbloop *db,
-                    struct omnidesk *client, const char *process) OMNISYNC_MUST_CHECK;
-/* Something may be due (a NOTIFY, a reconnect): claim as soon as allowed. */
+                    struct dbloop *record_db, struct omnidesk *client,
+                    const char *process) OMNISYNC_MUST_CHECK;
+/* Something may be due (a NOTIFY, a poll, a reconnect): claim as soon as allowed, whenever
+ * fewer customers than the high-water mark are held. */
 void dispatcher_wake(struct dispatcher *d);
 /* The running config changed (SIGHUP): rates, key, timeouts. A refused key is probed again. */
 void dispatcher_reload(struct dispatcher *d);
-/* The work connection dropped: deliveries not yet started are let go (their leases expire). */
+/* The work connection dropped: deliveries not yet started are let go (their leases expire).
+ * Not for the recorder's connection: leases are renewed on the work connection, and the
+ * recorder keeps its outcomes until its own connection is back. */
 void dispatcher_db_lost(struct dispatcher *d);
 /* Stops claiming; deliveries finish their request in flight and release the rest; outcomes are
- * recorded; then drained_cb runs once. */
+ * recorded; then drained_cb runs once. Requests the service aborts at its deadline come back as
+ * transient failures, and their rows are released too. */
 void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d));
-/* Requests still in flight are aborted (the drain deadline passed). */
-void dispatcher_abort(struct dispatcher *d);
 /* Closes the timers; closed_cb runs once they are closed. Call after drained_cb. */
 void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d));
 

@@ -382,7 +382,8 @@ int metrics_render(const struct metrics *m, const char *version, char **out, siz
         put_gauge_double(&r, "omnisync_oldest_pending_age_seconds",
                          "Age of the oldest pending outbox row, as of the last periodic count.",
                          m->oldest_pending_age_seconds);
-    put_gauge_int(&r, "omnisync_db_connected", "1 while the database connection is up.",
+    put_gauge_int(&r, "omnisync_db_connected",
+                  "1 while the work and recorder connections to the database are up.",
                   m->db_connected ? 1 : 0);
     put_gauge_int(&r, "omnisync_listening", "1 while LISTEN on the outbox channel is active.",
                   m->listening ? 1 : 0);

@@ -1,4 +1,10 @@
-/* recorder: batched outcome writes. See recorder.h. */
+/*
+ * recorder: batched outcome writes. See recorder.h.
+ *
+ * It writes on a connection of its own (the service's second dbloop): a batch of outcomes can
+ * take tens of milliseconds, and on a shared connection every claim queued behind it while the
+ * request slots ran dry.
+ */
 #include "recorder.h"
 
 #include <stdio.h>
@@ -72,6 +78,8 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
 {
     struct recorder *r = arg;
     (void)db;
+    if (r->pending == NULL)
+        return; /* recorder_free ran first: the service is exiting and closed the connection */
     size_t n = json_object_array_length(r->writing);
     if (res == NULL) {
         int lost = strcmp(err, "connection lost") == 0 || strcmp(err, "not connected") == 0;

@@ -30,7 +30,9 @@ struct recorder {
     unsigned long long written;  /* outcomes committed since start */
 };
 
-/* `db` must outlive the recorder. Returns 0 or OMNISYNC_ENOMEM (nothing to release then). */
+/* `db` (a connection for the recorder alone: nothing else should queue behind its batches)
+ * must outlive the recorder; it may be closed after recorder_free(). Returns 0 or
+ * OMNISYNC_ENOMEM (nothing to release then). */
 int recorder_init(struct recorder *r, struct dbloop *db, const char *process, recorder_cb cb,
                   void *data) OMNISYNC_MUST_CHECK;
 /* Queues every element of `outcomes` (a JSON array; its elements are taken over, the array is

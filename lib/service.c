@@ -1,7 +1,10 @@
 /*
  * service: the daemon's wiring. It owns the loop and every long-lived handle; modules own their
- * own state. Shutdown order matters: stop claiming, let requests in flight finish and their
- * outcomes be written, then close the HTTP client, the listener and the database.
+ * own state. Three database connections: the listener's, the work connection (claims, leases,
+ * the purge guard, heartbeat, counts, retention) and the recorder's, so a claim never queues
+ * behind a batch of outcomes. Shutdown order matters: stop claiming, let requests in flight
+ * finish and their outcomes be written, then close the HTTP client, the listener and the
+ * database connections (the work and recorder connections after the dispatcher).
  */
 #include "service.h"
 
@@ -38,7 +41,8 @@ struct service {
     struct config *cfg;
     const char *config_path;
     char process[128];
-    struct dbloop db;
+    struct dbloop db;        /* the work connection */
+    struct dbloop record_db; /* the recorder's connection */
     struct listener listener;
     struct omnidesk client;
     struct dispatcher dispatcher;
@@ -56,6 +60,7 @@ struct service {
     int stopping;
     int aborted;
     int closing;
+    int client_gone; /* the HTTP client finished closing (it may before the rest: aborted) */
     int ready_sent;
     unsigned open; /* components still to close */
 };
@@ -105,6 +110,11 @@ static void db_closed(struct dbloop *db)
     component_closed(container_of(db, struct service, db));
 }
 
+static void record_db_closed(struct dbloop *db)
+{
+    component_closed(container_of(db, struct service, record_db));
+}
+
 static void listener_closed(struct listener *l)
 {
     component_closed(container_of(l, struct service, listener));
@@ -122,14 +132,19 @@ static void retention_closed(struct retention *r)
 
 static void client_closed(struct omnidesk *c)
 {
-    component_closed(container_of(c, struct service, client));
+    struct service *s = container_of(c, struct service, client);
+    s->client_gone = 1;
+    /* Aborted at the drain deadline, the client may be gone before close_all() counts it. */
+    if (s->closing)
+        component_closed(s);
 }
 
 static void dispatcher_closed(struct dispatcher *d)
 {
     struct service *s = container_of(d, struct service, dispatcher);
-    /* The recorder wrote through the work connection: close it only now. */
+    /* The dispatcher and its recorder used both connections until now: close them only now. */
     dbloop_close(&s->db, db_closed);
+    dbloop_close(&s->record_db, record_db_closed);
     component_closed(s);
 }
 
@@ -139,7 +154,9 @@ static void close_all(struct service *s)
         return;
     s->closing = 1;
     s->dispatcher.drained_cb = NULL;
-    s->open = 5; /* dispatcher, client, listener, retention, db (closed after the dispatcher) */
+    /* dispatcher, listener, retention, the work and recorder connections (closed after the
+     * dispatcher) and the client, unless it is already gone */
+    s->open = s->client_gone ? 5 : 6;
     uv_timer_stop(&s->shutdown_timer);
     uv_timer_stop(&s->status_timer);
     uv_timer_stop(&s->trailing_timer);
@@ -148,7 +165,8 @@ static void close_all(struct service *s)
         health_close(&s->health, health_closed);
     }
     retention_close(&s->retention, retention_closed);
-    omnidesk_close(&s->client, 1, client_closed);
+    if (!s->client_gone)
+        omnidesk_close(&s->client, 1, client_closed);
     listener_close(&s->listener, listener_closed);
     dispatcher_close(&s->dispatcher, dispatcher_closed);
 }
@@ -185,7 +203,9 @@ static void on_shutdown_timeout(uv_timer_t *t)
     s->aborted = 1;
     log_warn("shutdown_timeout passed: aborting requests still in flight in_flight=%u",
              dispatcher_in_flight(&s->dispatcher));
-    dispatcher_abort(&s->dispatcher);
+    /* With its close callback now: omnidesk_close keeps the first one it is given, and the
+     * client must be counted closed whichever way the shutdown ends. */
+    omnidesk_close(&s->client, 1, client_closed);
     /* Aborted requests release their rows; give that one more moment to be recorded. */
     uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, 2000, 0);
 }
@@ -252,12 +272,28 @@ static void on_sighup(uv_signal_t *h, int signum)
 
 static void heartbeat(struct service *s);
 
+/* Ready (systemd's READY=1, the log line) once all three connections are up for the first time:
+ * the listener's, the work connection and the recorder's. They connect in parallel, in any
+ * order, and /readyz answers 200 only with all of them. */
+static void announce_ready(struct service *s)
+{
+    if (s->ready_sent || !listener_is_listening(&s->listener) ||
+        dbloop_state(&s->db) != DBLOOP_READY || dbloop_state(&s->record_db) != DBLOOP_READY)
+        return;
+    s->ready_sent = 1;
+    notify("READY=1");
+    log_info("listening for changes; ready process=%s", s->process);
+}
+
 /* Copies what lives in memory into the gauges, just before /readyz or /metrics answers. */
 static void refresh_gauges(void *arg)
 {
     struct service *s = arg;
     struct metrics *m = &s->metrics;
-    m->db_connected = dbloop_state(&s->db) == DBLOOP_READY;
+    /* Either connection down stops delivery: no claims without the work connection, no
+     * outcomes written (and so no claims either) without the recorder's. */
+    m->db_connected =
+        dbloop_state(&s->db) == DBLOOP_READY && dbloop_state(&s->record_db) == DBLOOP_READY;
     m->listening = listener_is_listening(&s->listener);
     m->in_flight = dispatcher_in_flight(&s->dispatcher);
     m->circuit_open = breaker_get_state(&s->dispatcher.breaker) != BREAKER_CLOSED;
@@ -317,8 +353,21 @@ static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *
     if (state == DBLOOP_READY) {
         heartbeat(s);
         count_outbox(s);
+        dispatcher_wake(&s->dispatcher);
+        announce_ready(s);
+    }
+}
+
+static void on_record_db_state(struct dbloop *db, enum dbloop_state state, const char *reason)
+{
+    struct service *s = container_of(db, struct service, record_db);
+    (void)reason; /* dbloop has logged it */
+    /* A lost recorder connection costs no lease (they are renewed on the work connection): the
+     * recorder keeps its outcomes and writes them again once it is back, and claims wait. */
+    if (state == DBLOOP_READY) {
         recorder_flush(&s->dispatcher.recorder);
         dispatcher_wake(&s->dispatcher);
+        announce_ready(s);
     }
 }
 
@@ -333,9 +382,10 @@ static void on_wake(struct listener *l)
     struct service *s = container_of(l, struct service, listener);
     dispatcher_wake(&s->dispatcher);
     /* A transaction that changed a customer just after its session rang may have skipped
-     * ringing itself (at most one ring per 10 ms per session): look once more a little later. */
-    if (!uv_is_active((uv_handle_t *)&s->trailing_timer))
-        uv_timer_start(&s->trailing_timer, on_trailing, SERVICE_TRAILING_CLAIM_MS, 0);
+     * ringing itself (at most one ring per 10 ms per session): look once more a little after
+     * the last ring. Restarted by every ring, so the look always follows the latest one; while
+     * rings keep coming, each one claims anyway. */
+    uv_timer_start(&s->trailing_timer, on_trailing, SERVICE_TRAILING_CLAIM_MS, 0);
 }
 
 static void on_listening(struct listener *l, int ready)
@@ -346,11 +396,7 @@ static void on_listening(struct listener *l, int ready)
     /* NOTIFY is only a doorbell: whatever was committed while we were not listening is found
      * by one poll now. */
     dispatcher_wake(&s->dispatcher);
-    if (!s->ready_sent) {
-        s->ready_sent = 1;
-        notify("READY=1");
-        log_info("listening for changes; ready process=%s", s->process);
-    }
+    announce_ready(s);
     notify_status(s);
 }
 
@@ -448,8 +494,16 @@ int service_run(struct config *cfg, const char *config_path)
         omnidesk_close(&s->client, 1, NULL);
         goto out;
     }
-    if (listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0 ||
-        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->client, s->process) != 0 ||
+    struct dbloop_options recordopts = {
+        .conninfo = cfg->conninfo,
+        .application_name = "omnisync recorder",
+        .on_state = on_record_db_state,
+        .data = s,
+    };
+    if (dbloop_init(&s->record_db, &s->loop, &recordopts) != 0 ||
+        listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0 ||
+        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->record_db, &s->client,
+                        s->process) != 0 ||
         retention_init(&s->retention, &s->loop, &s->db, cfg) != 0) {
         log_error("cannot start: out of memory");
         goto out; /* start-up failure: the process exits, the kernel reclaims */

@@ -215,6 +215,48 @@ START_TEST(test_coalescing_while_stopped)
 }
 END_TEST
 
+/*
+ * A backlog is claimed in batches, not one customer per freed request slot: each claim is a
+ * transaction with 2-3 ms of the server's CPU, and with one slot, claiming whenever it freed meant
+ * one claim per delivered row. PostgreSQL counts the claim function's calls (track_functions).
+ */
+START_TEST(test_backlog_claimed_in_batches)
+{
+    /* One slot and requests of 5 ms show it best: a slot frees after the last outcome was
+     * written. A poll of a minute keeps the poll's claims out of the count. */
+    ck_assert_msg(scenario_setup(&sc, "[omnidesk]\nmax_in_flight = 1\n"
+                                      "[delivery]\nbatch_size = 100\npoll_interval = 60s\n",
+                                 "{\"latency_ms\": 5}") == 0,
+                  "scenario setup failed");
+    scenario_execf(&sc, "ALTER DATABASE %s SET track_functions = 'pl'", sc.db);
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "SELECT 'B' || i, 'Ann', 'Lee', 'b' || i || '@example.com' FROM generate_series(1, 600) i");
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    assert_in_step(NULL);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 600);
+    /* A backend's function counts reach the statistics at the latest when it exits. */
+    stop_daemon();
+    long long claims = -1;
+    ck_assert(WAIT_UNTIL((claims = pgrig_query_int(sc.conn, "SELECT coalesce(sum(calls), 0) "
+                                                            "FROM pg_stat_user_functions "
+                                                            "WHERE schemaname = 'omnisync' AND "
+                                                            "funcname = 'claim'")) > 0,
+                         10000));
+    fprintf(stderr, "backlog: 600 customers delivered with %lld claims\n", claims);
+    /*
+     * Claims of 50 or more (12 here) and, once the backlog is all claimed, one claim per written
+     * outcome while at most max_in_flight + batch_size / 2 customers are held (51): an outcome
+     * may unblock later rows of its customer. About 65; claiming per freed slot took 600.
+     */
+    ck_assert_msg(claims <= 100, "%lld claims for 600 customers", claims);
+    char *err = proc_stderr(&omnisync_daemon);
+    ck_assert_ptr_null(strstr(err, "@example.com"));
+    free(err);
+    proc_free(&omnisync_daemon);
+    scenario_teardown(&sc);
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -227,6 +269,7 @@ int main(void)
     tcase_add_test(tc, test_exactly_once_with_lost_answers);
     tcase_add_test(tc, test_notify_latency_and_lost_listener);
     tcase_add_test(tc, test_coalescing_while_stopped);
+    tcase_add_test(tc, test_backlog_claimed_in_batches);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,9 +1,10 @@
 /*
  * Failure semantics of processes and connections (issue 6): daemons killed with SIGKILL under
  * load, three daemons sharing one database, leases that must be renewed while a slow API works,
- * PostgreSQL restarted or its connections terminated under load, and a database that is not
- * there when the daemon starts. After each, the fake Omnidesk must hold exactly the CRM's state
- * with nothing created twice.
+ * PostgreSQL restarted or its connections terminated under load, a shutdown whose requests never
+ * answer or whose recorder is stuck behind a lock, and a database that is not there when the
+ * daemon starts. After each, the fake Omnidesk must hold exactly the CRM's state with nothing
+ * created twice.
  *
  * Load comes from a writer: a forked child with its own connection that commits a stream of
  * inserts, updates and a few deletes for a given time, riding out connection losses. Plain sleeps
@@ -414,10 +415,13 @@ END_TEST
 
 /* ---- 6. PostgreSQL restarted, connections terminated ---- */
 
+/* The daemon's three connections: work, listener and recorder. */
+#define DAEMON_CONNECTIONS "('omnisync run', 'omnisync listener', 'omnisync recorder')"
+
 static int connections_up(void)
 {
-    return pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
-                 "('omnisync run', 'omnisync listener')") == 2;
+    return pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                    "IN " DAEMON_CONNECTIONS) == 3;
 }
 
 static int lost_lines(const char *conn)
@@ -437,27 +441,109 @@ START_TEST(test_database_restart_and_terminated_connections)
     reconnect();
     ck_assert_msg(WAIT_UNTIL(connections_up(), 30000), "the daemon did not reconnect");
     ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync run\"") >= 1 &&
-                                 lost_lines("conn=\"omnisync listener\"") >= 1,
+                                 lost_lines("conn=\"omnisync listener\"") >= 1 &&
+                                 lost_lines("conn=\"omnisync recorder\"") >= 1,
                              5000),
-                  "the log does not name both lost connections");
+                  "the log does not name every lost connection");
     long long requests = fake_stat(&sc.fake, "requests");
     ck_assert_msg(fake_wait_stat(&sc.fake, "requests", requests + 10, 20000) == 0,
                   "delivery did not resume after the restart");
 
-    /* Then both connections are terminated under load. */
+    /* Then every connection is terminated under load. */
     scenario_exec(&sc, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-         "WHERE application_name IN ('omnisync run', 'omnisync listener')");
+         "WHERE application_name IN " DAEMON_CONNECTIONS);
     ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync run\"") >= 2 &&
-                                 lost_lines("conn=\"omnisync listener\"") >= 2,
+                                 lost_lines("conn=\"omnisync listener\"") >= 2 &&
+                                 lost_lines("conn=\"omnisync recorder\"") >= 2,
                              10000),
-                  "the log does not name both terminated connections");
+                  "the log does not name every terminated connection");
     ck_assert_msg(WAIT_UNTIL(connections_up(), 30000), "the daemon did not reconnect");
+
+    /* Then the recorder's connection alone, twice: claims and leases carry on over the work
+     * connection, and the outcomes the recorder held are written once it is back. */
+    for (int k = 3; k <= 4; k++) {
+        scenario_exec(&sc, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE application_name = 'omnisync recorder'");
+        ck_assert_msg(WAIT_UNTIL(lost_lines("conn=\"omnisync recorder\"") >= k, 10000),
+                      "the log does not name the terminated recorder connection");
+        ck_assert_msg(WAIT_UNTIL(connections_up(), 30000), "the recorder did not reconnect");
+    }
 
     writer_wait(writer, 30000);
     assert_in_step(&omnisync_daemon, 60000);
     ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    finish();
+}
+END_TEST
+
+/* ---- shutdown deadlines: requests that never answer, outcomes that cannot be written ---- */
+
+START_TEST(test_requests_hanging_at_shutdown)
+{
+    start("[omnidesk]\ntimeout_ms = 20000\n[delivery]\nshutdown_timeout = 1s\n",
+          "{\"p_hang\": 1}");
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "SELECT 'H' || i, 'Ann', 'Lee', 'h' || i || '@example.com' FROM generate_series(1, 5) i");
+    ck_assert_msg(fake_wait_stat(&sc.fake, "in_flight", 5, 10000) == 0, "the requests did not start");
+
+    /* The deadline aborts them; their rows are released, and the daemon exits cleanly. */
+    ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGTERM), 0);
+    int code = proc_wait(&omnisync_daemon, 15000);
+    if (code != 0)
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 30);
+    ck_assert_msg(code == 0, "omnisync run exited %d after aborting its requests", code);
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "aborting requests still in flight", 1000));
+    assert_log_clean(&omnisync_daemon);
+    proc_free(&omnisync_daemon);
+    ck_assert_int_eq(scenario_count_status(&sc, "pending"), 5);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE locked_by IS NULL AND attempts = 0"),
+                     5);
+
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_hang\": 0}"), 0);
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    assert_in_step(&omnisync_daemon, 30000);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    finish();
+}
+END_TEST
+
+START_TEST(test_recorder_stuck_at_shutdown)
+{
+    start(SHORT_LEASE "[delivery]\nshutdown_timeout = 1s\n", NULL);
+    /* A transaction holds sync_state against writes: the recorder's statement waits for it;
+     * claims, which only read it, do not. */
+    PGconn *blocker = PQconnectdb(sc.conninfo);
+    ck_assert_int_eq(PQstatus(blocker), CONNECTION_OK);
+    ck_assert_int_eq(pgrig_exec(blocker, "BEGIN"), 0);
+    ck_assert_int_eq(pgrig_exec(blocker, "LOCK TABLE omnisync.sync_state IN EXCLUSIVE MODE"), 0);
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "SELECT 'R' || i, 'Ann', 'Lee', 'r' || i || '@example.com' FROM generate_series(1, 20) i");
+    ck_assert_msg(fake_wait_stat(&sc.fake, "by_endpoint.create", 20, 10000) == 0,
+                  "the customers were not sent");
+    ck_assert_int_eq(scenario_count_status(&sc, "done"), 0);
+
+    /* The shutdown gives up on the outcomes after its deadline and still exits cleanly. */
+    ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGTERM), 0);
+    int code = proc_wait(&omnisync_daemon, 15000);
+    if (code != 0)
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 30);
+    ck_assert_msg(code == 0, "omnisync run exited %d with its recorder stuck", code);
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "outcomes could not be recorded in time", 1000));
+    assert_log_clean(&omnisync_daemon);
+    proc_free(&omnisync_daemon);
+    ck_assert_int_eq(pgrig_exec(blocker, "ROLLBACK"), 0);
+    PQfinish(blocker);
+
+    /* Nothing was recorded, nothing is lost: after the lease the rows are delivered again, a
+     * lookup first, so nobody is created twice. */
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    assert_in_step(&omnisync_daemon, 60000);
+    ck_assert_int_eq(scenario_count_status(&sc, "failed"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(fake_customer_count(&sc.fake), 20);
     finish();
 }
 END_TEST
@@ -502,6 +588,8 @@ int main(void)
     tcase_add_test(tc, test_three_processes_keep_order);
     tcase_add_test(tc, test_slow_api_leases_are_renewed);
     tcase_add_test(tc, test_database_restart_and_terminated_connections);
+    tcase_add_test(tc, test_requests_hanging_at_shutdown);
+    tcase_add_test(tc, test_recorder_stuck_at_shutdown);
     tcase_add_test(tc, test_database_unreachable_at_start);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
