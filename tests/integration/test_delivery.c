@@ -271,10 +271,5 @@ int main(void)
     tcase_add_test(tc, test_coalescing_while_stopped);
     tcase_add_test(tc, test_backlog_claimed_in_batches);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pgrig_stop(pgrig_global());
-    return failed ? 1 : 0;
+    return pgrig_run_suite(s);
 }

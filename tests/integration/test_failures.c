@@ -391,10 +391,5 @@ int main(void)
     tcase_add_test(tc, test_html_errors_keep_rows_pending);
     tcase_add_test(tc, test_reload_with_errors_keeps_running_config);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pgrig_stop(pgrig_global());
-    return failed ? 1 : 0;
+    return pgrig_run_suite(s);
 }

@@ -195,11 +195,7 @@ int main(void)
     tcase_add_test(tc, test_readyz_follows_the_database);
     tcase_add_test(tc, test_log_holds_no_secret_or_personal_value);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = pgrig_run_suite(s);
     curl_global_cleanup();
-    pgrig_stop(pgrig_global());
-    return failed ? 1 : 0;
+    return rc;
 }

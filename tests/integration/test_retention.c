@@ -109,10 +109,5 @@ int main(void)
     tcase_add_test(tc, test_payload_scrubbed_early);
     tcase_add_test(tc, test_purge_scrubs_customer);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pgrig_stop(pgrig_global());
-    return failed ? 1 : 0;
+    return pgrig_run_suite(s);
 }

@@ -636,10 +636,8 @@ static Suite *rig_suite(void)
 int main(int argc, char **argv)
 {
     struct pgrig *pg;
-    SRunner *runner;
     uint64_t started;
     ssize_t n;
-    int failed;
 
     if (argc == 3 && strcmp(argv[1], HELPER_FLAG) == 0)
         return helper_main(argv[2]);
@@ -658,10 +656,5 @@ int main(int argc, char **argv)
     fprintf(stderr, "test_rig: cluster in %s started in %llu ms\n", pg->dir,
             (unsigned long long)(testutil_now_ms() - started));
 
-    runner = srunner_create(rig_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    pgrig_stop(pg);
-    return failed ? 1 : 0;
+    return pgrig_run_suite(rig_suite());
 }

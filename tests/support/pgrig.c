@@ -14,6 +14,8 @@
  */
 #include "pgrig.h"
 
+#include <check.h>
+
 #include "proc.h"
 #include "testutil.h"
 
@@ -805,4 +807,14 @@ done:
     PQfreemem(ident);
     PQfinish(conn);
     return rc;
+}
+
+int pgrig_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pgrig_stop(pgrig_global());
+    return failed ? 1 : 0;
 }

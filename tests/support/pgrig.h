@@ -62,6 +62,12 @@ int pgrig_restart(struct pgrig *pg, const char *mode);
  */
 struct pgrig *pgrig_global(void);
 
+struct Suite;
+
+/* Runs every test of `s` (Check's suite), frees it, stops the shared cluster whatever the
+ * outcome and returns the binary's exit code: 0 when all passed, 1 otherwise. */
+int pgrig_run_suite(struct Suite *s);
+
 /*
  * Creates database `name` (at most 63 bytes), dropping it first (WITH (FORCE)) if it exists, and
  * writes its conninfo "host=<socket_dir> port=N dbname=<name> user=postgres" into `conninfo`
