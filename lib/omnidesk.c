@@ -61,6 +61,8 @@ struct omnidesk_request {
     curl_mime *mime;
     struct curl_slist *headers; /* holds the key: wiped before it is freed */
     char *form;                 /* urlencoded body, owned */
+    char *once;                 /* the multipart part that refuses a resend (see build_mime) */
+    size_t once_len, once_pos;
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
     long connect_timeout_ms;
@@ -745,6 +747,11 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
     case CURLE_GOT_NOTHING:
         snprintf(r->error, sizeof(r->error), "connection closed without an answer");
         break;
+    case CURLE_SEND_FAIL_REWIND:
+        /* See build_mime: curl wanted to send the request a second time. */
+        snprintf(r->error, sizeof(r->error),
+                 "connection closed without an answer; not sent again (it may have been applied)");
+        break;
     case CURLE_PARTIAL_FILE:
         snprintf(r->error, sizeof(r->error), "connection closed before the answer was complete");
         break;
@@ -790,6 +797,7 @@ static void request_free(struct omnidesk_request *req)
     curl_mime_free(req->mime);
     headers_free(req->headers);
     free(req->form);
+    free(req->once);
     free(req->body);
     free(req);
 }
@@ -899,8 +907,39 @@ static char *build_form(const struct omnidesk_field *fields, size_t nfields, CUR
     return form;
 }
 
+static size_t read_once(char *buffer, size_t size, size_t nitems, void *arg)
+{
+    struct omnidesk_request *req = arg;
+    size_t n = req->once_len - req->once_pos;
+    if (n > size * nitems)
+        n = size * nitems;
+    memcpy(buffer, req->once + req->once_pos, n);
+    req->once_pos += n;
+    return n;
+}
+
+/* curl asks only when the part was read before, i.e. to send the body a second time. */
+static int refuse_rewind(void *arg, curl_off_t offset, int origin)
+{
+    (void)arg;
+    (void)offset;
+    (void)origin;
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
+/*
+ * Multipart body. With `once`, the body goes out at most once per request: libcurl silently
+ * sends a request again on a new connection when a reused keep-alive connection died before any
+ * byte of the answer came back (Curl_retry_request), and for a create or a channel add that the
+ * API may already have applied, the second copy is a duplicate at Omnidesk. Sending it again
+ * needs the body rewound; the first part is read through a callback whose seek refuses, so the
+ * resend fails (CURLE_SEND_FAIL_REWIND) and the engine sees a lost answer and decides (it looks
+ * the customer up first). A body not read yet needs no rewind, so a request that never left
+ * goes out normally. This keeps keep-alive for every endpoint: a fresh TCP connection per create
+ * cost the daemon and the API a connect, an accept and a close each.
+ */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
-                      size_t nfields)
+                      size_t nfields, int once)
 {
     req->mime = curl_mime_init(req->easy);
     if (req->mime == NULL)
@@ -911,9 +950,20 @@ static int build_mime(struct omnidesk_request *req, const struct omnidesk_field 
         if (fields[i].value == NULL)
             continue;
         part = curl_mime_addpart(req->mime);
-        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK ||
-            curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK)
+        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK)
             return OMNISYNC_ENOMEM;
+        if (once && req->once == NULL) {
+            req->once_len = strlen(fields[i].value);
+            req->once = malloc(req->once_len + 1);
+            if (req->once == NULL)
+                return OMNISYNC_ENOMEM;
+            memcpy(req->once, fields[i].value, req->once_len + 1);
+            if (curl_mime_data_cb(part, (curl_off_t)req->once_len, read_once, refuse_rewind,
+                                  NULL, req) != CURLE_OK)
+                return OMNISYNC_ENOMEM;
+        } else if (curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK) {
+            return OMNISYNC_ENOMEM;
+        }
     }
     return 0;
 }
@@ -1062,26 +1112,12 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     SETOPT(req->easy, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(req->easy, CURLOPT_HEADERDATA, req);
 
-    /*
-     * libcurl silently sends a request again on a new connection when a reused connection died
-     * before any byte of the answer came back. For a create or a channel add that may already
-     * have been applied, that second copy is a duplicate at Omnidesk: the engine must see the
-     * lost answer and decide (look the customer up first). From libcurl 8.16 this is an option;
-     * before, only a fresh connection (never "reused") avoids the resend.
-     */
-    if (endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL) {
-#if CURL_AT_LEAST_VERSION(8, 16, 0)
-        SETOPT(req->easy, CURLOPT_FORBID_RETRY_ON_REUSE, 1L);
-#else
-        SETOPT(req->easy, CURLOPT_FRESH_CONNECT, 1L);
-#endif
-    }
-
     switch (endpoint) {
     case OMNIDESK_CREATE:
     case OMNIDESK_ADD_CHANNEL:
     case OMNIDESK_SEARCH:
-        if ((rc = build_mime(req, fields, nfields)) != 0)
+        if ((rc = build_mime(req, fields, nfields,
+                             endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL)) != 0)
             goto fail;
         SETOPT(req->easy, CURLOPT_MIMEPOST, req->mime);
         break;

@@ -632,6 +632,46 @@ START_TEST(classify_lost_answer)
 }
 END_TEST
 
+/*
+ * The same on a kept-alive connection: libcurl would send the request again on a new connection
+ * (it does so when a reused connection closes before any byte of the answer). A create or a
+ * channel add the API applied must not go out twice; the engine decides after a lookup.
+ */
+START_TEST(lost_answer_on_reused_connection_not_sent_again)
+{
+    struct rig t;
+    struct outcome o;
+    const struct omnidesk_field create[] = {
+        {"brand_id", "1"}, {"primary_id", "R1"}, {"firstname", "Anne"}, {"lastname", "Smith"}};
+    const struct omnidesk_field add[] = {
+        {"brand_id", "1"}, {"primary_id", "R1"}, {"extra_email", "r1@example.com"}};
+
+    rig_start(&t, NULL);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o); /* opens the connection the next requests reuse */
+    ck_assert_int_eq(o.r.class, OMNIDESK_OK);
+    ck_assert_int_eq(fake_set_faults(&t.fake, "{\"p_lost\":1}"), 0);
+
+    call(&t, OMNIDESK_CREATE, 0, create, NF(create), &o);
+    ck_assert_int_eq(o.r.class, OMNIDESK_TRANSIENT);
+    ck_assert_int_eq(o.r.transport_error, CURLE_SEND_FAIL_REWIND);
+    ck_assert_str_eq(o.r.error,
+                     "connection closed without an answer; not sent again (it may have been applied)");
+    ck_assert_int_eq(fake_stat(&t.fake, "by_endpoint.create"), 1);
+    ck_assert_int_eq(fake_customer_count(&t.fake), 1);
+
+    /* A fresh connection for the lost one; kept alive after a good answer, then lost again. */
+    ck_assert_int_eq(fake_set_faults(&t.fake, "{\"p_lost\":0}"), 0);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(fake_set_faults(&t.fake, "{\"p_lost\":1}"), 0);
+    call(&t, OMNIDESK_ADD_CHANNEL, fake_customer_id(&t, "R1"), add, NF(add), &o);
+    ck_assert_int_eq(o.r.class, OMNIDESK_TRANSIENT);
+    ck_assert_int_eq(o.r.transport_error, CURLE_SEND_FAIL_REWIND);
+    ck_assert_int_eq(fake_stat(&t.fake, "by_endpoint.addChannelOnly"), 1);
+    ck_assert_int_eq(fake_stat(&t.fake, "duplicate_channels"), 0);
+    rig_stop(&t);
+}
+END_TEST
+
 /* A server that never answers is given up on after timeout_ms, not after a TCP timeout. */
 START_TEST(classify_timeout)
 {
@@ -1038,6 +1078,7 @@ static Suite *omnidesk_suite(void)
     tcase_add_test(tc, classify_html_502);
     tcase_add_test(tc, classify_reset);
     tcase_add_test(tc, classify_lost_answer);
+    tcase_add_test(tc, lost_answer_on_reused_connection_not_sent_again);
     tcase_add_test(tc, classify_timeout);
     tcase_add_test(tc, classify_connection_refused);
     suite_add_tcase(s, tc);
