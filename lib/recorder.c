@@ -8,6 +8,7 @@
 #include "recorder.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -74,6 +75,62 @@ static void requeue(struct recorder *r)
     r->writing = NULL;
 }
 
+static void on_released(struct dbloop *db, const PGresult *res, const char *err, void *arg)
+{
+    (void)db;
+    (void)arg;
+    if (res == NULL && strcmp(err, "closing") != 0)
+        log_error("cannot mark the rows of a dropped outcome batch; they stay leased until the "
+                  "process restarts error=\"%s\"",
+                  err);
+}
+
+/*
+ * The rows of a dropped batch must not stay leased to this process: lease renewal would keep
+ * them so for as long as it runs. Their lease holder is renamed instead ("<process> (outcome not
+ * recorded)"): renewal no longer touches them, the lease runs out, and the claim that takes them
+ * again sees a previous holder, so the delivery looks the customer up before it sends anything
+ * (an outcome was lost, the API may have applied it). Operators see the name in outbox show.
+ */
+static void release_dropped(struct recorder *r, struct json_object *batch)
+{
+    size_t cap = 64, len = 0;
+    char *ids = malloc(cap);
+    if (ids == NULL)
+        goto nomem;
+    ids[len++] = '{';
+    for (size_t i = 0; i < json_object_array_length(batch); i++) {
+        struct json_object *rows;
+        if (!json_object_object_get_ex(json_object_array_get_idx(batch, i), "rows", &rows))
+            continue;
+        for (size_t j = 0; j < json_object_array_length(rows); j++) {
+            if (cap - len < 24) {
+                char *more = realloc(ids, cap * 2);
+                if (more == NULL)
+                    goto nomem;
+                ids = more;
+                cap *= 2;
+            }
+            len += (size_t)snprintf(ids + len, cap - len, "%s%lld", len > 1 ? "," : "",
+                                    (long long)json_object_get_int64(
+                                        json_object_array_get_idx(rows, j)));
+        }
+    }
+    ids[len++] = '}';
+    ids[len] = '\0';
+    const char *params[] = {ids, r->process};
+    if (dbloop_query(r->db,
+                     "UPDATE omnisync.outbox SET locked_by = $2 || ' (outcome not recorded)' "
+                     "WHERE id = ANY ($1::bigint[]) AND locked_by = $2 AND status = 'pending'",
+                     2, params, DBLOOP_RETRY_ON_RECONNECT, on_released, r) != 0)
+        on_released(r->db, NULL, "cannot queue the statement", r);
+    free(ids);
+    return;
+nomem:
+    free(ids);
+    on_released(r->db, NULL, "out of memory", r);
+}
+
 static void written(struct dbloop *db, const PGresult *res, const char *err, void *arg)
 {
     struct recorder *r = arg;
@@ -93,6 +150,7 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
             log_error("cannot record outcomes; dropping the batch, its rows will be delivered "
                       "again after their lease error=\"%s\" outcomes=%zu",
                       err, n);
+            release_dropped(r, r->writing);
             json_object_put(r->writing);
             r->writing = NULL;
             r->failures = 0;

@@ -548,6 +548,45 @@ START_TEST(test_recorder_stuck_at_shutdown)
 }
 END_TEST
 
+/* ---- 8b. a batch of outcomes the database refuses ---- */
+
+START_TEST(test_recorder_drops_a_batch_it_cannot_write)
+{
+    start(SHORT_LEASE, NULL);
+    /* record_outcomes fails for every batch until its definition is put back. */
+    char *definition = pgrig_query_text(sc.conn, "SELECT pg_get_functiondef("
+                                                 "'omnisync.record_outcomes(text, jsonb)'::regprocedure)");
+    ck_assert_ptr_nonnull(definition);
+    scenario_exec(&sc, "CREATE OR REPLACE FUNCTION omnisync.record_outcomes(p_process text, "
+         "p_outcomes jsonb) RETURNS integer LANGUAGE plpgsql AS "
+         "$$BEGIN RAISE EXCEPTION 'outcomes refused by the test'; END$$");
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+         "SELECT 'D' || i, 'Ann', 'Lee', 'd' || i || '@example.com' FROM generate_series(1, 10) i");
+    ck_assert_msg(fake_wait_stat(&sc.fake, "by_endpoint.create", 10, 10000) == 0,
+                  "the customers were not sent");
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "dropping the batch", 10000));
+
+    /* Their rows leave this process's lease renewal (which would otherwise keep them for as long
+     * as it runs) and say why; nothing is lost. */
+    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
+                                   "status = 'pending' AND locked_by LIKE '% (outcome not recorded)'") == 10,
+                             10000),
+                  "the rows of the dropped batches were not marked");
+    scenario_exec(&sc, definition);
+    free(definition);
+
+    /* After the lease they are claimed again, looked up first (the API has them), not created
+     * twice. */
+    assert_in_step(&omnisync_daemon, 60000);
+    ck_assert_int_eq(scenario_count_status(&sc, "done"), 10);
+    ck_assert_int_ge(fake_stat(&sc.fake, "by_endpoint.search"), 10);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 10);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    assert_log_clean(&omnisync_daemon);
+    finish();
+}
+END_TEST
+
 /* ---- 9. the database unreachable at start ---- */
 
 START_TEST(test_database_unreachable_at_start)
@@ -590,6 +629,7 @@ int main(void)
     tcase_add_test(tc, test_database_restart_and_terminated_connections);
     tcase_add_test(tc, test_requests_hanging_at_shutdown);
     tcase_add_test(tc, test_recorder_stuck_at_shutdown);
+    tcase_add_test(tc, test_recorder_drops_a_batch_it_cannot_write);
     tcase_add_test(tc, test_database_unreachable_at_start);
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
