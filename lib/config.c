@@ -682,6 +682,7 @@ static void check_listen(struct config *cfg, const char *where)
         goto bad;
     snprintf(cfg->health_host, sizeof(cfg->health_host), "%s", hostbuf);
     cfg->health_port = (int)port;
+    cfg->health_loopback = is_loopback_host(hostbuf, strlen(hostbuf));
     return;
 bad:
     add_error(cfg,

@@ -82,6 +82,7 @@ struct config {
     char *listen; /* as written; "" = disabled */
     char health_host[64];
     int health_port; /* -1 when disabled */
+    int health_loopback; /* health_host is a loopback address */
 
     /* [log] */
     enum log_level log_level;

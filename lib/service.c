@@ -527,6 +527,11 @@ int service_run(struct config *cfg, const char *config_path)
         s->health_on = 1;
         log_info("health endpoint listening address=%s port=%d", cfg->health_host,
                  health_port(&s->health));
+        if (!cfg->health_loopback)
+            log_warn("the health endpoint is reachable from other hosts and has no "
+                     "authentication; its answers carry no key and no customer data, but keep it "
+                     "behind a firewall or set [health] listen = 127.0.0.1:PORT address=%s",
+                     cfg->health_host);
     }
 
     uv_signal_init(&s->loop, &s->sigterm);

@@ -60,12 +60,17 @@ static long readyz(void)
     return get("/readyz", &b);
 }
 
-static void start(void)
+#define BEYOND_LOOPBACK "the health endpoint is reachable from other hosts"
+
+/* The daemon with its health endpoint on `listen` (the port is read from its log). */
+static void start_on(const char *listen)
 {
-    ck_assert_int_eq(scenario_setup(&sc, "[health]\nlisten = 127.0.0.1:0\n", NULL), 0);
+    char health[128];
+    snprintf(health, sizeof(health), "[health]\nlisten = %s\n", listen);
+    ck_assert_int_eq(scenario_setup(&sc, health, NULL), 0);
     /* A password in the conninfo (trust auth ignores it): it must never be printed. */
     strncat(sc.conninfo, " password=pg-s3cret-pw", sizeof(sc.conninfo) - strlen(sc.conninfo) - 1);
-    ck_assert_int_eq(scenario_write_config(&sc, "[health]\nlisten = 127.0.0.1:0\n"), 0);
+    ck_assert_int_eq(scenario_write_config(&sc, health), 0);
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
     ck_assert(proc_wait_stderr(&omnisync_daemon, "health endpoint listening", 5000));
     char *log = proc_stderr(&omnisync_daemon);
@@ -75,6 +80,11 @@ static void start(void)
     port = atoi(p + 5);
     free(log);
     ck_assert_int_gt(port, 0);
+}
+
+static void start(void)
+{
+    start_on("127.0.0.1:0");
 }
 
 static void finish(void)
@@ -183,6 +193,24 @@ START_TEST(test_log_holds_no_secret_or_personal_value)
 }
 END_TEST
 
+/* Another address works, with a warning at start; on loopback there is none. */
+START_TEST(test_health_beyond_loopback_warns)
+{
+    start_on("0.0.0.0:0");
+    ck_assert(proc_wait_stderr(&omnisync_daemon, BEYOND_LOOPBACK, 5000));
+    static struct body b;
+    ck_assert_int_eq(get("/healthz", &b), 200);
+    finish();
+
+    start();
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "listening for changes", 10000));
+    char *log = proc_stderr(&omnisync_daemon);
+    ck_assert_msg(strstr(log, BEYOND_LOOPBACK) == NULL, "a loopback endpoint was warned about");
+    free(log);
+    finish();
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -194,6 +222,7 @@ int main(void)
     tcase_add_test(tc, test_endpoints_and_metrics);
     tcase_add_test(tc, test_readyz_follows_the_database);
     tcase_add_test(tc, test_log_holds_no_secret_or_personal_value);
+    tcase_add_test(tc, test_health_beyond_loopback_warns);
     suite_add_tcase(s, tc);
     int rc = pgrig_run_suite(s);
     curl_global_cleanup();

@@ -71,6 +71,7 @@ START_TEST(test_minimal_defaults)
     ck_assert_uint_eq(cfg.payload_retention_ms, cfg.retention_ms);
     ck_assert_str_eq(cfg.health_host, "127.0.0.1");
     ck_assert_int_eq(cfg.health_port, 9187);
+    ck_assert_int_eq(cfg.health_loopback, 1);
     ck_assert_int_eq(cfg.log_level, LOG_LEVEL_INFO);
     ck_assert_int_eq(cfg.log_format, LOG_FORMAT_LOGFMT);
     ck_assert_uint_eq(cfg.nsources, 1);
@@ -134,6 +135,7 @@ START_TEST(test_full_design_example)
     ck_assert_uint_eq(cfg.payload_retention_ms, 15ULL * 60000);
     ck_assert_str_eq(cfg.health_host, "::1");
     ck_assert_int_eq(cfg.health_port, 0);
+    ck_assert_int_eq(cfg.health_loopback, 1);
     ck_assert_int_eq(cfg.log_level, LOG_LEVEL_DEBUG);
     ck_assert_int_eq(cfg.log_format, LOG_FORMAT_JSON);
     ck_assert_uint_eq(cfg.nsources, 2);
@@ -234,6 +236,30 @@ START_TEST(test_http_base_url)
         snprintf(text, sizeof(text), "%s[omnidesk]\nbase_url = %s\n", no_url, bad[i]);
         ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
         assert_error(&cfg, "base_url", NULL, NULL);
+        config_free(&cfg);
+    }
+}
+END_TEST
+
+/* Any address is accepted; whether it is loopback decides the start-up warning. */
+START_TEST(test_health_listen_loopback)
+{
+    struct config cfg;
+    char text[2048];
+    const struct {
+        const char *listen;
+        const char *host;
+        int loopback;
+    } cases[] = {{"127.0.0.1:9187", "127.0.0.1", 1}, {"localhost:0", "127.0.0.1", 1},
+                 {"127.3.4.5:1", "127.3.4.5", 1},    {"[::1]:0", "::1", 1},
+                 {"0.0.0.0:9187", "0.0.0.0", 0},     {"10.1.2.3:9187", "10.1.2.3", 0},
+                 {"[::]:9187", "::", 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s[health]\nlisten = %s\n", base, cases[i].listen);
+        ck_assert_msg(load(&cfg, text) == 0, "refused %s", cases[i].listen);
+        ck_assert_str_eq(cfg.health_host, cases[i].host);
+        ck_assert_msg(cfg.health_loopback == cases[i].loopback, "%s: loopback %d", cases[i].listen,
+                      cfg.health_loopback);
         config_free(&cfg);
     }
 }
@@ -382,6 +408,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_durations);
     tcase_add_test(tc, test_errors_name_line_and_key);
     tcase_add_test(tc, test_http_base_url);
+    tcase_add_test(tc, test_health_listen_loopback);
     tcase_add_test(tc, test_columns_refused);
     tcase_add_test(tc, test_environment_overrides);
     tcase_add_test(tc, test_api_key_sources);
