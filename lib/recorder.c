@@ -91,6 +91,8 @@ static void on_released(struct dbloop *db, const PGresult *res, const char *err,
  * recorded)"): renewal no longer touches them, the lease runs out, and the claim that takes them
  * again sees a previous holder, so the delivery looks the customer up before it sends anything
  * (an outcome was lost, the API may have applied it). Operators see the name in outbox show.
+ * The ids are taken out here rather than by SQL from the batch's JSON: that JSON may be what
+ * PostgreSQL refused (jsonb rejects \u0000, for one).
  */
 static void release_dropped(struct recorder *r, struct json_object *batch)
 {
