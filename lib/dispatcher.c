@@ -95,8 +95,8 @@ static struct delivery *pop(struct dispatcher *d)
  * when it holds no more than the low-water mark, half a batch below it. Each claim then brings at
  * least half a batch, and the half batch still waiting keeps the slots busy while the claim is on
  * its way (at 5 ms per request and 64 slots, 50 customers last 4 ms; a claim takes 1-3 ms). A
- * wake-up (NOTIFY, poll, reconnect) claims below the high-water mark, so a lone change is not
- * kept waiting for the pipeline to empty.
+ * wake-up (NOTIFY, poll, reconnect) claims below the high-water mark when no rows are known to be
+ * due, so a lone change is not kept waiting for the pipeline to empty (see claim_wanted).
  */
 
 /* Customers waiting for a slot, at most, whatever batch_size says: a delivery takes ~30 KB plus
@@ -124,13 +124,23 @@ static unsigned low_water(const struct dispatcher *d)
     return (unsigned)d->cfg->max_in_flight + ahead(d) / 2;
 }
 
-/* Whether a claim is wanted now (not whether it is allowed: see claim()). */
+/*
+ * Whether a claim is wanted now (not whether it is allowed: see claim()). While rows may be due
+ * in the outbox (more_due), claims wait for the low-water mark, wake-ups included: a claim takes
+ * the oldest due rows, so a ring's own row is behind those anyway, and a claim per ring under
+ * steady writes took the backlog a few rows at a time (262 claims instead of 68 for 800
+ * customers in test_backlog_claimed_in_batches, a commit every 10 ms). When nothing is known to
+ * be due, a wake-up claims at once: that is the lone change's latency. Below the low-water mark
+ * both claim, so an idle daemon answers a ring as before.
+ */
 static int claim_wanted(const struct dispatcher *d)
 {
     unsigned n = held(d);
     if (n >= high_water(d))
         return 0;
-    return d->wake_pending || (d->more_due && n <= low_water(d));
+    if (d->more_due)
+        return n <= low_water(d);
+    return d->wake_pending;
 }
 
 static void maybe_drained(struct dispatcher *d)
