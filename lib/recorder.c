@@ -156,6 +156,9 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
             json_object_put(r->writing);
             r->writing = NULL;
             r->failures = 0;
+            r->dropped += n;
+            if (r->on_recorded != NULL)
+                r->on_recorded(r, n, 1);
         } else {
             log_warn("recording outcomes failed; trying again error=\"%s\" outcomes=%zu", err, n);
             requeue(r);
@@ -166,7 +169,7 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
         json_object_put(r->writing);
         r->writing = NULL;
         if (r->on_recorded != NULL)
-            r->on_recorded(r, n);
+            r->on_recorded(r, n, 0);
     }
     if (r->writing == NULL && json_object_array_length(r->pending) > 0)
         start_write(r);

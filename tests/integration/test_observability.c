@@ -193,6 +193,33 @@ START_TEST(test_log_holds_no_secret_or_personal_value)
 }
 END_TEST
 
+/* Outcomes the database refuses (here, a broken record_outcomes whose error quotes a customer
+ * id) are dropped after five tries; readyz says so in plain words, without the database's
+ * error text, and the daemon still stops cleanly. */
+START_TEST(test_readyz_names_outcomes_not_recorded)
+{
+    static struct body b;
+    start();
+    ck_assert_int_eq(pgrig_exec(sc.conn, "CREATE OR REPLACE FUNCTION omnisync.record_outcomes("
+                                         "p_process text, p_outcomes jsonb) RETURNS integer "
+                                         "LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'refused %', "
+                                         "p_outcomes->0->>'primary_id'; END$$"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name, email) VALUES ('R1', 'Ann', 'Lee', "
+                                         "'r1@example.com')"),
+                     0);
+    ck_assert_msg(WAIT_UNTIL(get("/readyz", &b) == 200 &&
+                                 strstr(b.text, "refused to record delivery outcomes") != NULL,
+                             20000),
+                  "readyz does not name the dropped outcomes: %s", b.text);
+    ck_assert_ptr_null(strstr(b.text, "R1"));
+    ck_assert_ptr_null(strstr(b.text, "refused R"));
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "dropping the batch", 5000));
+    finish();
+}
+END_TEST
+
 /* Another address works, with a warning at start; on loopback there is none. */
 START_TEST(test_health_beyond_loopback_warns)
 {
@@ -222,6 +249,7 @@ int main(void)
     tcase_add_test(tc, test_endpoints_and_metrics);
     tcase_add_test(tc, test_readyz_follows_the_database);
     tcase_add_test(tc, test_log_holds_no_secret_or_personal_value);
+    tcase_add_test(tc, test_readyz_names_outcomes_not_recorded);
     tcase_add_test(tc, test_health_beyond_loopback_warns);
     suite_add_tcase(s, tc);
     int rc = pgrig_run_suite(s);
