@@ -156,7 +156,6 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
             json_object_put(r->writing);
             r->writing = NULL;
             r->failures = 0;
-            r->dropped += n;
             if (r->on_recorded != NULL)
                 r->on_recorded(r, n, 1);
         } else {

@@ -16,9 +16,9 @@
 #include "errors.h"
 
 struct recorder;
-/* Called after each batch is committed (dropped = 0), or dropped after RECORDER_MAX_FAILURES
- * SQL errors (dropped = 1: its rows are delivered again once their lease runs out), with the
- * number of outcomes it held. */
+/* Called after each batch is committed (dropped = 0) or dropped after five SQL errors in a row
+ * (dropped = 1: its rows are delivered again once their lease runs out), with the number of
+ * outcomes it held. */
 typedef void (*recorder_cb)(struct recorder *r, size_t outcomes, int dropped);
 
 struct recorder {
@@ -30,7 +30,6 @@ struct recorder {
     recorder_cb on_recorded;
     void *data;
     unsigned long long written;  /* outcomes committed since start */
-    unsigned long long dropped;  /* outcomes dropped since start */
 };
 
 /* `db` (a connection for the recorder alone: nothing else should queue behind its batches)
