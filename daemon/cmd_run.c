@@ -8,7 +8,9 @@ static const char usage[] =
     "usage: omnisync [--config FILE] run\n\n"
     "Runs the daemon in the foreground: listens for changes, delivers the outbox to Omnidesk.\n"
     "SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the configuration (a configuration with\n"
-    "errors is refused and the running one kept). Logs go to stderr.\n";
+    "errors is refused and the running one kept). Logs go to stderr.\n"
+    "Refuses to start, with exit status 78, when the database schema is older than this\n"
+    "omnisync needs: run omnisync migrate first (after every upgrade).\n";
 
 int cmd_run(struct cli *cli, int argc, char **argv)
 {
@@ -27,5 +29,6 @@ int cmd_run(struct cli *cli, int argc, char **argv)
         return CLI_ERROR;
     }
     /* The service takes the config over and frees it. */
-    return service_run(&cfg, cli->config_path) == 0 ? CLI_OK : CLI_ERROR;
+    int rc = service_run(&cfg, cli->config_path);
+    return rc == 0 || rc == SERVICE_EXIT_SCHEMA_TOO_OLD ? rc : CLI_ERROR;
 }

@@ -108,6 +108,38 @@ int schema_version(PGconn *conn, char *err, size_t errlen)
     return version;
 }
 
+#define GUARD_MESSAGE "the omnisync schema is at version "
+
+int schema_guard_sql(char *out, size_t len)
+{
+    /* PL/pgSQL plans a statement only when it runs: the SELECT is never planned without the
+     * table. The error class says a prerequisite is missing, not that the query is wrong. */
+    int n = snprintf(out, len,
+                     "DO $omnisync_guard$ DECLARE applied integer := 0; BEGIN "
+                     "IF to_regclass('omnisync.schema_version') IS NOT NULL THEN "
+                     "SELECT coalesce(max(version), 0) INTO applied FROM omnisync.schema_version; "
+                     "END IF; "
+                     "IF applied < %d THEN RAISE EXCEPTION '" GUARD_MESSAGE
+                     "%%, this omnisync needs %d: run omnisync migrate', applied "
+                     "USING ERRCODE = 'object_not_in_prerequisite_state'; END IF; "
+                     "END $omnisync_guard$;",
+                     schema_latest_version(), schema_latest_version());
+    return n < 0 || (size_t)n >= len ? OMNISYNC_ETOOBIG : OMNISYNC_OK;
+}
+
+int schema_guard_refused(const char *message, int *applied)
+{
+    const char *at = message != NULL ? strstr(message, GUARD_MESSAGE) : NULL;
+    int version, end = 0;
+    if (at == NULL)
+        return 0;
+    if (sscanf(at + strlen(GUARD_MESSAGE), "%d, this omnisync needs %*d%n", &version, &end) != 1 ||
+        end == 0)
+        return 0;
+    *applied = version;
+    return 1;
+}
+
 static int apply_migrations(PGconn *conn, schema_report_cb report, void *arg, char *err,
                             size_t errlen)
 {

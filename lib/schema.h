@@ -41,4 +41,18 @@ int schema_version(PGconn *conn, char *err, size_t errlen);
 /* The newest version this build knows. */
 int schema_latest_version(void);
 
+/*
+ * The daemon's guard against an old schema: a statement for the setup of a connection that fails
+ * with "the omnisync schema is at version N, this omnisync needs M: run omnisync migrate" when
+ * the applied schema (N, 0 when absent) is older than this build's (M). Written into `out`;
+ * 0, or OMNISYNC_ETOOBIG when it does not fit.
+ */
+int schema_guard_sql(char *out, size_t len) OMNISYNC_MUST_CHECK;
+
+/*
+ * Is `message` (a failed setup's reason, may be NULL) the guard's refusal? 1 with the applied
+ * version in *applied, else 0. The message comes from the server, so only the number is taken.
+ */
+int schema_guard_refused(const char *message, int *applied);
+
 #endif

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "omnidesk.h"
 #include "retention.h"
+#include "schema.h"
 
 /* Longer than the doorbell's quiet time per session (10 ms, sql/trigger_template.sql) plus
  * margin. */
@@ -62,6 +63,7 @@ struct service {
     int closing;
     int client_gone; /* the HTTP client finished closing (it may before the rest: aborted) */
     int ready_sent;
+    int exit_code; /* 0, or SERVICE_EXIT_SCHEMA_TOO_OLD */
     unsigned open; /* components still to close */
 };
 
@@ -347,9 +349,17 @@ static void count_outbox(struct service *s)
 static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *reason)
 {
     struct service *s = container_of(db, struct service, db);
-    (void)reason;
+    int applied;
     if (state == DBLOOP_DISCONNECTED)
         dispatcher_db_lost(&s->dispatcher);
+    /* The work connection's setup checks the schema first: an old one is no reason to retry. */
+    if (state == DBLOOP_DISCONNECTED && !s->stopping && schema_guard_refused(reason, &applied)) {
+        log_error("the omnisync schema is at version %d, this omnisync needs %d: run omnisync "
+                  "migrate",
+                  applied, schema_latest_version());
+        s->exit_code = SERVICE_EXIT_SCHEMA_TOO_OLD;
+        stop(s, "schema too old");
+    }
     if (state == DBLOOP_READY) {
         heartbeat(s);
         count_outbox(s);
@@ -477,8 +487,13 @@ int service_run(struct config *cfg, const char *config_path)
         log_error("cannot start the HTTP client; check [omnidesk] base_url");
         goto out;
     }
-    char prepare[8192];
-    if (dispatcher_prepare_sql(prepare, sizeof(prepare)) != 0) {
+    char prepare[12288];
+    /* The schema guard runs first on every connect of the work connection. */
+    size_t guard_len = 0;
+    if (schema_guard_sql(prepare, sizeof(prepare)) == 0)
+        guard_len = strlen(prepare);
+    if (guard_len == 0 ||
+        dispatcher_prepare_sql(prepare + guard_len, sizeof(prepare) - guard_len) != 0) {
         log_error("the claim statement does not fit its buffer");
         goto out;
     }
@@ -557,7 +572,7 @@ int service_run(struct config *cfg, const char *config_path)
     log_info("omnisync %s starting process=%s sources=%zu database=\"%s\"", OMNISYNC_VERSION,
              s->process, cfg->nsources, where);
     uv_run(&s->loop, UV_RUN_DEFAULT);
-    rc = 0;
+    rc = s->exit_code;
     if (uv_loop_close(&s->loop) != 0) {
         log_warn("handles still open at exit");
     }
