@@ -138,11 +138,9 @@ static int has_line_starting(const char *text, const char *prefix)
 
 /* ---- the unit ---- */
 
-START_TEST(test_unit_security_rating)
+/* Runs `systemd-analyze security` (argv) and asserts omnisync.service's exposure is <= max. */
+static void assert_exposure(char *const argv[], double max)
 {
-    char tool[4096];
-    find_tool("systemd-analyze", "systemd", tool, sizeof(tool));
-    char *argv[] = {tool, "security", "--offline=true", "--no-pager", UNIT_PATH, NULL};
     char *out, *err;
     int rc = run_tool(argv, &out, &err);
     ck_assert_msg(rc == 0, "systemd-analyze security exited %d:\n%.1500s%.1500s", rc, out, err);
@@ -153,14 +151,21 @@ START_TEST(test_unit_security_rating)
     char *end;
     double exposure = strtod(at + strlen(marker), &end);
     ck_assert_msg(end != at + strlen(marker), "unparsable exposure figure: %.60s", at);
-    fprintf(stderr, "omnisync.service exposure: %.1f (must be <= %.1f)\n", exposure, MAX_EXPOSURE);
-    if (exposure > MAX_EXPOSURE)
+    fprintf(stderr, "omnisync.service exposure: %.1f (must be <= %.1f)\n", exposure, max);
+    if (exposure > max)
         fprintf(stderr, "%s", out); /* the whole analysis: which settings cost what */
-    ck_assert_msg(exposure <= MAX_EXPOSURE,
-                  "omnisync.service exposure %.1f is above %.1f (analysis above)", exposure,
-                  MAX_EXPOSURE);
+    ck_assert_msg(exposure <= max, "omnisync.service exposure %.1f is above %.1f (analysis above)",
+                  exposure, max);
     free(out);
     free(err);
+}
+
+START_TEST(test_unit_security_rating)
+{
+    char tool[4096];
+    find_tool("systemd-analyze", "systemd", tool, sizeof(tool));
+    char *argv[] = {tool, "security", "--offline=true", "--no-pager", UNIT_PATH, NULL};
+    assert_exposure(argv, MAX_EXPOSURE);
 }
 END_TEST
 
@@ -385,6 +390,225 @@ START_TEST(test_sysusers_tmpfiles)
     }
     assert_mode(conf, 0640, root, 0, gid);
     assert_mode(key, 0600, root, 0, 0);
+}
+END_TEST
+
+/* ---- the Debian package, installed into a scratch root ---- */
+
+/*
+ * OMNISYNC_DEB names the package to check (scripts/test --package builds it with scripts/package
+ * and sets it); without it this test case is not run. The package is installed with dpkg into a
+ * scratch root (--root, its own status database) and its maintainer scripts run outside a chroot
+ * with DPKG_ROOT set (--force-script-chrootless), the way debhelper's snippets support: sysusers,
+ * tmpfiles and deb-systemd-helper all act on the scratch root. The dependencies are this
+ * machine's libraries, not packages of the scratch root (--force-depends at install). dpkg runs
+ * in its own mount namespace with /run/systemd hidden, so that postinst's "systemctl
+ * daemon-reload" and "start" never reach this machine's service manager.
+ */
+#define DPKG_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Runs `dpkg --root=root ARGS...` as described above; fails the test unless it exits 0. */
+static void dpkg_in(const char *root, const char *a1, const char *a2, const char *a3)
+{
+    char unshare[4096], rootopt[700];
+    find_tool("unshare", "util-linux", unshare, sizeof(unshare));
+    snprintf(rootopt, sizeof(rootopt), "--root=%s", root);
+    char *argv[] = {unshare, "--mount", "--propagation", "private", "sh", "-ec",
+                    "if [ -d /run/systemd/system ]; then mount -t tmpfs tmpfs /run/systemd; fi\n"
+                    "exec dpkg \"$@\"",
+                    "sh", rootopt, "--force-script-chrootless", (char *)a1, (char *)a2,
+                    (char *)a3, NULL};
+    char *env[] = {DPKG_PATH, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = proc_run(argv, env, TOOL_TIMEOUT_MS, &out, &err);
+    ck_assert_msg(rc == 0, "dpkg %s %s %s exited %d:\n%.3000s\n%.3000s", a1, a2 ? a2 : "",
+                  a3 ? a3 : "", rc, out ? out : "", err ? err : "");
+    free(out);
+    free(err);
+}
+
+/* Every path under root that is not a directory, as "path\n" lines relative to root. */
+static char *files_under(const char *root)
+{
+    char find[4096];
+    find_tool("find", "findutils", find, sizeof(find));
+    char *argv[] = {find, ".", "-mindepth", "1", "-not", "-type", "d", NULL};
+    struct proc_opts opts = {.cwd = root};
+    char *out = NULL, *err = NULL;
+    int rc = proc_run_opts(argv, NULL, &opts, TOOL_TIMEOUT_MS, &out, &err);
+    ck_assert_msg(rc == 0 && out != NULL, "find in %s failed: %s", root, err ? err : "");
+    free(err);
+    return out;
+}
+
+/* Is `line` ("./etc/passwd") in `list` (lines as files_under() writes them)? */
+static int listed_line(const char *list, const char *line, size_t len)
+{
+    for (const char *p = list; (p = strstr(p, line)) != NULL; p++) {
+        if ((p == list || p[-1] == '\n') && strncmp(p, line, len) == 0 && p[len] == '\n')
+            return 1;
+    }
+    return 0;
+}
+
+/* What Debian policy lets a purged package leave: the user and group it created (never reused
+ * or removed) with the files that hold them, and dpkg's own database. */
+static int policy_keeps(const char *path, size_t len)
+{
+    static const char *const kept[] = {"./etc/passwd", "./etc/group", "./etc/shadow",
+                                       "./etc/gshadow", "./etc/.pwd.lock"};
+    if (strncmp(path, "./var/lib/dpkg/", 15) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        size_t kl = strlen(kept[i]);
+        /* passwd- and the like: the backups the tools keep */
+        if (strncmp(path, kept[i], kl) == 0 && (len == kl || (len == kl + 1 && path[kl] == '-')))
+            return 1;
+    }
+    return 0;
+}
+
+static int exists_in(const char *root, const char *rel)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "%s%s", root, rel);
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+START_TEST(test_deb_install_remove_purge)
+{
+    const char *deb = getenv("OMNISYNC_DEB");
+    ck_assert_msg(deb != NULL && access(deb, R_OK) == 0, "OMNISYNC_DEB=%s is not readable",
+                  deb ? deb : "");
+    ck_assert_msg(geteuid() == 0, "installing a package into a scratch root needs root");
+    char tool[4096], root[600], sh[4096];
+    find_tool("systemd-analyze", "systemd", tool, sizeof(tool));
+    find_tool("sh", "dash", sh, sizeof(sh));
+    snprintf(root, sizeof(root), "%s/root", dir);
+
+    /* The scratch root: dpkg's database, and what `systemd-analyze verify --root` loads besides
+     * the unit (the targets it is ordered against, the /bin/kill of ExecReload=). */
+    char *setup_argv[] = {sh, "-ec",
+                          "mkdir -p \"$1/var/lib/dpkg/info\" \"$1/var/lib/dpkg/updates\" "
+                          "\"$1/bin\" \"$1/lib/systemd/system\"\n"
+                          ": > \"$1/var/lib/dpkg/status\"\n"
+                          "cp /bin/kill \"$1/bin/kill\"\n"
+                          "cp -a /lib/systemd/system/*.target \"$1/lib/systemd/system/\"",
+                          "sh", root, NULL};
+    char *out, *err;
+    int rc = run_tool(setup_argv, &out, &err);
+    ck_assert_msg(rc == 0, "cannot prepare %s: %s", root, err);
+    free(out);
+    free(err);
+    char *before = files_under(root);
+
+    /* One version everywhere: CMake's project(VERSION), built into the test as into omnisync. */
+    char dpkg_deb[4096];
+    find_tool("dpkg-deb", "dpkg", dpkg_deb, sizeof(dpkg_deb));
+    char *field_argv[] = {dpkg_deb, "--field", (char *)deb, "Version", NULL};
+    rc = run_tool(field_argv, &out, &err);
+    ck_assert_msg(rc == 0, "dpkg-deb --field: %s", err);
+    ck_assert_msg(strcmp(out, OMNISYNC_VERSION "\n") == 0, "the package is version %s, CMake says %s",
+                  out, OMNISYNC_VERSION);
+    free(out);
+    free(err);
+
+    uint64_t started = testutil_now_ms();
+    dpkg_in(root, "--force-depends", "--install", deb);
+
+    /* postinst: systemd-sysusers created the user and group in the scratch root. */
+    char passwd_path[700];
+    snprintf(passwd_path, sizeof(passwd_path), "%s/etc/passwd", root);
+    char *passwd = read_source(passwd_path);
+    ck_assert_msg(strstr(passwd, "\nomnisync:x:") != NULL || strncmp(passwd, "omnisync:x:", 11) == 0,
+                  "no user omnisync in the scratch root's /etc/passwd:\n%s", passwd);
+    ck_assert_msg(strstr(passwd, "nologin") != NULL, "the user omnisync has a login shell");
+    free(passwd);
+    gid_t gid = group_in(root, "omnisync");
+
+    /* ... then systemd-tmpfiles gave the conffile and its directory to the group. */
+    char confdir[700], conf[800];
+    snprintf(confdir, sizeof(confdir), "%s/etc/omnisync", root);
+    snprintf(conf, sizeof(conf), "%s/omnisync.conf", confdir);
+    assert_mode(confdir, 0750, 1, 0, gid);
+    assert_mode(conf, 0640, 1, 0, gid);
+
+    /* The binary in /usr/bin runs and says the version; the man page says it too. */
+    char bin[700];
+    snprintf(bin, sizeof(bin), "%s/usr/bin/omnisync", root);
+    char *version_argv[] = {bin, "version", NULL};
+    rc = run_tool(version_argv, &out, &err);
+    ck_assert_msg(rc == 0, "%s version exited %d: %s", bin, rc, err);
+    ck_assert_msg(strncmp(out, "omnisync " OMNISYNC_VERSION "\n", strlen(OMNISYNC_VERSION) + 10) == 0,
+                  "omnisync version printed: %.200s", out);
+    free(out);
+    free(err);
+    char *man_argv[] = {sh, "-ec", "gzip -dc \"$1/usr/share/man/man1/omnisync.1.gz\"", "sh", root,
+                        NULL};
+    rc = run_tool(man_argv, &out, &err);
+    ck_assert_msg(rc == 0, "no man page omnisync(1): %s", err);
+    ck_assert_msg(strstr(out, "\n.TH OMNISYNC \"1\" ") != NULL &&
+                      strstr(out, "\"omnisync " OMNISYNC_VERSION "\"") != NULL,
+                  "omnisync(1) does not name version %s", OMNISYNC_VERSION);
+    ck_assert_msg(strstr(out, "run omnisync migrate") != NULL || strstr(out, "migrate") != NULL,
+                  "omnisync(1) lacks the commands");
+    free(out);
+    free(err);
+    ck_assert_msg(exists_in(root, "/usr/share/doc/omnisync/alerts.yml.gz") ||
+                      exists_in(root, "/usr/share/doc/omnisync/alerts.yml"),
+                  "no alert rules in /usr/share/doc/omnisync");
+    ck_assert_msg(exists_in(root, "/usr/share/doc/omnisync/grafana-dashboard.json.gz") ||
+                      exists_in(root, "/usr/share/doc/omnisync/grafana-dashboard.json"),
+                  "no dashboard in /usr/share/doc/omnisync");
+
+    /* The installed unit: enabled, accepted by verify (ExecStart= is the scratch root's
+     * /usr/bin/omnisync), and as tightly sandboxed as the source's. */
+    ck_assert_msg(exists_in(root, "/etc/systemd/system/multi-user.target.wants/omnisync.service"),
+                  "the unit is not enabled");
+    char rootopt[700];
+    snprintf(rootopt, sizeof(rootopt), "--root=%s", root);
+    char *verify_argv[] = {tool, "verify", "--man=no", rootopt, "omnisync.service", NULL};
+    rc = run_tool(verify_argv, &out, &err);
+    ck_assert_msg(rc == 0 && *err == '\0', "systemd-analyze verify of the installed unit:\n%s%s",
+                  out, err);
+    free(out);
+    free(err);
+    char *security_argv[] = {tool,      "security", "--offline=true", "--no-pager", rootopt,
+                             "omnisync.service", NULL};
+    assert_exposure(security_argv, 1.5);
+
+    /* The operator's key, which purge removes with the configuration. */
+    char key[800];
+    snprintf(key, sizeof(key), "%s/omnidesk-api-key", confdir);
+    write_file(key, "key\n", 0600);
+
+    /* remove: the program goes, the configuration stays (policy: conffiles and the key). */
+    dpkg_in(root, "--remove", "omnisync", NULL);
+    ck_assert_msg(!exists_in(root, "/usr/bin/omnisync"), "remove left the binary");
+    ck_assert_msg(!exists_in(root, "/lib/systemd/system/omnisync.service"), "remove left the unit");
+    ck_assert_msg(exists_in(root, "/etc/omnisync/omnisync.conf"), "remove took the configuration");
+    ck_assert_msg(exists_in(root, "/etc/omnisync/omnidesk-api-key"), "remove took the key");
+
+    /* purge: nothing left but what policy keeps. */
+    dpkg_in(root, "--purge", "omnisync", NULL);
+    fprintf(stderr, "install, remove and purge in a scratch root: %llu ms\n",
+            (unsigned long long)(testutil_now_ms() - started));
+    char *after = files_under(root);
+    int stray = 0;
+    for (const char *line = after; *line;) {
+        size_t len = strcspn(line, "\n");
+        if (!listed_line(before, line, len) && !policy_keeps(line, len)) {
+            fprintf(stderr, "left after purge: %.*s\n", (int)len, line + 1);
+            stray++;
+        }
+        line += len + (line[len] == '\n');
+    }
+    ck_assert_msg(stray == 0, "purge left %d files behind (listed above)", stray);
+    ck_assert_msg(!exists_in(root, "/etc/omnisync"), "purge left /etc/omnisync");
+    group_in(root, "omnisync"); /* the user and group stay (policy) */
+    free(before);
+    free(after);
 }
 END_TEST
 
@@ -902,6 +1126,14 @@ int main(void)
     tcase_add_test(unit, test_unit_matches_code);
     tcase_add_test(unit, test_sysusers_tmpfiles);
     suite_add_tcase(s, unit);
+
+    if (getenv("OMNISYNC_DEB") != NULL) {
+        TCase *deb = tcase_create("deb");
+        tcase_add_checked_fixture(deb, setup, teardown);
+        tcase_set_timeout(deb, 300);
+        tcase_add_test(deb, test_deb_install_remove_purge);
+        suite_add_tcase(s, deb);
+    }
 
     TCase *conf = tcase_create("config");
     tcase_add_checked_fixture(conf, setup, teardown);
