@@ -13,6 +13,9 @@
  * and checks that the example config and docs name every key, and that alerts, dashboard and
  * docs name only metrics that exist and document every one.
  *
+ * With OMNISYNC_DEB naming a built .deb (scripts/test does it after scripts/package), the package
+ * itself is installed, removed and purged in a scratch root, and checked at each step.
+ *
  * A missing tool (systemd-analyze, systemd-sysusers, systemd-tmpfiles, promtool) is a failure
  * that names the Debian package: scripts/test installs them.
  */
@@ -413,11 +416,21 @@ static void dpkg_in(const char *root, const char *a1, const char *a2, const char
     char unshare[4096], rootopt[700];
     find_tool("unshare", "util-linux", unshare, sizeof(unshare));
     snprintf(rootopt, sizeof(rootopt), "--root=%s", root);
-    char *argv[] = {unshare, "--mount", "--propagation", "private", "sh", "-ec",
+    char *argv[] = {unshare,
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-ec",
                     "if [ -d /run/systemd/system ]; then mount -t tmpfs tmpfs /run/systemd; fi\n"
                     "exec dpkg \"$@\"",
-                    "sh", rootopt, "--force-script-chrootless", (char *)a1, (char *)a2,
-                    (char *)a3, NULL};
+                    "sh",
+                    rootopt,
+                    "--force-script-chrootless",
+                    (char *)a1,
+                    (char *)a2,
+                    (char *)a3,
+                    NULL};
     char *env[] = {DPKG_PATH, NULL};
     char *out = NULL, *err = NULL;
     int rc = proc_run(argv, env, TOOL_TIMEOUT_MS, &out, &err);
@@ -489,13 +502,16 @@ START_TEST(test_deb_install_remove_purge)
 
     /* The scratch root: dpkg's database, and what `systemd-analyze verify --root` loads besides
      * the unit (the targets it is ordered against, the /bin/kill of ExecReload=). */
-    char *setup_argv[] = {sh, "-ec",
+    char *setup_argv[] = {sh,
+                          "-ec",
                           "mkdir -p \"$1/var/lib/dpkg/info\" \"$1/var/lib/dpkg/updates\" "
                           "\"$1/bin\" \"$1/lib/systemd/system\"\n"
                           ": > \"$1/var/lib/dpkg/status\"\n"
                           "cp /bin/kill \"$1/bin/kill\"\n"
                           "cp -a /lib/systemd/system/*.target \"$1/lib/systemd/system/\"",
-                          "sh", root, NULL};
+                          "sh",
+                          root,
+                          NULL};
     char *out, *err;
     int rc = run_tool(setup_argv, &out, &err);
     ck_assert_msg(rc == 0, "cannot prepare %s: %s", root, err);
@@ -509,8 +525,8 @@ START_TEST(test_deb_install_remove_purge)
     char *field_argv[] = {dpkg_deb, "--field", (char *)deb, "Version", NULL};
     rc = run_tool(field_argv, &out, &err);
     ck_assert_msg(rc == 0, "dpkg-deb --field: %s", err);
-    ck_assert_msg(strcmp(out, OMNISYNC_VERSION "\n") == 0, "the package is version %s, CMake says %s",
-                  out, OMNISYNC_VERSION);
+    ck_assert_msg(strcmp(out, OMNISYNC_VERSION "\n") == 0,
+                  "the package is version %s, CMake says %s", out, OMNISYNC_VERSION);
     free(out);
     free(err);
 
@@ -521,7 +537,8 @@ START_TEST(test_deb_install_remove_purge)
     char passwd_path[700];
     snprintf(passwd_path, sizeof(passwd_path), "%s/etc/passwd", root);
     char *passwd = read_source(passwd_path);
-    ck_assert_msg(strstr(passwd, "\nomnisync:x:") != NULL || strncmp(passwd, "omnisync:x:", 11) == 0,
+    ck_assert_msg(strstr(passwd, "\nomnisync:x:") != NULL ||
+                      strncmp(passwd, "omnisync:x:", 11) == 0,
                   "no user omnisync in the scratch root's /etc/passwd:\n%s", passwd);
     ck_assert_msg(strstr(passwd, "nologin") != NULL, "the user omnisync has a login shell");
     free(passwd);
@@ -540,19 +557,20 @@ START_TEST(test_deb_install_remove_purge)
     char *version_argv[] = {bin, "version", NULL};
     rc = run_tool(version_argv, &out, &err);
     ck_assert_msg(rc == 0, "%s version exited %d: %s", bin, rc, err);
-    ck_assert_msg(strncmp(out, "omnisync " OMNISYNC_VERSION "\n", strlen(OMNISYNC_VERSION) + 10) == 0,
+    ck_assert_msg(strncmp(out, "omnisync " OMNISYNC_VERSION "\n", strlen(OMNISYNC_VERSION) + 10) ==
+                      0,
                   "omnisync version printed: %.200s", out);
     free(out);
     free(err);
-    char *man_argv[] = {sh, "-ec", "gzip -dc \"$1/usr/share/man/man1/omnisync.1.gz\"", "sh", root,
-                        NULL};
+    char *man_argv[] = {sh,   "-ec", "gzip -dc \"$1/usr/share/man/man1/omnisync.1.gz\"",
+                        "sh", root,  NULL};
     rc = run_tool(man_argv, &out, &err);
     ck_assert_msg(rc == 0, "no man page omnisync(1): %s", err);
     ck_assert_msg(strstr(out, "\n.TH OMNISYNC \"1\" ") != NULL &&
                       strstr(out, "\"omnisync " OMNISYNC_VERSION "\"") != NULL,
                   "omnisync(1) does not name version %s", OMNISYNC_VERSION);
-    ck_assert_msg(strstr(out, "run omnisync migrate") != NULL || strstr(out, "migrate") != NULL,
-                  "omnisync(1) lacks the commands");
+    ck_assert_msg(strstr(out, "\n.SS run\n") != NULL && strstr(out, "\n.SS migrate\n") != NULL,
+                  "omnisync(1) has no section per command");
     free(out);
     free(err);
     ck_assert_msg(exists_in(root, "/usr/share/doc/omnisync/alerts.yml.gz") ||
@@ -574,8 +592,8 @@ START_TEST(test_deb_install_remove_purge)
                   out, err);
     free(out);
     free(err);
-    char *security_argv[] = {tool,      "security", "--offline=true", "--no-pager", rootopt,
-                             "omnisync.service", NULL};
+    char *security_argv[] = {
+        tool, "security", "--offline=true", "--no-pager", rootopt, "omnisync.service", NULL};
     assert_exposure(security_argv, 1.5);
 
     /* The operator's key, which purge removes with the configuration. */
