@@ -39,21 +39,9 @@ void log_configure(enum log_level level, enum log_format format)
     current_format = format;
 }
 
-enum log_level log_get_level(void)
-{
-    return current_level;
-}
-
 int log_enabled(enum log_level level)
 {
     return level <= current_level;
-}
-
-const char *log_level_name(enum log_level level)
-{
-    if ((unsigned)level > LOG_LEVEL_DEBUG)
-        return "unknown";
-    return level_names[level];
 }
 
 int log_level_parse(const char *text, enum log_level *out)

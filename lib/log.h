@@ -19,13 +19,11 @@ enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON };
 
 /* Sets the threshold and format; cheap, may be called on reload. */
 void log_configure(enum log_level level, enum log_format format);
-enum log_level log_get_level(void);
 int log_enabled(enum log_level level);
 
 /* Parses "error|warn|info|debug" / "logfmt|json"; 0 or OMNISYNC_EINVAL. */
 int log_level_parse(const char *text, enum log_level *out);
 int log_format_parse(const char *text, enum log_format *out);
-const char *log_level_name(enum log_level level);
 
 /*
  * Writes one line: `ts=... level=... msg="<text>" key=value...`. The format's text up to the first
