@@ -333,10 +333,10 @@ static void mark_cut(struct message *m)
         m->kind[m->len - 1] |= BYTE_CUT;
 }
 
-static void append(struct message *m, const char *s, size_t n, unsigned char kind)
+/* Appends n bytes of s; `cut` says s is already the cut start of something longer. */
+static void append(struct message *m, const char *s, size_t n, unsigned char kind, int cut)
 {
     size_t room = sizeof(m->raw) - m->len;
-    int cut = 0;
     if (n > room) {
         n = room;
         cut = 1;
@@ -465,12 +465,10 @@ static const char *format_conversion(struct message *m, const char *fmt, va_list
 #undef EMIT
     if (len < 0)
         return NULL;
-    if ((size_t)len < sizeof(out)) {
-        append(m, out, (size_t)len, BYTE_VALUE);
-    } else {
-        append(m, out, CONV_MAX, BYTE_VALUE);
-        mark_cut(m);
-    }
+    if ((size_t)len < sizeof(out))
+        append(m, out, (size_t)len, BYTE_VALUE, 0);
+    else
+        append(m, out, sizeof(out) - 1, BYTE_VALUE, 1);
     return p;
 }
 
@@ -482,11 +480,11 @@ static void format_message(struct message *m, const char *fmt, va_list *ap)
     while (*p) {
         const char *pct = strchr(p, '%');
         size_t lit = pct != NULL ? (size_t)(pct - p) : strlen(p);
-        append(m, p, lit, BYTE_FORMAT);
+        append(m, p, lit, BYTE_FORMAT, 0);
         if (pct == NULL)
             break;
         if (pct[1] == '%') {
-            append(m, "%", 1, BYTE_FORMAT);
+            append(m, "%", 1, BYTE_FORMAT, 0);
             p = pct + 2;
             continue;
         }

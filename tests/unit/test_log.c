@@ -402,6 +402,7 @@ static void assert_round_trip(const char *got, const char *want, const char *wha
 static const char forged[] = "X\nts=2026-01-01T00:00:00.000Z level=error msg=\"FORGED\"";
 static char hostile_big[10241];
 static char hostile_big_utf8[10241];
+static char hostile_big_utf8_odd[10242]; /* "x" then 2-byte characters: cuts fall inside one */
 static const char *const hostile[] = {
     forged,
     "Ok 2",
@@ -417,6 +418,7 @@ static const char *const hostile[] = {
     "",
     hostile_big,
     hostile_big_utf8,
+    hostile_big_utf8_odd,
 };
 #define NHOSTILE (sizeof(hostile) / sizeof(hostile[0]))
 
@@ -456,6 +458,8 @@ START_TEST(test_hostile_values_never_forge_or_break_a_line)
     for (size_t i = 0; i + 2 < sizeof(hostile_big_utf8); i += 2)
         memcpy(hostile_big_utf8 + i, "\xc3\xa9", 2);
     hostile_big[5000] = '\n';
+    hostile_big_utf8_odd[0] = 'x';
+    memcpy(hostile_big_utf8_odd + 1, hostile_big_utf8, strlen(hostile_big_utf8));
     static const char *const level_text[] = {"error", "warn", "info", "debug"};
     static const char *const path_key[NPATHS] = {"msg", "primary_id", "error", "sqlstate"};
     static const char *const path_next[NPATHS] = {"outbox_id", "rows", "outcomes", NULL};
