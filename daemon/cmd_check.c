@@ -83,6 +83,10 @@ int cmd_check(struct cli *cli, int argc, char **argv)
         return CLI_OK;
     if (first < 0)
         return CLI_USAGE;
+    if (first < argc) {
+        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
+        return CLI_USAGE;
+    }
     struct config cfg;
     if (cli_load_config(cli, &cfg, 1) != CLI_OK) {
         config_free(&cfg);

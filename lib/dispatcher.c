@@ -440,6 +440,8 @@ static void pump(struct dispatcher *d)
         }
         int rc = omnidesk_send(d->client, req.endpoint, req.customer_id, req.fields, req.nfields,
                                on_response, dl);
+        if (rc != 0)
+            ratelimit_refund(&d->rate); /* no request went out: its token is not spent */
         if (rc == OMNISYNC_EBUSY) {
             push_front(d, dl);
             break;

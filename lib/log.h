@@ -1,10 +1,15 @@
 /*
  * log: one line per event on stderr, logfmt or JSON.
  *
- * Messages are printf-formatted; context travels as key=value pairs written into the message
- * itself (`outbox_id=%lld primary_id=%s`). In JSON mode the message is parsed back into fields,
- * so both formats carry the same pairs. Under journald (JOURNAL_STREAM matches stderr) each line
- * starts with its syslog priority prefix "<N>".
+ * Messages are printf-formatted; context travels as key=value pairs written into the format
+ * itself (`outbox_id=%lld primary_id=%s`). The line's structure comes from the format string
+ * only: the text before its first ` key=` is msg, each ` key=` of the format starts a pair, and
+ * whatever a conversion produces (a CRM id, an API answer, a PostgreSQL message) is a value,
+ * escaped by the writer for the line's format. So a hostile value can neither start a line nor
+ * a pair nor end a quoted string; callers write plain `key=%s` (or `key="%s"`, the same thing)
+ * and never escape. Values are cut at 1 KiB (msg 2 KiB) on a character boundary and end with
+ * "...[truncated]"; invalid UTF-8 becomes U+FFFD. Under journald (JOURNAL_STREAM matches
+ * stderr) each line starts with its syslog priority prefix "<N>".
  *
  * This module never sees secrets: callers redact at the source. log_conninfo_redacted() is the
  * one way to print a libpq conninfo.
@@ -19,17 +24,17 @@ enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON };
 
 /* Sets the threshold and format; cheap, may be called on reload. */
 void log_configure(enum log_level level, enum log_format format);
-enum log_level log_get_level(void);
 int log_enabled(enum log_level level);
 
 /* Parses "error|warn|info|debug" / "logfmt|json"; 0 or OMNISYNC_EINVAL. */
 int log_level_parse(const char *text, enum log_level *out);
 int log_format_parse(const char *text, enum log_format *out);
-const char *log_level_name(enum log_level level);
 
 /*
- * Writes one line: `ts=... level=... msg="<text>" key=value...`. The format's text up to the first
- * " key=" pair becomes msg; everything after is copied as pairs. Lines are capped at 4 KiB.
+ * Writes one line: `ts=... level=... msg="<text>" key=value...` or the same fields as one JSON
+ * object. Supports the conversions d i o u x X c s p f F e E g G a A with the usual flags and
+ * length modifiers (not %n, %m or wide characters: the line stops there). Lines are capped at
+ * 4 KiB; when pairs had to be left out, the line ends with log_truncated=true.
  */
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

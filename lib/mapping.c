@@ -12,23 +12,6 @@
 
 #define VALUE_MAX 1024
 
-const char *mapping_kind_name(enum mapping_kind kind)
-{
-    switch (kind) {
-    case MAPPING_UPSERT:
-        return "upsert";
-    case MAPPING_PURGE:
-        return "purge";
-    case MAPPING_NOTHING:
-        return "nothing";
-    case MAPPING_TRUNCATE:
-        return "truncate";
-    case MAPPING_INVALID:
-        return "invalid";
-    }
-    return "unknown";
-}
-
 void mapping_channel_key(const struct mapping_channel *c, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s:%s", c->type, c->value);

@@ -79,6 +79,4 @@ void mapping_plan_free(struct mapping_plan *plan);
 /* "email:<value>" / "telephone:<value>": the form channels take in sync_state. */
 void mapping_channel_key(const struct mapping_channel *c, char *out, size_t outlen);
 
-const char *mapping_kind_name(enum mapping_kind kind);
-
 #endif

@@ -78,6 +78,18 @@ int ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
     return 1;
 }
 
+void ratelimit_refund(struct ratelimit *rl)
+{
+    if (rl->rate == 0)
+        return; /* unlimited: nothing was taken */
+    /* While a pause is pending the bucket already holds its one probe token (pause_until moved
+     * last_ms to the pause's end): a refund must not turn the probe into two requests. */
+    double cap = rl->paused_until_ms != 0 && rl->last_ms <= rl->paused_until_ms ? 1.0 : rl->burst;
+    rl->tokens += 1.0;
+    if (rl->tokens > cap)
+        rl->tokens = cap;
+}
+
 uint64_t ratelimit_wait_ms(struct ratelimit *rl, uint64_t now_ms)
 {
     uint64_t ready = now_ms;

@@ -39,6 +39,12 @@ void ratelimit_set_rate(struct ratelimit *rl, double rate_per_sec, double burst,
 /* Takes one token if one is available and no pause is in force: 1 taken, 0 not. */
 int ratelimit_take(struct ratelimit *rl, uint64_t now_ms);
 
+/*
+ * Gives back the token of a take whose request never went out (the HTTP client answered busy or
+ * could not start it): the bucket is as it was before the take, never above its burst.
+ */
+void ratelimit_refund(struct ratelimit *rl);
+
 /* Milliseconds until ratelimit_take() will succeed (0 if now); for arming a timer. */
 uint64_t ratelimit_wait_ms(struct ratelimit *rl, uint64_t now_ms);
 

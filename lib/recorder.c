@@ -164,7 +164,6 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
         }
     } else {
         r->failures = 0;
-        r->written += n;
         json_object_put(r->writing);
         r->writing = NULL;
         if (r->on_recorded != NULL)

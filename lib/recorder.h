@@ -29,7 +29,6 @@ struct recorder {
     unsigned failures;           /* consecutive SQL errors on the current batch */
     recorder_cb on_recorded;
     void *data;
-    unsigned long long written;  /* outcomes committed since start */
 };
 
 /* `db` (a connection for the recorder alone: nothing else should queue behind its batches)

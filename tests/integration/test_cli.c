@@ -258,6 +258,10 @@ START_TEST(test_check)
     ck_assert_int_eq(run("check", NULL), 1);
     ck_assert_ptr_nonnull(strstr(err, "refuses the key"));
     ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+    /* Like every other command, check refuses what it does not take, before doing anything. */
+    ck_assert_int_eq(run("check", "now", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "unexpected argument \"now\""));
+    ck_assert_ptr_null(strstr(out, "config:"));
 }
 END_TEST
 

@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,74 @@ START_TEST(test_readyz_names_outcomes_not_recorded)
 }
 END_TEST
 
+/*
+ * A CRM primary id is data from outside: one holding a newline and a whole forged log line, and
+ * one with a space, go through the real daemon in both log formats. Every line of its stderr is
+ * one event of its own making (logfmt lines start with the real timestamp, JSON lines parse as
+ * one strict object), and the ids come back escaped, inside their pair.
+ */
+START_TEST(test_hostile_primary_id_forges_no_log_line)
+{
+    static const char *const formats[] = {"logfmt", "json"};
+    for (int f = 0; f < 2; f++) {
+        char extra[128];
+        snprintf(extra, sizeof(extra), "[log]\nformat = %s\n", formats[f]);
+        ck_assert_int_eq(scenario_setup(&sc, extra, NULL), 0);
+        ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+        ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                             "last_name, email) VALUES "
+                                             "(E'X\\nts=1999-01-01T00:00:00.000Z level=error "
+                                             "msg=\"FORGED\" \\\\ \"', 'Ann', 'Lee', "
+                                             "'x1@example.com'), "
+                                             "('Ok 2', 'Bob', 'Lee', 'x2@example.com')"),
+                         0);
+        ck_assert(scenario_wait_quiet(&sc, 30000));
+        ck_assert_int_eq(proc_stop(&omnisync_daemon, 20000), 0);
+        char *log = proc_stderr(&omnisync_daemon);
+        int lines = 0, hostile_seen = 0, ok2_seen = 0;
+        for (char *line = log, *nl; *line != '\0'; line = nl + 1) {
+            nl = strchr(line, '\n');
+            ck_assert_msg(nl != NULL, "a line without its newline: %s", line);
+            *nl = '\0';
+            lines++;
+            if (f == 0) {
+                ck_assert_msg(strncmp(line, "ts=20", 5) == 0 && strncmp(line, "ts=1999", 7) != 0,
+                              "a line the daemon did not write: %s", line);
+                if (strstr(line, " primary_id=\"X\\nts=1999-01-01T00:00:00.000Z level=error "
+                                 "msg=\\\"FORGED\\\" \\\\ \\\"\"") != NULL)
+                    hostile_seen++;
+                if (strstr(line, " primary_id=\"Ok 2\"") != NULL)
+                    ok2_seen++;
+                continue;
+            }
+            struct json_tokener *tok = json_tokener_new();
+            json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+            struct json_object *obj = json_tokener_parse_ex(tok, line, (int)strlen(line));
+            ck_assert_msg(obj != NULL && json_tokener_get_parse_end(tok) == strlen(line) &&
+                              json_object_is_type(obj, json_type_object),
+                          "not one JSON object: %s", line);
+            json_tokener_free(tok);
+            struct json_object *id;
+            if (json_object_object_get_ex(obj, "primary_id", &id)) {
+                const char *v = json_object_get_string(id);
+                if (strcmp(v, "X\nts=1999-01-01T00:00:00.000Z level=error msg=\"FORGED\" \\ "
+                              "\"") == 0)
+                    hostile_seen++;
+                if (strcmp(v, "Ok 2") == 0)
+                    ok2_seen++;
+            }
+            json_object_put(obj);
+        }
+        ck_assert_msg(hostile_seen >= 1 && ok2_seen >= 1,
+                      "%s: the ids are not in their pairs (%d, %d) in %d lines", formats[f],
+                      hostile_seen, ok2_seen, lines);
+        free(log);
+        proc_free(&omnisync_daemon);
+        scenario_teardown(&sc);
+    }
+}
+END_TEST
+
 /* Another address works, with a warning at start; on loopback there is none. */
 START_TEST(test_health_beyond_loopback_warns)
 {
@@ -250,6 +319,7 @@ int main(void)
     tcase_add_test(tc, test_log_holds_no_secret_or_personal_value);
     tcase_add_test(tc, test_readyz_names_outcomes_not_recorded);
     tcase_add_test(tc, test_health_beyond_loopback_warns);
+    tcase_add_test(tc, test_hostile_primary_id_forges_no_log_line);
     suite_add_tcase(s, tc);
     int rc = pgrig_run_suite(s);
     curl_global_cleanup();

@@ -278,6 +278,41 @@ START_TEST(set_rate_keeps_pause)
 }
 END_TEST
 
+/* A take whose request the HTTP client refused (busy, or it could not start) costs nothing: the
+ * dispatcher refunds it, and the next request goes at once instead of a whole period later. */
+START_TEST(refund_restores_the_token_of_a_refused_send)
+{
+    struct ratelimit rl;
+
+    ratelimit_init(&rl, 1, 1, 1000);
+    ck_assert_int_eq(ratelimit_take(&rl, 1000), 1); /* omnidesk_send answers OMNISYNC_EBUSY */
+    ratelimit_refund(&rl);
+    ck_assert_uint_eq(ratelimit_wait_ms(&rl, 1000), 0);
+    ck_assert_int_eq(ratelimit_take(&rl, 1000), 1); /* accepted: this one is spent */
+    ck_assert_int_eq(ratelimit_take(&rl, 1000), 0);
+    ck_assert_uint_eq(ratelimit_wait_ms(&rl, 1000), 1000);
+
+    /* Never above the burst, so refunds cannot build a burst nobody earned. */
+    ratelimit_init(&rl, 10, 3, 0);
+    ratelimit_refund(&rl);
+    ratelimit_refund(&rl);
+    ck_assert_double_eq(rl.tokens, 3);
+    ck_assert_uint_eq(drain(&rl, 0), 3);
+
+    /* A refund does not open a pause in force, and unlimited stays unlimited. */
+    ratelimit_init(&rl, 10, 0, 0);
+    ck_assert_int_eq(ratelimit_take(&rl, 0), 1);
+    ratelimit_pause_until(&rl, 5000);
+    ratelimit_refund(&rl);
+    ck_assert_int_eq(ratelimit_take(&rl, 4999), 0);
+    ck_assert_uint_eq(drain(&rl, 5000), 1); /* still one probe at the end of the pause */
+    ratelimit_init(&rl, 0, 0, 0);
+    ratelimit_refund(&rl);
+    ck_assert_double_eq(rl.rate, 0);
+    ck_assert_int_eq(ratelimit_take(&rl, 0), 1);
+}
+END_TEST
+
 /* ---- Retry-After pause ---------------------------------------------------------------------- */
 
 START_TEST(pause_blocks_then_lets_one_through)
@@ -382,6 +417,7 @@ static Suite *ratelimit_suite(void)
     tcase_add_test(tc, set_rate_keeps_tokens_capped);
     tcase_add_test(tc, set_rate_between_limited_and_unlimited);
     tcase_add_test(tc, set_rate_keeps_pause);
+    tcase_add_test(tc, refund_restores_the_token_of_a_refused_send);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pause");
