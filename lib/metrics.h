@@ -81,7 +81,7 @@ struct metrics {
     long long purges_held;
     double last_success_timestamp_seconds; /* 0 = never */
     int api_key_refused;
-    /* omnisync_names_transliterated_total{source}: names sent transliterated (names = transliterate) */
+    /* omnisync_names_transliterated_total{source}: names sent transliterated */
     struct metrics_source_counter names_transliterated[METRICS_SOURCES];
 };
 
