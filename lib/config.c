@@ -327,8 +327,8 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
         else if (strcmp(value, "strict") == 0)
             *(enum config_names *)field = CONFIG_NAMES_STRICT;
         else {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected transliterate or strict",
-                      where, section_label, k->name, value);
+            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected transliterate or strict", where,
+                      section_label, k->name, value);
             return OMNISYNC_ECONFIG;
         }
         return OMNISYNC_OK;

@@ -562,8 +562,8 @@ static const char *transliterate(char *name, size_t namelen)
     if (w.len == 0)
         return RULE_NAME_NOTHING_LEFT;
     status = U_ZERO_ERROR;
-    u_strToUTF8(name, (int32_t)(namelen > INT32_MAX ? INT32_MAX : namelen), &out_len, w.text,
-                w.len, &status);
+    u_strToUTF8(name, (int32_t)(namelen > INT32_MAX ? INT32_MAX : namelen), &out_len, w.text, w.len,
+                &status);
     if (U_FAILURE(status) || status == U_STRING_NOT_TERMINATED_WARNING)
         return RULE_TOO_LONG;
     return NULL;

@@ -408,9 +408,11 @@ START_TEST(test_source_names)
     ck_assert_int_eq(cfg.sources[0].names, CONFIG_NAMES_TRANSLITERATE);
     config_free(&cfg);
 
-    snprintf(text, sizeof(text), "%snames = strict\n[source leads]\ntable = leads\n"
+    snprintf(text, sizeof(text),
+             "%snames = strict\n[source leads]\ntable = leads\n"
              "primary_id = id\nnames = transliterate\n[source b]\ntable = b\nprimary_id = id\n"
-             "names =\n", base);
+             "names =\n",
+             base);
     ck_assert_int_eq(load(&cfg, text), 0);
     ck_assert_int_eq(config_find_source(&cfg, "customers")->names, CONFIG_NAMES_STRICT);
     ck_assert_int_eq(config_find_source(&cfg, "leads")->names, CONFIG_NAMES_TRANSLITERATE);

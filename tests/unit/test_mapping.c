@@ -203,9 +203,10 @@ START_TEST(test_names_transliterated_or_strict)
         "{\"primary_id\":\"C1\",\"firstname\":\"Ann\",\"lastname\":\"\xF0\x9F\x98\x80\"}");
     n = plan(&e, plans, &covered);
     ck_assert_int_eq(plans[0].kind, MAPPING_INVALID);
-    ck_assert_str_eq(plans[0].log_error,
-                     "invalid lastname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$ (nothing sendable "
-                     "is left after transliteration)");
+    ck_assert_str_eq(
+        plans[0].log_error,
+        "invalid lastname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$ (nothing sendable "
+        "is left after transliteration)");
     release(&e, plans, n);
 
     src.names = CONFIG_NAMES_STRICT;
@@ -215,7 +216,8 @@ START_TEST(test_names_transliterated_or_strict)
     ck_assert_int_eq(plans[0].kind, MAPPING_INVALID);
     ck_assert_str_eq(plans[0].error,
                      "invalid firstname \"Łukasz\": must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$");
-    ck_assert_str_eq(plans[0].log_error, "invalid firstname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$");
+    ck_assert_str_eq(plans[0].log_error,
+                     "invalid firstname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$");
     ck_assert_uint_eq(plans[0].transliterated, 0);
     release(&h, plans, n);
 }

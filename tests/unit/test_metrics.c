@@ -409,7 +409,7 @@ START_TEST(transliterated_per_source)
 
     metrics_init(&m);
     metrics_add_source(&m, "customers");
-    metrics_add_source(&m, "customers"); /* once per source, however often it is added */
+    metrics_add_source(&m, "customers");         /* once per source, however often it is added */
     metrics_count_transliterated(&m, "late", 4); /* counted even if not added first */
     metrics_count_transliterated(&m, NULL, 1);
     metrics_count_transliterated(&m, "", 1);
