@@ -775,9 +775,9 @@ START_TEST(translit_drops_symbols_and_collapses_spaces)
         {"Ann\tLee", "Ann Lee"},       /* other white space is a space */
         {"Ann\xC2\xA0Lee", "Ann Lee"}, /* no-break space */
         {"\tAnn\t", "Ann"},
-        {"Ann!", "Ann"}, /* punctuation without a Latin form */
+        {"Ann!", "Ann"},               /* punctuation without a Latin form */
         {"Ann  \u0141ee", "Ann  Lee"}, /* spaces away from a dropped character stay */
-        {"\xE1\x8E\xA0 Ann", "Ann"}, /* Cherokee: no Latin form in ICU, dropped */
+        {"\xE1\x8E\xA0 Ann", "Ann"},   /* Cherokee: no Latin form in ICU, dropped */
     };
     assert_transliterates(cases, ARRAY_SIZE(cases));
 }
