@@ -62,8 +62,8 @@ static void insert_people(void)
                                   "VALUES %s",
                                   broken_rows);
     for (size_t i = 0; i < NPEOPLE; i++)
-        len += (size_t)snprintf(sql + len, sizeof(sql) - len, ", ('%s', '%s', '%s')",
-                                people[i].id, people[i].first, people[i].last);
+        len += (size_t)snprintf(sql + len, sizeof(sql) - len, ", ('%s', '%s', '%s')", people[i].id,
+                                people[i].first, people[i].last);
     ck_assert_uint_lt(len, sizeof(sql));
     scenario_exec(&sc, sql);
 }
@@ -121,11 +121,11 @@ static void assert_failed(const char *id, const char *error)
 static void assert_fake_refuses(const char *first)
 {
     struct fake_reply reply;
-    ck_assert_int_eq(fake_api(&sc.fake, "POST", "/api/v2/customer", FAKE_BODY_MULTIPART,
-                              (const char *[]){"brand_id", "2", "primary_id", "PROBE", "firstname",
-                                               first, NULL},
-                              &reply),
-                     0);
+    ck_assert_int_eq(
+        fake_api(&sc.fake, "POST", "/api/v2/customer", FAKE_BODY_MULTIPART,
+                 (const char *[]){"brand_id", "2", "primary_id", "PROBE", "firstname", first, NULL},
+                 &reply),
+        0);
     ck_assert_msg(reply.status == 400, "the fake took \"%s\": %ld", first, reply.status);
     fake_reply_free(&reply);
 }
@@ -164,7 +164,8 @@ static long long names_counter(int port)
     if (curl_easy_perform(c) == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
-    const char *line = strstr(b.text, "\nomnisync_names_transliterated_total{source=\"customers\"} ");
+    const char *line =
+        strstr(b.text, "\nomnisync_names_transliterated_total{source=\"customers\"} ");
     return status == 200 && line ? atoll(strchr(line, '}') + 2) : -1;
 }
 
@@ -180,9 +181,9 @@ static int health_port(void)
 
 static void assert_log_clean(void)
 {
-    static const char *const values[] = {"Łukasz", "Lukasz", "Παπαδοπούλου", "Papadopoulou",
-                                         "wang xiao", "Reznícek", "Shchukin", "R2D2", "Droid",
-                                         "O'Brien", "O’Brien"};
+    static const char *const values[] = {"Łukasz",    "Lukasz",   "Παπαδοπούλου", "Papadopoulou",
+                                         "wang xiao", "Reznícek", "Shchukin",     "R2D2",
+                                         "Droid",     "O'Brien",  "O’Brien"};
     char *log = proc_stderr(&omnisync_daemon);
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
         ck_assert_msg(strstr(log, values[i]) == NULL, "the log holds a name: %s", values[i]);
@@ -233,7 +234,8 @@ START_TEST(test_transliterate_syncs_every_customer)
     assert_failed("F01", "invalid firstname \"R2D2\": " NAME_RULE);
     assert_failed("F02", "invalid lastname \"\xF0\x9F\x98\x80\": " NAME_RULE
                          " (nothing sendable is left after transliteration)");
-    ck_assert(proc_stderr_contains(&omnisync_daemon, "row not sent: invalid firstname: must match"));
+    ck_assert(
+        proc_stderr_contains(&omnisync_daemon, "row not sent: invalid firstname: must match"));
     ck_assert(proc_stderr_contains(&omnisync_daemon, "firstname, lastname transliterated"));
 
     /* An operator sees it in outbox show. */
@@ -257,8 +259,8 @@ START_TEST(test_transliterate_syncs_every_customer)
     free(got);
 
     /* Backfill goes the same way: the same names, no second customer. */
-    char *backfill[] = {OMNISYNC_BIN, "--config", sc.config, "backfill", "--source", "customers",
-                        NULL};
+    char *backfill[] = {OMNISYNC_BIN, "--config",  sc.config, "backfill",
+                        "--source",   "customers", NULL};
     ck_assert_int_eq(proc_run(backfill, NULL, 60000, NULL, NULL), 0);
     wait_quiet();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE op = "
