@@ -475,16 +475,25 @@ static void count_result(const struct delivery *d, const struct mapping_plan *p,
         snprintf(out, outlen, "nothing new to send");
 }
 
+/* The names of the plan this delivery sent transliterated: by a create or an update only. A
+ * change of channels alone sends no name, and the names at Omnidesk stay as they were. */
+static unsigned sent_transliterated(const struct delivery *d, const struct mapping_plan *p)
+{
+    return d->created_now || d->update_done ? p->transliterated : 0;
+}
+
 /* The row's result says which names were sent transliterated, never their values. */
-static void note_transliterated(const struct mapping_plan *p, char *out, size_t outlen)
+static void note_transliterated(const struct delivery *d, const struct mapping_plan *p, char *out,
+                                size_t outlen)
 {
     size_t len = strlen(out);
-    if (p->transliterated == 0 || len >= outlen)
+    unsigned names = sent_transliterated(d, p);
+    if (names == 0 || len >= outlen)
         return;
     snprintf(out + len, outlen - len, "; %s%s%s transliterated",
-             p->transliterated & MAPPING_NAME_FIRSTNAME ? "firstname" : "",
-             p->transliterated == (MAPPING_NAME_FIRSTNAME | MAPPING_NAME_LASTNAME) ? ", " : "",
-             p->transliterated & MAPPING_NAME_LASTNAME ? "lastname" : "");
+             names & MAPPING_NAME_FIRSTNAME ? "firstname" : "",
+             names == (MAPPING_NAME_FIRSTNAME | MAPPING_NAME_LASTNAME) ? ", " : "",
+             names & MAPPING_NAME_LASTNAME ? "lastname" : "");
 }
 
 /* For omnisync_names_transliterated_total: the names the outcome just added sent transliterated
@@ -492,8 +501,8 @@ static void note_transliterated(const struct mapping_plan *p, char *out, size_t 
 static void count_transliterated(struct delivery *d, const struct mapping_plan *p)
 {
     size_t n = json_object_array_length(d->outcomes);
-    int names = (p->transliterated & MAPPING_NAME_FIRSTNAME ? 1 : 0) +
-                (p->transliterated & MAPPING_NAME_LASTNAME ? 1 : 0);
+    unsigned sent = sent_transliterated(d, p);
+    int names = (sent & MAPPING_NAME_FIRSTNAME ? 1 : 0) + (sent & MAPPING_NAME_LASTNAME ? 1 : 0);
     if (names > 0 && n > 0)
         json_object_object_add(json_object_array_get_idx(d->outcomes, n - 1),
                                "names_transliterated", json_object_new_int(names));
@@ -554,7 +563,7 @@ enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
                 add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 1, 1);
             } else {
                 count_result(d, p, result, sizeof(result));
-                note_transliterated(p, result, sizeof(result));
+                note_transliterated(d, p, result, sizeof(result));
                 if (p->primary_id_changed)
                     log_warn("primary id changed: delivered as a new customer; the old id is left "
                              "alone at Omnidesk outbox_id=%lld primary_id=%s",

@@ -492,10 +492,11 @@ static const char *transliterate_run(UTransliterator *t, const UChar *text, int3
                                      int32_t end, struct name_writer *w)
 {
     UChar run[RUN_UNITS];
-    int32_t len = end - start, limit = end - start, i = 0;
+    int32_t len = end - start, limit, i = 0;
     UErrorCode status = U_ZERO_ERROR;
 
     u_memcpy(run, text + start, len);
+    limit = len; /* the whole run; on return, where the transliterated text ends */
     utrans_transUChars(t, run, &len, RUN_UNITS, 0, &limit, &status);
     if (status == U_BUFFER_OVERFLOW_ERROR)
         return RULE_TOO_LONG;
@@ -587,9 +588,10 @@ const char *validate_prepare_name(const char *in, unsigned flags, char *out, siz
         if (validate_normalize_name(in, out, outlen) != 0)
             return RULE_TOO_LONG;
     } else {
-        if (strlen(in) >= outlen)
+        size_t len = strlen(in);
+        if (len >= outlen)
             return RULE_TOO_LONG;
-        strcpy(out, in);
+        memcpy(out, in, len + 1);
     }
     if (out[0] == '\0')
         return NULL; /* empty: not sent on create; an update requires it (its caller checks) */

@@ -258,6 +258,14 @@ START_TEST(test_transliterate_syncs_every_customer)
     ck_assert_str_eq(got, "updated; firstname, lastname transliterated");
     free(got);
 
+    /* A new email alone sends no name: nothing is said or counted as transliterated. */
+    scenario_exec(&sc, "UPDATE customers SET email = 'n02@example.org' WHERE customer_no = 'N02'");
+    wait_quiet();
+    got = query_text("SELECT result FROM omnisync.outbox WHERE primary_id = '%s' AND op = 'update'",
+                     "N02");
+    ck_assert_str_eq(got, "1 channel added");
+    free(got);
+
     /* Backfill goes the same way: the same names, no second customer. */
     char *backfill[] = {OMNISYNC_BIN, "--config",  sc.config, "backfill",
                         "--source",   "customers", NULL};
