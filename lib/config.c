@@ -36,6 +36,7 @@ enum key_type {
     KEY_PURGE_ENDPOINT,
     KEY_ON_DELETE,
     KEY_BOOL,
+    KEY_NAMES,
     KEY_COLUMN, /* a CRM column name: checked for shape here, for existence by migrate */
     KEY_TABLE
 };
@@ -89,6 +90,7 @@ static const struct key source_keys[] = {
     {"source", "erase_flag", KEY_COLUMN, SRC(erase_flag), NULL, 0, 0, 0},
     {"source", "normalize_names", KEY_BOOL, SRC(normalize_names), "no", 0, 0, 0},
     {"source", "phone_default_prefix", KEY_STRING, SRC(phone_default_prefix), NULL, 0, 0, 0},
+    {"source", "names", KEY_NAMES, SRC(names), "transliterate", 0, 0, 0}, /* 0 = the default */
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -315,6 +317,17 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
             *(enum config_on_delete *)field = CONFIG_ON_DELETE_IGNORE;
         else {
             add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected purge or ignore", where,
+                      section_label, k->name, value);
+            return OMNISYNC_ECONFIG;
+        }
+        return OMNISYNC_OK;
+    case KEY_NAMES:
+        if (strcmp(value, "transliterate") == 0)
+            *(enum config_names *)field = CONFIG_NAMES_TRANSLITERATE;
+        else if (strcmp(value, "strict") == 0)
+            *(enum config_names *)field = CONFIG_NAMES_STRICT;
+        else {
+            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected transliterate or strict", where,
                       section_label, k->name, value);
             return OMNISYNC_ECONFIG;
         }
@@ -914,7 +927,7 @@ static int sources_differ(const struct config *a, const struct config *b)
             strings_differ(x->telephone, y->telephone) ||
             strings_differ(x->brand_id_column, y->brand_id_column) ||
             strings_differ(x->erase_flag, y->erase_flag) || x->ncustom != y->ncustom ||
-            x->normalize_names != y->normalize_names ||
+            x->normalize_names != y->normalize_names || x->names != y->names ||
             strings_differ(x->phone_default_prefix, y->phone_default_prefix))
             return 1;
         for (size_t c = 0; c < x->ncustom; c++) {

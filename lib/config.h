@@ -26,6 +26,8 @@
 
 enum config_purge_endpoint { CONFIG_PURGE_V2 = 0, CONFIG_PURGE_LEGACY };
 enum config_on_delete { CONFIG_ON_DELETE_PURGE = 0, CONFIG_ON_DELETE_IGNORE };
+/* [source] names: what to do with a name the API's pattern refuses (DESIGN §2). */
+enum config_names { CONFIG_NAMES_TRANSLITERATE = 0, CONFIG_NAMES_STRICT };
 
 struct config_custom {
     char *field;  /* Omnidesk custom field name, sent as custom_<field> */
@@ -46,6 +48,7 @@ struct config_source {
     char *erase_flag;
     int normalize_names;        /* trim and collapse spaces before validating */
     char *phone_default_prefix; /* e.g. "+31": normalise phones to E.164; NULL = off */
+    enum config_names names;    /* transliterate (default) or strict */
     struct config_custom custom[CONFIG_MAX_CUSTOM];
     size_t ncustom;
 };

@@ -475,6 +475,39 @@ static void count_result(const struct delivery *d, const struct mapping_plan *p,
         snprintf(out, outlen, "nothing new to send");
 }
 
+/* The names of the plan this delivery sent transliterated: by a create or an update only. A
+ * change of channels alone sends no name, and the names at Omnidesk stay as they were. */
+static unsigned sent_transliterated(const struct delivery *d, const struct mapping_plan *p)
+{
+    return d->created_now || d->update_done ? p->transliterated : 0;
+}
+
+/* The row's result says which names were sent transliterated, never their values. */
+static void note_transliterated(const struct delivery *d, const struct mapping_plan *p, char *out,
+                                size_t outlen)
+{
+    size_t len = strlen(out);
+    unsigned names = sent_transliterated(d, p);
+    if (names == 0 || len >= outlen)
+        return;
+    snprintf(out + len, outlen - len, "; %s%s%s transliterated",
+             names & MAPPING_NAME_FIRSTNAME ? "firstname" : "",
+             names == (MAPPING_NAME_FIRSTNAME | MAPPING_NAME_LASTNAME) ? ", " : "",
+             names & MAPPING_NAME_LASTNAME ? "lastname" : "");
+}
+
+/* For omnisync_names_transliterated_total: the names the outcome just added sent transliterated
+ * (record_outcomes ignores the key). */
+static void count_transliterated(struct delivery *d, const struct mapping_plan *p)
+{
+    size_t n = json_object_array_length(d->outcomes);
+    unsigned sent = sent_transliterated(d, p);
+    int names = (sent & MAPPING_NAME_FIRSTNAME ? 1 : 0) + (sent & MAPPING_NAME_LASTNAME ? 1 : 0);
+    if (names > 0 && n > 0)
+        json_object_object_add(json_object_array_get_idx(d->outcomes, n - 1),
+                               "names_transliterated", json_object_new_int(names));
+}
+
 enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
 {
     while (d->current < d->nplans) {
@@ -530,6 +563,7 @@ enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
                 add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 1, 1);
             } else {
                 count_result(d, p, result, sizeof(result));
+                note_transliterated(d, p, result, sizeof(result));
                 if (p->primary_id_changed)
                     log_warn("primary id changed: delivered as a new customer; the old id is left "
                              "alone at Omnidesk outbox_id=%lld primary_id=%s",
@@ -537,6 +571,7 @@ enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
                 log_info("delivered outbox_id=%lld primary_id=%s rows=%zu result=\"%s\"",
                          p->sent_id, d->primary_id, p->last - p->first + 1, result);
                 add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 0, 1);
+                count_transliterated(d, p);
             }
             break;
         case STEP_FAILED:

@@ -220,6 +220,9 @@ static void count_outcomes(struct dispatcher *d, const struct delivery *dl,
         observe_outcome(d, dl, o, status);
         if (strcmp(status, "done") == 0) {
             d->stats.last_success_at = epoch_now();
+            if (d->metrics != NULL && json_object_object_get_ex(o, "names_transliterated", &v))
+                metrics_count_transliterated(d->metrics, dl->source_name,
+                                             (unsigned long long)json_object_get_int(v));
         } else if (strcmp(status, "failed") == 0 &&
                    json_object_object_get_ex(o, "sent_id", &v)) {
             /* The row's error may quote a value: health names the row, not the error. */

@@ -75,23 +75,16 @@ static char *dup_or_null(const char *s, int *failed)
 }
 
 /*
- * Normalises (when configured) and validates a name. Returns NULL if fine, else the rule broken.
- * `out` receives the value to send.
+ * Normalises and transliterates (as the source configures) and validates a name, by the one
+ * function reconcile uses too. Returns NULL if fine, else the rule broken. `out` receives the
+ * value to send; *transliterated says whether transliteration changed it.
  */
 static const char *prepare_name(const struct config_source *src, const char *in, char *out,
-                                size_t outlen)
+                                size_t outlen, int *transliterated)
 {
-    if (src->normalize_names) {
-        if (validate_normalize_name(in, out, outlen) != 0)
-            return "is too long";
-    } else {
-        if (strlen(in) >= outlen)
-            return "is too long";
-        strcpy(out, in);
-    }
-    if (out[0] == '\0')
-        return NULL; /* empty: not sent on create, required by update (checked there) */
-    return validate_name(out);
+    unsigned flags = (src->normalize_names ? VALIDATE_NAME_NORMALIZE : 0) |
+                     (src->names == CONFIG_NAMES_TRANSLITERATE ? VALIDATE_NAME_TRANSLITERATE : 0);
+    return validate_prepare_name(in, flags, out, outlen, transliterated);
 }
 
 static const char *prepare_telephone(const struct config_source *src, const char *in, char *out,
@@ -193,10 +186,13 @@ static void plan_upsert(const struct config_source *src, const struct mapping_ro
         const char *value = field(latest, names[i]);
         if (value == NULL)
             continue;
-        if ((rule = prepare_name(src, value, buf, sizeof(buf))) != NULL) {
+        int transliterated;
+        if ((rule = prepare_name(src, value, buf, sizeof(buf), &transliterated)) != NULL) {
             set_invalid(plan, names[i], value, rule);
             return;
         }
+        if (transliterated)
+            plan->transliterated |= 1u << i;
         *slots[i] = dup_or_null(buf, failed);
     }
     const char *email = field(latest, "email");

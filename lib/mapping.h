@@ -20,6 +20,10 @@
 #define MAPPING_MAX_CHANNELS 16
 #define MAPPING_MAX_PLANS 8
 
+/* Bits of mapping_plan.transliterated. */
+#define MAPPING_NAME_FIRSTNAME 1u
+#define MAPPING_NAME_LASTNAME 2u
+
 struct mapping_row {
     long long id;
     const char *op;                /* insert, update, delete, truncate, backfill */
@@ -58,6 +62,7 @@ struct mapping_plan {
     size_t ncustom;
     int names_changed;   /* names or custom fields may differ from Omnidesk: send updateCustomer */
     int primary_id_changed; /* an UPDATE changed the primary id: delivered as a new customer */
+    unsigned transliterated; /* MAPPING_NAME_* bits: names sent transliterated */
     struct mapping_channel channels[MAPPING_MAX_CHANNELS]; /* every valid channel seen, in order */
     size_t nchannels;
     char error[512];     /* MAPPING_INVALID: field, value and rule, for last_error */

@@ -47,6 +47,36 @@ void metrics_init(struct metrics *m)
             m->http[e][c].code = -1;
 }
 
+static struct metrics_source_counter *source_counter(struct metrics_source_counter *slots,
+                                                     const char *source)
+{
+    for (int i = 0; i < METRICS_SOURCES; i++) {
+        if (slots[i].source[0] == '\0') {
+            snprintf(slots[i].source, sizeof(slots[i].source), "%s", source);
+            return &slots[i];
+        }
+        if (strcmp(slots[i].source, source) == 0)
+            return &slots[i];
+    }
+    return NULL;
+}
+
+void metrics_add_source(struct metrics *m, const char *source)
+{
+    if (source != NULL && source[0] != '\0')
+        (void)source_counter(m->names_transliterated, source);
+}
+
+void metrics_count_transliterated(struct metrics *m, const char *source, unsigned long long names)
+{
+    struct metrics_source_counter *c;
+
+    if (source == NULL || source[0] == '\0')
+        return;
+    if ((c = source_counter(m->names_transliterated, source)) != NULL)
+        c->total += names;
+}
+
 void metrics_count_delivery(struct metrics *m, enum metrics_op op, enum metrics_result result)
 {
     if ((unsigned)op >= METRICS_OP_COUNT || (unsigned)result >= METRICS_RESULT_COUNT)
@@ -370,6 +400,14 @@ int metrics_render(const struct metrics *m, const char *version, char **out, siz
                 metrics_result_name((enum metrics_result)result), m->deliveries[op][result]);
 
     put_http_requests(&r, m);
+
+    put_family(&r, "omnisync_names_transliterated_total", "counter",
+               "Names sent transliterated because the API's pattern refuses them as written.");
+    for (int i = 0; i < METRICS_SOURCES && m->names_transliterated[i].source[0] != '\0'; i++) {
+        put(&r, "omnisync_names_transliterated_total{source=\"");
+        put_label_value(&r, m->names_transliterated[i].source);
+        put(&r, "\"} %llu\n", m->names_transliterated[i].total);
+    }
 
     put_histogram(&r, "omnisync_delivery_seconds",
                   "Time from claiming an outbox row to the outcome of its delivery.",

@@ -50,6 +50,14 @@ struct metrics_histogram {
     double sum;
 };
 
+#define METRICS_SOURCES 32 /* CONFIG_MAX_SOURCES */
+
+/* A counter per configured source; the name is the [source NAME] of the config, not data. */
+struct metrics_source_counter {
+    char source[64]; /* "" = unused slot */
+    unsigned long long total;
+};
+
 struct metrics_code_counter {
     int code; /* HTTP status; 0 = no answer (transport error); -1 = unused slot */
     unsigned long long total;
@@ -73,6 +81,8 @@ struct metrics {
     long long purges_held;
     double last_success_timestamp_seconds; /* 0 = never */
     int api_key_refused;
+    /* omnisync_names_transliterated_total{source}: names sent transliterated */
+    struct metrics_source_counter names_transliterated[METRICS_SOURCES];
 };
 
 /* Zeroes everything and marks the code slots unused. */
@@ -81,6 +91,11 @@ void metrics_count_delivery(struct metrics *m, enum metrics_op op, enum metrics_
 /* `endpoint` is an enum omnidesk_endpoint value; `code` the HTTP status or 0. */
 void metrics_count_request(struct metrics *m, int endpoint, int code);
 void metrics_observe(struct metrics_histogram *h, double seconds);
+/* Makes `source` (copied) appear in the per-source counters, at 0 until counted. Sources beyond
+ * METRICS_SOURCES are not tracked. */
+void metrics_add_source(struct metrics *m, const char *source);
+/* Adds `names` to omnisync_names_transliterated_total{source} (added if new). */
+void metrics_count_transliterated(struct metrics *m, const char *source, unsigned long long names);
 
 /* Names for labels. */
 const char *metrics_op_name(enum metrics_op op);

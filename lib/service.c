@@ -525,6 +525,8 @@ int service_run(struct config *cfg, const char *config_path)
     }
 
     metrics_init(&s->metrics);
+    for (size_t i = 0; i < cfg->nsources; i++)
+        metrics_add_source(&s->metrics, cfg->sources[i].name);
     s->dispatcher.metrics = &s->metrics;
     if (cfg->health_port >= 0) {
         struct health_source src = {

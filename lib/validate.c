@@ -4,12 +4,19 @@
  * The rules are transcribed from omnidesk-customer-openapi.json and deliberately no stricter:
  * refusing a value the API would take loses a customer's data, while sending one it refuses
  * only costs a round trip. Rule strings are static and free of the value (it is personal data).
- * Nothing here allocates, logs or keeps state.
+ * Nothing here logs. The only state is the ICU transliterator of validate_prepare_name(): building
+ * one compiles its rule set (milliseconds), so it is opened once, on the first name that needs it,
+ * and kept until validate_close(). The process has one thread, so it needs no lock.
  */
 #include "validate.h"
 
 #include <stdint.h>
 #include <string.h>
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+#include <unicode/utf16.h>
+#include <unicode/utrans.h>
 
 #define RULE_REQUIRED "is required"
 #define RULE_UTF8 "must be valid UTF-8"
@@ -18,6 +25,9 @@
 #define RULE_EMAIL "must be a well-formed email address"
 #define RULE_EMAIL_LONG "must be a well-formed email address of at most 254 bytes"
 #define RULE_CHANNEL_ID "must match ^([0-9]+|email|telephone|facebook|twitter)$"
+#define RULE_TOO_LONG "is too long"
+#define RULE_NAME_NOTHING_LEFT RULE_NAME " (nothing sendable is left after transliteration)"
+#define RULE_TRANSLITERATOR "cannot be transliterated: ICU's transliterator is not available"
 
 #define TEL_PATTERN "must be E.164 (^\\+[0-9]+$)"
 #define TEL_RULE(n) TEL_PATTERN " with at least " #n " characters"
@@ -345,4 +355,258 @@ int validate_normalize_telephone(const char *in, const char *default_prefix, cha
 fail:
     out[0] = '\0';
     return rc;
+}
+
+/* ---- transliteration of names (names = transliterate) ---------------------------------------- */
+
+/*
+ * Greek and Russian first, by the romanisations their passports and gazetteers use (UNGEGN, BGN:
+ * Σοφία -> Sofia, Жуков -> Zhukov; the scholarly defaults of Any-Latin give Sophia, Zukov once
+ * Latin-ASCII has taken the háček), then every other script by Any-Latin (Han by pinyin), then
+ * Latin-ASCII for what is left outside ASCII (ł, ř, ş, tone marks, ’ -> ').
+ */
+#define TRANSLITERATOR_ID "Greek-Latin/UNGEGN; Russian-Latin/BGN; Any-Latin; Latin-ASCII"
+
+/* UTF-16 units: a name of VALIDATE_NAME_MAX bytes of UTF-8 never needs more. A run may grow in
+ * transliteration (one Han character becomes a syllable and a space), hence the larger buffer. */
+#define NAME_UNITS (VALIDATE_NAME_MAX + 1)
+#define RUN_UNITS (8 * NAME_UNITS)
+
+static UTransliterator *transliterator;
+
+static UTransliterator *open_transliterator(void)
+{
+    UChar id[sizeof(TRANSLITERATOR_ID)];
+    UParseError where;
+    UErrorCode status = U_ZERO_ERROR;
+
+    if (transliterator != NULL)
+        return transliterator;
+    u_uastrncpy(id, TRANSLITERATOR_ID, (int32_t)sizeof(id));
+    transliterator = utrans_openU(id, -1, UTRANS_FORWARD, NULL, 0, &where, &status);
+    if (U_FAILURE(status))
+        transliterator = NULL;
+    return transliterator;
+}
+
+void validate_close(void)
+{
+    if (transliterator != NULL)
+        utrans_close(transliterator);
+    transliterator = NULL;
+}
+
+/* Symbols (emoji, ©, ×), controls, format characters (ZWJ), private use: none is part of a
+ * name, and Latin-ASCII would turn some into letters (× -> x, © -> (C)). Dropped untried. */
+static int dropped_outright(UChar32 c)
+{
+    switch (u_charType(c)) {
+    case U_MATH_SYMBOL:
+    case U_CURRENCY_SYMBOL:
+    case U_MODIFIER_SYMBOL:
+    case U_OTHER_SYMBOL:
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
+    case U_UNASSIGNED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int name_char_allowed(UChar32 c)
+{
+    return c >= 0 && name_code_point_allowed((uint32_t)c);
+}
+
+/*
+ * The rewritten name, built character by character. Spaces next to a dropped character, and
+ * the spaces a transliteration produces, are held back (`pending`) and written as one space only
+ * before the next character: so "Ann 😀 Lee" becomes "Ann Lee", never "Ann  Lee" or "Ann Lee ".
+ * Spaces of the original name away from any dropped character are kept as they were.
+ */
+struct name_writer {
+    UChar text[NAME_UNITS];
+    int32_t len;
+    int pending; /* a space is owed before the next character */
+    int gap;     /* a character was dropped since the last one written */
+    int overflow;
+};
+
+static void put_unit_char(struct name_writer *w, UChar32 c)
+{
+    if (w->len + U16_LENGTH(c) >= NAME_UNITS) {
+        w->overflow = 1;
+        return;
+    }
+    U16_APPEND_UNSAFE(w->text, w->len, c);
+}
+
+static void write_char(struct name_writer *w, UChar32 c, int from_transliteration)
+{
+    if (c == ' ') {
+        if (w->gap || from_transliteration)
+            w->pending = 1;
+        else
+            put_unit_char(w, ' ');
+        return;
+    }
+    if (w->pending && w->len > 0 && w->text[w->len - 1] != ' ')
+        put_unit_char(w, ' ');
+    w->pending = 0;
+    w->gap = 0;
+    put_unit_char(w, c);
+}
+
+static void drop_char(struct name_writer *w)
+{
+    w->gap = 1;
+    while (w->len > 0 && w->text[w->len - 1] == ' ') {
+        w->len--;
+        w->pending = 1;
+    }
+}
+
+/* The end (exclusive) of the run of characters to transliterate together that starts at
+ * text[start]: context matters to a transliterator (Greek final sigma, pinyin syllables). */
+static int32_t run_end(const UChar *text, int32_t start, int32_t len)
+{
+    int32_t end = start;
+
+    while (end < len) {
+        int32_t next = end;
+        UChar32 c;
+
+        U16_NEXT(text, next, len, c);
+        if (name_char_allowed(c) || u_isdigit(c) || dropped_outright(c))
+            break;
+        end = next;
+    }
+    return end;
+}
+
+/* Transliterates text[start..end) and writes the result. NULL or the rule broken. */
+static const char *transliterate_run(UTransliterator *t, const UChar *text, int32_t start,
+                                     int32_t end, struct name_writer *w)
+{
+    UChar run[RUN_UNITS];
+    int32_t len = end - start, limit, i = 0;
+    UErrorCode status = U_ZERO_ERROR;
+
+    u_memcpy(run, text + start, len);
+    limit = len; /* the whole run; on return, where the transliterated text ends */
+    utrans_transUChars(t, run, &len, RUN_UNITS, 0, &limit, &status);
+    if (status == U_BUFFER_OVERFLOW_ERROR)
+        return RULE_TOO_LONG;
+    if (U_FAILURE(status))
+        return RULE_TRANSLITERATOR;
+    while (i < len) {
+        UChar32 c;
+
+        U16_NEXT(run, i, len, c);
+        if (u_isdigit(c)) /* ½ -> " 1/2": a digit is a digit, whichever way it came */
+            return RULE_NAME;
+        if (name_char_allowed(c))
+            write_char(w, c, 1);
+        else
+            drop_char(w);
+    }
+    return NULL;
+}
+
+/* Rewrites `name` (valid UTF-8 the pattern refuses, capacity `namelen`) in place, as
+ * validate_prepare_name() describes. NULL, or the rule broken (then `name` is unspecified). */
+static const char *transliterate(char *name, size_t namelen)
+{
+    UChar text[NAME_UNITS], nfc[NAME_UNITS];
+    int32_t text_len, len, i = 0, out_len;
+    UErrorCode status = U_ZERO_ERROR;
+    struct name_writer w = {.len = 0};
+    UTransliterator *t;
+    const UNormalizer2 *normalizer;
+    const char *rule;
+
+    u_strFromUTF8(text, NAME_UNITS, &text_len, name, -1, &status);
+    if (U_FAILURE(status) || status == U_STRING_NOT_TERMINATED_WARNING)
+        return RULE_TOO_LONG;
+    normalizer = unorm2_getNFCInstance(&status);
+    len = U_SUCCESS(status) ? unorm2_normalize(normalizer, text, text_len, nfc, NAME_UNITS, &status)
+                            : 0;
+    if (U_FAILURE(status) || status == U_STRING_NOT_TERMINATED_WARNING)
+        return status == U_BUFFER_OVERFLOW_ERROR ? RULE_TOO_LONG : RULE_TRANSLITERATOR;
+
+    while (i < len) {
+        int32_t start = i;
+        UChar32 c;
+
+        U16_NEXT(nfc, i, len, c);
+        if (name_char_allowed(c)) {
+            write_char(&w, c, 0);
+        } else if (u_isUWhiteSpace(c)) {
+            write_char(&w, ' ', 1); /* a tab, a no-break space: one space at most, inside */
+        } else if (u_isdigit(c)) {
+            return RULE_NAME; /* the CRM should see it: not dropped, not transliterated */
+        } else if (dropped_outright(c)) {
+            drop_char(&w);
+        } else {
+            if ((t = open_transliterator()) == NULL)
+                return RULE_TRANSLITERATOR;
+            i = run_end(nfc, start, len);
+            if ((rule = transliterate_run(t, nfc, start, i, &w)) != NULL)
+                return rule;
+        }
+    }
+    if (w.overflow)
+        return RULE_TOO_LONG;
+    if (w.len == 0)
+        return RULE_NAME_NOTHING_LEFT;
+    status = U_ZERO_ERROR;
+    u_strToUTF8(name, (int32_t)(namelen > INT32_MAX ? INT32_MAX : namelen), &out_len, w.text, w.len,
+                &status);
+    if (U_FAILURE(status) || status == U_STRING_NOT_TERMINATED_WARNING)
+        return RULE_TOO_LONG;
+    return NULL;
+}
+
+const char *validate_prepare_name(const char *in, unsigned flags, char *out, size_t outlen,
+                                  int *transliterated)
+{
+    const char *rule;
+
+    if (transliterated != NULL)
+        *transliterated = 0;
+    if (out == NULL || outlen == 0)
+        return RULE_TOO_LONG; /* nothing fits */
+    out[0] = '\0';
+    if (in == NULL)
+        return RULE_REQUIRED;
+    if (outlen > VALIDATE_NAME_MAX + 1)
+        outlen = VALIDATE_NAME_MAX + 1;
+    if (flags & VALIDATE_NAME_NORMALIZE) {
+        if (validate_normalize_name(in, out, outlen) != 0)
+            return RULE_TOO_LONG;
+    } else {
+        size_t len = strlen(in);
+        if (len >= outlen)
+            return RULE_TOO_LONG;
+        memcpy(out, in, len + 1);
+    }
+    if (out[0] == '\0')
+        return NULL; /* empty: not sent on create; an update requires it (its caller checks) */
+    rule = validate_name(out);
+    if (rule == NULL)
+        return NULL;
+    if (strcmp(rule, RULE_NAME) != 0 || !(flags & VALIDATE_NAME_TRANSLITERATE))
+        goto fail; /* strict, or not even UTF-8: refused as it is */
+    if ((rule = transliterate(out, outlen)) != NULL || (rule = validate_name(out)) != NULL)
+        goto fail;
+    if (transliterated != NULL)
+        *transliterated = 1;
+    return NULL;
+
+fail:
+    out[0] = '\0';
+    return rule;
 }

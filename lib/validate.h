@@ -9,8 +9,12 @@
  *
  * Normalisation (trim and collapse spaces in names, strip phone formatting to E.164) is offered
  * for sources that configure it; nothing here rewrites a value on its own initiative.
+ * Transliteration of names the pattern refuses (`[source] names = transliterate`) is one of those
+ * choices: validate_prepare_name() is the one function every caller (mapping, hence delivery,
+ * backfill and reconcile) uses, so a name is compared with the value that is sent.
  *
- * Pure functions: no I/O, no globals, no allocation.
+ * Pure functions: no I/O, no allocation, except that validate_prepare_name() keeps one ICU
+ * transliterator, opened on first use (it is costly to build) and released by validate_close().
  */
 #ifndef OMNISYNC_VALIDATE_H
 #define OMNISYNC_VALIDATE_H
@@ -70,5 +74,42 @@ int validate_normalize_name(const char *in, char *out, size_t outlen) OMNISYNC_M
  */
 int validate_normalize_telephone(const char *in, const char *default_prefix, char *out,
                                  size_t outlen) OMNISYNC_MUST_CHECK;
+
+/* Flags of validate_prepare_name(), from the source's config. */
+#define VALIDATE_NAME_NORMALIZE 1u     /* normalize_names = yes: validate_normalize_name first */
+#define VALIDATE_NAME_TRANSLITERATE 2u /* names = transliterate (the default) */
+
+/* The longest name validate_prepare_name() takes, in bytes of UTF-8. */
+#define VALIDATE_NAME_MAX 1023
+
+/*
+ * Makes a firstname/lastname ready to send and validates it: writes the value to send into `out`
+ * (capacity `outlen`, including the NUL) and returns NULL, or returns the rule broken (static,
+ * free of the value, as validate_name()) with `out` holding "". An empty `in` gives "" and NULL:
+ * the caller decides whether the field is required. `in` is borrowed.
+ *
+ * Without VALIDATE_NAME_TRANSLITERATE this is validate_name() (after the normalisation when
+ * VALIDATE_NAME_NORMALIZE is set): `names = strict`. With it, a name the pattern refuses is
+ * rewritten instead of refused:
+ *  - it is put in Unicode NFC first, so "e" + U+0301 becomes the allowed "é";
+ *  - characters the pattern allows stay as they are (é, ü, ø, ß, Š);
+ *  - each run of other letters, marks and punctuation is replaced by its Latin transliteration,
+ *    by ICU's "Greek-Latin/UNGEGN; Russian-Latin/BGN; Any-Latin; Latin-ASCII" (Ł -> L,
+ *    ř -> r, Σοφία -> Sofia, Иван -> Ivan, 王小明 -> wang xiao ming, ’ -> ');
+ *  - other white space (a tab, a no-break space) counts as a space;
+ *  - symbols (emoji included), control and format characters, and whatever the transliteration
+ *    still leaves outside the pattern are dropped; the spaces around a dropped character are
+ *    collapsed into one, or removed at either end;
+ *  - a digit (of any script, or one a transliteration produces, as from ½) is a data error: the
+ *    pattern's rule is returned, as in strict mode; so is a name of which nothing is left.
+ * Invalid UTF-8 is refused in both modes. *transliterated (when not NULL) is set to 1 when `out`
+ * differs from the (normalised) input because of this rewriting, else 0.
+ */
+const char *validate_prepare_name(const char *in, unsigned flags, char *out, size_t outlen,
+                                  int *transliterated);
+
+/* Releases the transliterator validate_prepare_name() keeps (at exit; a later call opens it
+ * again). Safe to call when it was never opened. */
+void validate_close(void);
 
 #endif

@@ -398,6 +398,48 @@ START_TEST(test_reload_keeps_unreloadable)
 }
 END_TEST
 
+/* [source] names: transliterate (the default) or strict; anything else names its line. */
+START_TEST(test_source_names)
+{
+    struct config cfg, next;
+    char text[2048];
+
+    ck_assert_int_eq(load(&cfg, base), 0);
+    ck_assert_int_eq(cfg.sources[0].names, CONFIG_NAMES_TRANSLITERATE);
+    config_free(&cfg);
+
+    snprintf(text, sizeof(text),
+             "%snames = strict\n[source leads]\ntable = leads\n"
+             "primary_id = id\nnames = transliterate\n[source b]\ntable = b\nprimary_id = id\n"
+             "names =\n",
+             base);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    ck_assert_int_eq(config_find_source(&cfg, "customers")->names, CONFIG_NAMES_STRICT);
+    ck_assert_int_eq(config_find_source(&cfg, "leads")->names, CONFIG_NAMES_TRANSLITERATE);
+    ck_assert_int_eq(config_find_source(&cfg, "b")->names, CONFIG_NAMES_TRANSLITERATE);
+
+    /* A change needs a restart, like every [source] key. */
+    ck_assert_int_eq(load(&next, base), OMNISYNC_OK);
+    ck_assert_uint_eq(config_apply_reload(&cfg, &next), 1);
+    assert_error(&next, "[source] sections changed", "restart", NULL);
+    config_free(&next);
+    config_free(&cfg);
+
+    snprintf(text, sizeof(text), "%snames = ascii\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "omnisync.conf:9:", "[source customers] names",
+                 "expected transliterate or strict");
+    ck_assert_uint_eq(cfg.nerrors, 1);
+    config_free(&cfg);
+
+    setenv("OMNISYNC_SOURCE_CUSTOMERS_NAMES", "strict", 1);
+    ck_assert_int_eq(load(&cfg, base), 0);
+    ck_assert_int_eq(cfg.sources[0].names, CONFIG_NAMES_STRICT);
+    config_free(&cfg);
+    unsetenv("OMNISYNC_SOURCE_CUSTOMERS_NAMES");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -414,6 +456,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_api_key_sources);
     tcase_add_test(tc, test_line_shapes);
     tcase_add_test(tc, test_reload_keeps_unreloadable);
+    tcase_add_test(tc, test_source_names);
     suite_add_tcase(s, tc);
     return s;
 }

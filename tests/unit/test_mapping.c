@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mapping.h"
+#include "validate.h"
 
 static struct config cfg;
 static struct config_source src;
@@ -166,6 +167,62 @@ START_TEST(test_truncate_stands_alone)
 }
 END_TEST
 
+/* names = transliterate (the default): the plan carries the transliterated names and says which;
+ * strict refuses the row as before. */
+START_TEST(test_names_transliterated_or_strict)
+{
+    static const char *const row =
+        "{\"primary_id\":\"C1\",\"firstname\":\"\u0141ukasz\",\"lastname\":\"W\u00f3jcik\"}";
+    static const char *const both =
+        "{\"primary_id\":\"C1\",\"firstname\":\"\u0418\u0432\u0430\u043d\","
+        "\"lastname\":\"\u041f\u0435\u0442\u0440\u043e\u0432\"}";
+    struct mapping_plan plans[MAPPING_MAX_PLANS];
+    size_t covered;
+
+    struct fixture f = {0};
+    add(&f, 1, "insert", NULL, row);
+    int n = plan(&f, plans, &covered);
+    ck_assert_int_eq(plans[0].kind, MAPPING_UPSERT);
+    ck_assert_str_eq(plans[0].firstname, "Lukasz");
+    ck_assert_str_eq(plans[0].lastname, "Wójcik"); /* allowed as it is */
+    ck_assert_uint_eq(plans[0].transliterated, MAPPING_NAME_FIRSTNAME);
+    release(&f, plans, n);
+
+    struct fixture g = {0};
+    add(&g, 2, "update", row, both);
+    n = plan(&g, plans, &covered);
+    ck_assert_int_eq(plans[0].kind, MAPPING_UPSERT);
+    ck_assert_str_eq(plans[0].firstname, "Ivan");
+    ck_assert_str_eq(plans[0].lastname, "Petrov");
+    ck_assert_uint_eq(plans[0].transliterated, MAPPING_NAME_FIRSTNAME | MAPPING_NAME_LASTNAME);
+    release(&g, plans, n);
+
+    /* A name with nothing left fails as any invalid name, field and rule in the log. */
+    struct fixture e = {0};
+    add(&e, 3, "insert", NULL,
+        "{\"primary_id\":\"C1\",\"firstname\":\"Ann\",\"lastname\":\"\xF0\x9F\x98\x80\"}");
+    n = plan(&e, plans, &covered);
+    ck_assert_int_eq(plans[0].kind, MAPPING_INVALID);
+    ck_assert_str_eq(
+        plans[0].log_error,
+        "invalid lastname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$ (nothing sendable "
+        "is left after transliteration)");
+    release(&e, plans, n);
+
+    src.names = CONFIG_NAMES_STRICT;
+    struct fixture h = {0};
+    add(&h, 4, "insert", NULL, row);
+    n = plan(&h, plans, &covered);
+    ck_assert_int_eq(plans[0].kind, MAPPING_INVALID);
+    ck_assert_str_eq(plans[0].error,
+                     "invalid firstname \"Łukasz\": must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$");
+    ck_assert_str_eq(plans[0].log_error,
+                     "invalid firstname: must match ^[a-zA-ZÀ-ÖØ-Þß-öø-ÿŠš.\\-' ]+$");
+    ck_assert_uint_eq(plans[0].transliterated, 0);
+    release(&h, plans, n);
+}
+END_TEST
+
 START_TEST(test_invalid_values_never_planned)
 {
     static const struct {
@@ -253,7 +310,7 @@ int main(void)
 {
     Suite *s = suite_create("mapping");
     TCase *tc = tcase_create("mapping");
-    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_checked_fixture(tc, setup, validate_close);
     tcase_add_test(tc, test_coalesced_upsert);
     tcase_add_test(tc, test_channel_only_change_needs_no_update);
     tcase_add_test(tc, test_purge_ends_a_segment);
@@ -261,6 +318,7 @@ int main(void)
     tcase_add_test(tc, test_delete_ignored);
     tcase_add_test(tc, test_truncate_stands_alone);
     tcase_add_test(tc, test_invalid_values_never_planned);
+    tcase_add_test(tc, test_names_transliterated_or_strict);
     tcase_add_test(tc, test_historic_invalid_channel_skipped_fixed_state_valid);
     tcase_add_test(tc, test_normalisation_when_configured);
     tcase_add_test(tc, test_primary_id_change);

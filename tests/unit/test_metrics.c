@@ -107,6 +107,10 @@ static void fill(struct metrics *m)
     metrics_observe(&m->delivery_seconds, 0.02);
     metrics_observe(&m->delivery_seconds, 0.3);
     metrics_observe(&m->commit_to_delivery_seconds, 1.5);
+    metrics_add_source(m, "customers");
+    metrics_add_source(m, "leads");
+    metrics_count_transliterated(m, "customers", 2);
+    metrics_count_transliterated(m, "customers", 1);
     m->outbox_rows_known = 1;
     m->outbox_rows[METRICS_STATUS_PENDING] = 12;
     m->outbox_rows[METRICS_STATUS_HELD] = 1;
@@ -132,6 +136,7 @@ static const struct {
     {"omnisync_outbox_rows", "gauge"},
     {"omnisync_deliveries_total", "counter"},
     {"omnisync_http_requests_total", "counter"},
+    {"omnisync_names_transliterated_total", "counter"},
     {"omnisync_delivery_seconds", "histogram"},
     {"omnisync_commit_to_delivery_seconds", "histogram"},
     {"omnisync_oldest_pending_age_seconds", "gauge"},
@@ -174,6 +179,10 @@ START_TEST(render_known_values_exactly)
     ck_assert_line(text, "omnisync_http_requests_total{endpoint=\"updateCustomer\",code=\"0\"} 1");
     ck_assert_line(text, "omnisync_http_requests_total{endpoint=\"probe\",code=\"401\"} 1");
     ck_assert_uint_eq(count_prefixed_lines(text, "omnisync_http_requests_total{"), 4);
+    ck_assert_line(text, "omnisync_names_transliterated_total{source=\"customers\"} 3");
+    /* A configured source is there at 0 before its first name, so rate() sees the first one. */
+    ck_assert_line(text, "omnisync_names_transliterated_total{source=\"leads\"} 0");
+    ck_assert_uint_eq(count_prefixed_lines(text, "omnisync_names_transliterated_total{"), 2);
     ck_assert_line(text, "omnisync_oldest_pending_age_seconds 12.5");
     ck_assert_line(text, "omnisync_db_connected 1");
     ck_assert_line(text, "omnisync_listening 1");
@@ -392,6 +401,32 @@ START_TEST(endpoint_labels_follow_omnidesk)
 }
 END_TEST
 
+START_TEST(transliterated_per_source)
+{
+    struct metrics m;
+    char name[16];
+    char *text;
+
+    metrics_init(&m);
+    metrics_add_source(&m, "customers");
+    metrics_add_source(&m, "customers");         /* once per source, however often it is added */
+    metrics_count_transliterated(&m, "late", 4); /* counted even if not added first */
+    metrics_count_transliterated(&m, NULL, 1);
+    metrics_count_transliterated(&m, "", 1);
+    for (int i = 0; i < METRICS_SOURCES + 5; i++) {
+        snprintf(name, sizeof(name), "s%d", i);
+        metrics_add_source(&m, name); /* beyond METRICS_SOURCES: not tracked, no overflow */
+    }
+    metrics_count_transliterated(&m, "s40", 1);
+    text = render(&m, "1", NULL);
+    ck_assert_line(text, "omnisync_names_transliterated_total{source=\"customers\"} 0");
+    ck_assert_line(text, "omnisync_names_transliterated_total{source=\"late\"} 4");
+    ck_assert_uint_eq(count_prefixed_lines(text, "omnisync_names_transliterated_total{"),
+                      METRICS_SOURCES);
+    free(text);
+}
+END_TEST
+
 START_TEST(label_names)
 {
     ck_assert_str_eq(metrics_op_name(METRICS_OP_ADD_CHANNEL), "add_channel");
@@ -501,6 +536,7 @@ static Suite *metrics_suite(void)
     tcase_add_test(tc, code_slots_overflow_into_other);
     tcase_add_test(tc, endpoint_labels_follow_omnidesk);
     tcase_add_test(tc, label_names);
+    tcase_add_test(tc, transliterated_per_source);
     tcase_add_test(tc, doubles_are_shortest_round_trip);
     tcase_add_test(tc, promtool_accepts_the_exposition);
     tcase_add_test(tc, large_exposition_is_complete);

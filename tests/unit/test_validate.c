@@ -21,6 +21,9 @@
 #define RULE_EMAIL "must be a well-formed email address"
 #define RULE_EMAIL_LONG "must be a well-formed email address of at most 254 bytes"
 #define RULE_CHANNEL "must match ^([0-9]+|email|telephone|facebook|twitter)$"
+#define RULE_TOO_LONG "is too long"
+#define RULE_NOTHING_LEFT RULE_NAME " (nothing sendable is left after transliteration)"
+#define TRANSLIT VALIDATE_NAME_TRANSLITERATE
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -638,6 +641,305 @@ START_TEST(normalize_telephone_output_always_validates)
 }
 END_TEST
 
+/* ---- names = transliterate ------------------------------------------------------------------ */
+
+struct translit_case {
+    const char *in;
+    const char *out;
+};
+
+/* Asserts validate_prepare_name(in, TRANSLIT) == out, transliterated, and valid by the pattern. */
+static void assert_transliterates(const struct translit_case *cases, size_t n)
+{
+    char out[VALIDATE_NAME_MAX + 1];
+    const char *rule;
+    int transliterated = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        rule = validate_prepare_name(cases[i].in, TRANSLIT, out, sizeof(out), &transliterated);
+        ck_assert_msg(rule == NULL, "case %zu: refused: %s", i, rule);
+        ck_assert_msg(strcmp(out, cases[i].out) == 0, "case %zu: \"%s\", expected \"%s\"", i, out,
+                      cases[i].out);
+        ck_assert_int_eq(transliterated, 1);
+        ck_assert_ptr_null(validate_name(out));
+    }
+}
+
+static void assert_refused(const char *in, unsigned flags, const char *expected_rule)
+{
+    char out[VALIDATE_NAME_MAX + 1];
+    int transliterated = -1;
+    const char *rule = validate_prepare_name(in, flags, out, sizeof(out), &transliterated);
+
+    ck_assert_msg(rule != NULL && strcmp(rule, expected_rule) == 0, "\"%s\": rule %s, expected %s",
+                  in, rule ? rule : "(none)", expected_rule);
+    ck_assert_str_eq(out, "");
+    ck_assert_int_eq(transliterated, 0);
+}
+
+/* What ICU's "Greek-Latin/UNGEGN; Russian-Latin/BGN; Any-Latin; Latin-ASCII" makes of each
+ * script, pinned: a change in ICU's data shows here first. Allowed letters in a name stay. */
+START_TEST(translit_each_script)
+{
+    static const struct translit_case cases[] = {
+        /* Romanian: ş/ș, ţ/ț, ă, â stays */
+        {"Ştefan", "Stefan"},
+        {"Ana-Maria Ștefănescu", "Ana-Maria Stefanescu"},
+        {"Mihăiță Țepeș", "Mihaita Tepes"},
+        /* Polish: ł, ś, ą, ż, ę; ó stays */
+        {"Łukasz", "Lukasz"},
+        {"Łódź", "Lódz"},
+        {"Świątek", "Swiatek"},
+        {"Zofia Wójcik-Łęcka", "Zofia Wójcik-Lecka"},
+        /* Czech: ř, č, ě; á, í stay */
+        {"Dvořák", "Dvorák"},
+        {"Jiří Řezníček", "Jirí Reznícek"},
+        {"Čapek", "Capek"},
+        /* Turkish: ş, ğ, ı, İ; ü, ö, ç stay */
+        {"Şahin", "Sahin"},
+        {"Gülşen Öztürk", "Gülsen Öztürk"},
+        {"Ağaoğlu", "Agaoglu"},
+        {"Işıl", "Isil"},
+        {"İlker", "Ilker"},
+        /* Greek (UNGEGN) */
+        {"Σοφία", "Sofia"},
+        {"Παπαδοπούλου", "Papadopoulou"},
+        {"Σοφία Παπαδοπούλου", "Sofia Papadopoulou"},
+        {"ΣΟΦΊΑ", "SOFIA"},
+        {"Ευάγγελος", "Evangelos"},
+        /* Cyrillic (BGN) */
+        {"Иван", "Ivan"},
+        {"Петров", "Petrov"},
+        {"Николай Щукин", "Nikolay Shchukin"},
+        {"Юлия", "Yuliya"},
+        {"Жуков", "Zhukov"},
+        /* Han: pinyin, syllables spaced, tone marks gone */
+        {"王小明", "wang xiao ming"},
+        {"陈", "chen"},
+        {"Li 王", "Li wang"},
+        /* Punctuation the pattern refuses but Latin-ASCII knows; full-width letters */
+        {"O’Brien", "O'Brien"},
+        {"Anne–Marie", "Anne-Marie"},
+        {"Ａｎｎ", "Ann"},
+    };
+    assert_transliterates(cases, ARRAY_SIZE(cases));
+}
+END_TEST
+
+START_TEST(translit_keeps_allowed_names)
+{
+    static const char *const names[] = {"Wójcik",        "Gül",  "Zoë Ørsted",       "Straße",
+                                        "Šárka Šimková", "José", "O'Neil-Smith Jr.", "  Ann  "};
+    char out[VALIDATE_NAME_MAX + 1];
+    int transliterated = -1;
+
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        ck_assert_ptr_null(
+            validate_prepare_name(names[i], TRANSLIT, out, sizeof(out), &transliterated));
+        ck_assert_str_eq(out, names[i]);
+        ck_assert_int_eq(transliterated, 0);
+    }
+    /* Empty is not refused here: the caller decides whether the field is required. */
+    ck_assert_ptr_null(validate_prepare_name("", TRANSLIT, out, sizeof(out), &transliterated));
+    ck_assert_str_eq(out, "");
+    ck_assert_int_eq(transliterated, 0);
+    ck_assert_ptr_null(validate_prepare_name("Łukasz", TRANSLIT, out, sizeof(out), NULL));
+}
+END_TEST
+
+START_TEST(translit_combining_marks)
+{
+    static const struct translit_case cases[] = {
+        {"e\xCC\x81", "\xC3\xA9"},           /* e + U+0301 -> é (NFC): allowed, kept */
+        {"Jose\xCC\x81", "Jos\xC3\xA9"},     /* José, decomposed */
+        {"Dvor\xCC\x8C\xC3\xA1k", "Dvorák"}, /* r + U+030C (ř) -> r */
+        {"S\u030Carka", "Šarka"},            /* S + U+030C -> Š, allowed */
+        {"q\xCC\x81", "q"},                  /* no precomposed form: the mark goes */
+    };
+    assert_transliterates(cases, ARRAY_SIZE(cases));
+    assert_refused("\xCC\x81", TRANSLIT, RULE_NOTHING_LEFT); /* a mark alone */
+}
+END_TEST
+
+START_TEST(translit_drops_symbols_and_collapses_spaces)
+{
+    static const struct translit_case cases[] = {
+        {"Ann \xF0\x9F\x98\x80 Lee", "Ann Lee"},                /* emoji between words */
+        {"  \xF0\x9F\x98\x80  Ann  \xF0\x9F\x98\x80  ", "Ann"}, /* and at both ends */
+        {"Ann  \xF0\x9F\x98\x80  Lee", "Ann Lee"},
+        {"\U0001F600Ann", "Ann"},
+        {"Ann\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBDLee", "AnnLee"},        /* thumbs up + skin tone */
+        {"\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 Ann", "Ann"}, /* ZWJ sequence */
+        {"Ann \xC2\xA9 Lee", "Ann Lee"},                             /* ©: a symbol, never "(C)" */
+        {"Ann\xC3\x97Lee", "AnnLee"},                                /* ×: never "x" */
+        {"Ann\tLee", "Ann Lee"},       /* other white space is a space */
+        {"Ann\xC2\xA0Lee", "Ann Lee"}, /* no-break space */
+        {"\tAnn\t", "Ann"},
+        {"Ann!", "Ann"},               /* punctuation without a Latin form */
+        {"Ann  \u0141ee", "Ann  Lee"}, /* spaces away from a dropped character stay */
+        {"\xE1\x8E\xA0 Ann", "Ann"},   /* Cherokee: no Latin form in ICU, dropped */
+    };
+    assert_transliterates(cases, ARRAY_SIZE(cases));
+}
+END_TEST
+
+START_TEST(translit_nothing_left_fails)
+{
+    assert_refused("\xF0\x9F\x98\x80", TRANSLIT, RULE_NOTHING_LEFT);
+    assert_refused("\xF0\x9F\x98\x80 \xF0\x9F\x8E\x89", TRANSLIT, RULE_NOTHING_LEFT);
+    assert_refused("\xE1\x8E\xA0", TRANSLIT, RULE_NOTHING_LEFT);
+    assert_refused("!?", TRANSLIT, RULE_NOTHING_LEFT);
+    assert_refused(" \xC2\xA9 ", TRANSLIT, RULE_NOTHING_LEFT);
+}
+END_TEST
+
+START_TEST(translit_digits_fail)
+{
+    /* A digit is a data error the CRM should see, in any script and however it came. */
+    assert_refused("R2D2", TRANSLIT, RULE_NAME);
+    assert_refused("\xC5\x81ukasz 2", TRANSLIT, RULE_NAME);
+    assert_refused("Ann\xD9\xA3", TRANSLIT, RULE_NAME);     /* Arabic-Indic three */
+    assert_refused("Ann\xEF\xBC\x93", TRANSLIT, RULE_NAME); /* full-width three */
+    assert_refused("\xC2\xBD", TRANSLIT, RULE_NAME);        /* ½ -> " 1/2" */
+}
+END_TEST
+
+START_TEST(strict_is_validate_name)
+{
+    static const char *const names[] = {
+        "Ann",       "Łukasz", "Σοφία",   "王小明", "R2D2", "Zoë", "Ann \xF0\x9F\x98\x80",
+        "e\xCC\x81", "\xC3",   "Ann\tLee"};
+    char out[VALIDATE_NAME_MAX + 1];
+    int transliterated = -1;
+
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        const char *rule = validate_prepare_name(names[i], 0, out, sizeof(out), &transliterated);
+        ck_assert_ptr_eq(rule, validate_name(names[i]));
+        ck_assert_str_eq(out, rule == NULL ? names[i] : "");
+        ck_assert_int_eq(transliterated, 0);
+    }
+    /* With normalisation: validate_normalize_name first, then the same check. */
+    ck_assert_ptr_null(validate_prepare_name("  Ann   Lee ", VALIDATE_NAME_NORMALIZE, out,
+                                             sizeof(out), &transliterated));
+    ck_assert_str_eq(out, "Ann Lee");
+    ck_assert_int_eq(transliterated, 0);
+    ck_assert_str_eq(
+        validate_prepare_name(" \xC5\x81ukasz ", VALIDATE_NAME_NORMALIZE, out, sizeof(out), NULL),
+        RULE_NAME);
+    ck_assert_ptr_null(validate_prepare_name(" \xC5\x81ukasz  \xC5\x81"
+                                             "ee ",
+                                             VALIDATE_NAME_NORMALIZE | TRANSLIT, out, sizeof(out),
+                                             &transliterated));
+    ck_assert_str_eq(out, "Lukasz Lee");
+    ck_assert_int_eq(transliterated, 1);
+}
+END_TEST
+
+START_TEST(translit_bad_input)
+{
+    char out[VALIDATE_NAME_MAX + 2], big[VALIDATE_NAME_MAX + 2];
+    char han[VALIDATE_NAME_MAX + 1];
+
+    assert_refused("\xC3", TRANSLIT, RULE_UTF8);                 /* truncated */
+    assert_refused("\xC5\x81\xED\xA0\x80", TRANSLIT, RULE_UTF8); /* a surrogate after Ł */
+    ck_assert_str_eq(validate_prepare_name(NULL, TRANSLIT, out, sizeof(out), NULL), RULE_REQUIRED);
+    ck_assert_str_eq(out, "");
+    ck_assert_str_eq(validate_prepare_name("Ann", TRANSLIT, NULL, 0, NULL), RULE_TOO_LONG);
+
+    /* VALIDATE_NAME_MAX bytes are taken, one more is not. */
+    memset(big, 'a', VALIDATE_NAME_MAX);
+    big[VALIDATE_NAME_MAX] = '\0';
+    ck_assert_ptr_null(validate_prepare_name(big, TRANSLIT, out, sizeof(out), NULL));
+    big[VALIDATE_NAME_MAX] = 'a';
+    big[VALIDATE_NAME_MAX + 1] = '\0';
+    assert_refused(big, TRANSLIT, RULE_TOO_LONG);
+
+    /* 341 Han characters fit in 1023 bytes; their pinyin does not. */
+    for (size_t i = 0; i + 3 <= VALIDATE_NAME_MAX; i += 3)
+        memcpy(han + i, "\xE7\x8E\x8B", 3); /* 王 */
+    han[VALIDATE_NAME_MAX] = '\0';
+    assert_refused(han, TRANSLIT, RULE_TOO_LONG);
+    /* A small buffer is a cap too. */
+    ck_assert_str_eq(validate_prepare_name("王小明", TRANSLIT, out, 8, NULL), RULE_TOO_LONG);
+    ck_assert_ptr_null(validate_prepare_name("王小明", TRANSLIT, out, 15, NULL));
+    ck_assert_str_eq(out, "wang xiao ming");
+}
+END_TEST
+
+/*
+ * Whatever comes in, what comes out is sendable and stable: every BMP code point and a sample of
+ * the others, alone and between letters, either is refused with a static rule or gives a name
+ * the pattern takes, without digits, without spaces at either end, and that a second pass leaves
+ * as it is (reconcile compares names this way with what Omnidesk holds).
+ */
+START_TEST(translit_output_always_validates)
+{
+    char in[32], out[VALIDATE_NAME_MAX + 1], again[VALIDATE_NAME_MAX + 1];
+    char enc[8];
+    int transliterated;
+    size_t accepted = 0;
+
+    for (uint32_t cp = 1; cp <= 0x10FFFF; cp += cp < 0x10000 ? 1 : 97) {
+        if (cp >= 0xD800 && cp <= 0xDFFF)
+            continue;
+        encode_utf8(cp, enc);
+        for (int form = 0; form < 2; form++) {
+            snprintf(in, sizeof(in), form ? "%s" : "Ab %sc", enc);
+            const char *rule =
+                validate_prepare_name(in, TRANSLIT, out, sizeof(out), &transliterated);
+            if (rule != NULL) {
+                ck_assert_msg(validate_name(in) != NULL, "U+%04X: a valid name refused", cp);
+                ck_assert_str_eq(out, "");
+                continue;
+            }
+            accepted++;
+            ck_assert_msg(validate_name(out) == NULL, "U+%04X gave an invalid name", cp);
+            ck_assert_msg(strpbrk(out, "0123456789") == NULL, "U+%04X gave a digit", cp);
+            if (transliterated)
+                ck_assert_msg(out[0] != ' ' && out[strlen(out) - 1] != ' ',
+                              "U+%04X: a space at an end", cp);
+            ck_assert_ptr_null(
+                validate_prepare_name(out, TRANSLIT, again, sizeof(again), &transliterated));
+            ck_assert_msg(strcmp(out, again) == 0 && transliterated == 0,
+                          "U+%04X: a second pass changed the name", cp);
+        }
+    }
+    ck_assert_uint_gt(accepted, 60000);
+}
+END_TEST
+
+START_TEST(translit_rules_never_contain_the_value)
+{
+    char out[64];
+
+    ck_assert_ptr_eq(validate_prepare_name("\xF0\x9F\x98\x80", TRANSLIT, out, sizeof(out), NULL),
+                     validate_prepare_name("\xE1\x8E\xA0", TRANSLIT, out, sizeof(out), NULL));
+    ck_assert_ptr_eq(validate_prepare_name("R2D2", TRANSLIT, out, sizeof(out), NULL),
+                     validate_name("R2D2"));
+}
+END_TEST
+
+/* The transliterator is opened on first use and released here, so a leak check stays clean;
+ * it opens again after a close. */
+static void close_transliterator(void)
+{
+    validate_close();
+}
+
+START_TEST(translit_reopens_after_close)
+{
+    char out[64];
+
+    validate_close();
+    validate_close(); /* twice is harmless */
+    ck_assert_ptr_null(validate_prepare_name("Иван", TRANSLIT, out, sizeof(out), NULL));
+    ck_assert_str_eq(out, "Ivan");
+    validate_close();
+    ck_assert_ptr_null(validate_prepare_name("Петров", TRANSLIT, out, sizeof(out), NULL));
+    ck_assert_str_eq(out, "Petrov");
+}
+END_TEST
+
 static Suite *validate_suite(void)
 {
     Suite *s = suite_create("validate");
@@ -677,6 +979,22 @@ static Suite *validate_suite(void)
     tcase_add_test(tc, normalize_telephone_refuses_guesses);
     tcase_add_test(tc, normalize_telephone_capacity);
     tcase_add_test(tc, normalize_telephone_output_always_validates);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("transliterate");
+    tcase_add_checked_fixture(tc, NULL, close_transliterator);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, translit_each_script);
+    tcase_add_test(tc, translit_keeps_allowed_names);
+    tcase_add_test(tc, translit_combining_marks);
+    tcase_add_test(tc, translit_drops_symbols_and_collapses_spaces);
+    tcase_add_test(tc, translit_nothing_left_fails);
+    tcase_add_test(tc, translit_digits_fail);
+    tcase_add_test(tc, strict_is_validate_name);
+    tcase_add_test(tc, translit_bad_input);
+    tcase_add_test(tc, translit_output_always_validates);
+    tcase_add_test(tc, translit_rules_never_contain_the_value);
+    tcase_add_test(tc, translit_reopens_after_close);
     suite_add_tcase(s, tc);
     return s;
 }
