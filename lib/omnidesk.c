@@ -671,7 +671,8 @@ static int error_body(json_object *root)
 {
     json_object *v;
     return root != NULL && json_object_is_type(root, json_type_object) &&
-           json_object_object_get_ex(root, "type", &v) && json_object_is_type(v, json_type_string) &&
+           json_object_object_get_ex(root, "type", &v) &&
+           json_object_is_type(v, json_type_string) &&
            strcmp(json_object_get_string(v), "error") == 0;
 }
 

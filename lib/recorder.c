@@ -226,15 +226,36 @@ static void dropped(struct recorder *r, size_t n, const char *err)
         r->on_recorded(r, n, RECORDER_DROPPED);
 }
 
+/* Errors about the data of an outcome (classes 22 data exception, 23 integrity, P0 raised by
+ * record_outcomes), or of no known class: worth finding the outcome at fault. Anything else (a
+ * read-only standby, a deadlock, no disk) is about the database: the whole batch is retried. */
+static int about_the_data(const char *sqlstate)
+{
+    return *sqlstate == '\0' || strncmp(sqlstate, "22", 2) == 0 ||
+           strncmp(sqlstate, "23", 2) == 0 || strncmp(sqlstate, "P0", 2) == 0;
+}
+
 /*
  * The database refused a batch (an SQL error, not a lost connection). One refused outcome must
- * not take the others down: a batch of several is written again in two halves, each alone, until
- * the outcome at fault is alone; that one is tried a few times (the error may pass), then replaced
- * by the failure of its rows. Only when even that is refused are its rows dropped.
+ * not take the others down (errors about the database itself excepted, see about_the_data): a
+ * batch of several is written again in two halves, each alone, until the outcome at fault is
+ * alone; that one is tried a few times (the error may pass), then replaced by the failure of its
+ * rows. Only when even that is refused are its rows dropped.
  */
 static void refused(struct recorder *r, size_t n, const char *err, const char *sqlstate)
 {
     struct json_object *batches, *v;
+    if (!about_the_data(sqlstate)) {
+        if (++r->failures < RECORDER_MAX_FAILURES) {
+            log_warn("recording outcomes failed; trying again error=\"%s\" sqlstate=%s "
+                     "outcomes=%zu",
+                     err, sqlstate, n);
+            requeue(r);
+        } else {
+            dropped(r, n, err);
+        }
+        return;
+    }
     if (n > 1) {
         log_warn("the database refused a batch of outcomes; writing it in parts sqlstate=%s "
                  "outcomes=%zu",

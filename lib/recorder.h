@@ -18,12 +18,15 @@
 struct recorder;
 /* What became of a batch, for the callback. */
 enum { RECORDER_COMMITTED = 0, RECORDER_DROPPED = 1, RECORDER_REFUSED = 2 };
-/* Called after each batch is committed (RECORDER_COMMITTED), dropped (RECORDER_DROPPED: even the
- * failure that replaced a refused outcome was refused five times; its rows are delivered again
- * once their lease runs out), or when one outcome the database refused five times alone is
- * replaced by the failure of its rows (RECORDER_REFUSED, outcomes = 1, refused_id its row), with
- * the number of outcomes concerned. A batch the database refuses is written again in halves, so
- * one refused outcome never takes the others down. */
+/*
+ * Called after each batch is committed (RECORDER_COMMITTED); dropped (RECORDER_DROPPED: refused
+ * five times in a row for a reason about the database rather than the data, or even the failure
+ * that replaced a refused outcome was refused five times; its rows are delivered again once their
+ * lease runs out); or when one outcome the database refused five times alone is replaced by the
+ * failure of its rows (RECORDER_REFUSED, outcomes = 1, refused_id its row). `outcomes` is the
+ * number concerned. A batch refused for its data is written again in halves, so one refused
+ * outcome never takes the others down.
+ */
 typedef void (*recorder_cb)(struct recorder *r, size_t outcomes, int dropped);
 
 struct recorder {

@@ -91,8 +91,9 @@ START_TEST(test_long_multibyte_name_fails_alone)
     ck_assert_int_eq(proc_count_lines(&daemon_proc, "cannot record outcomes", NULL), 0);
     ck_assert_int_eq(proc_count_lines(&daemon_proc, "refused", "outcome"), 0);
     stop_daemon();
-    ck_assert_int_eq(proc_count_lines(&daemon_proc, "every request in flight finished and its "
-                                                    "outcome is recorded",
+    ck_assert_int_eq(proc_count_lines(&daemon_proc,
+                                      "every request in flight finished and its "
+                                      "outcome is recorded",
                                       NULL),
                      1);
     ck_assert_int_eq(fake_stat(&sc.fake, "requests"), 2);
@@ -109,9 +110,10 @@ END_TEST
 static void unknown_creates_then_heal(const char *faults, int n)
 {
     ck_assert_int_eq(fake_set_faults(&sc.fake, faults), 0);
-    scenario_execf(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email, "
-                        "loyalty_tier) SELECT 'L' || i, 'Ann', 'Lee', 'l' || i || '@example.com', "
-                        "'gold' FROM generate_series(1, %d) i",
+    scenario_execf(&sc,
+                   "INSERT INTO customers (customer_no, first_name, last_name, email, "
+                   "loyalty_tier) SELECT 'L' || i, 'Ann', 'Lee', 'l' || i || '@example.com', "
+                   "'gold' FROM generate_series(1, %d) i",
                    n);
     ck_assert_msg(proc_wait_stderr(&daemon_proc, "circuit open", 30000),
                   "the circuit breaker did not open");
@@ -140,8 +142,8 @@ END_TEST
 START_TEST(test_slow_create_past_timeout_looked_up)
 {
     start("[omnidesk]\ntimeout_ms = 300\n", NULL);
-    unknown_creates_then_heal("{\"p_slow_body\": 1, \"slow_body_ms\": 1500, \"paths\": [\"create\"]}",
-                              30);
+    unknown_creates_then_heal(
+        "{\"p_slow_body\": 1, \"slow_body_ms\": 1500, \"paths\": [\"create\"]}", 30);
     finish();
 }
 END_TEST

@@ -66,12 +66,13 @@ static PGconn *setup_db(const char *name, char *conninfo, size_t len, int n)
         if (f->name[0] >= '0' && f->name[0] <= '9')
             ck_assert_msg(pgrig_exec(c, f->text) == 0, "%s", f->name);
     }
-    ck_assert_int_eq(pgrig_execf(c,
-                                 "INSERT INTO omnisync.outbox (source, primary_id, op, new_data, "
-                                 "locked_by, locked_until) SELECT 'customers', 'C' || i, 'insert', "
-                                 "'{}', 'p1', now() + interval '1 hour' FROM generate_series(1, %d) i",
-                                 n),
-                     0);
+    ck_assert_int_eq(
+        pgrig_execf(c,
+                    "INSERT INTO omnisync.outbox (source, primary_id, op, new_data, "
+                    "locked_by, locked_until) SELECT 'customers', 'C' || i, 'insert', "
+                    "'{}', 'p1', now() + interval '1 hour' FROM generate_series(1, %d) i",
+                    n),
+        0);
     return c;
 }
 
