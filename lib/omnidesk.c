@@ -684,14 +684,16 @@ static void classify_status(struct omnidesk_request *req, struct omnidesk_respon
     if (status >= 200 && status <= 299 && error_body(root)) {
         /* The API says it failed whatever the status: permanent, like the 4xx it should have
          * been (a create then looks the customer up before its row fails; a lookup is retried). */
+        json_object *msg = NULL;
         r->class = OMNIDESK_PERMANENT;
-        http_error(r, status, req->body, req->body_len, root);
-        char message[sizeof(r->error)];
-        const char *colon = strchr(r->error, ':');
-        snprintf(message, sizeof(message), "%s", colon != NULL ? colon + 2 : "no message");
-        snprintf(r->error, sizeof(r->error), "answered %ld with an error body: ", status);
-        size_t n = strlen(r->error);
-        copy_printable(r->error + n, sizeof(r->error) - n, message, strlen(message), SIZE_MAX);
+        int n = snprintf(r->error, sizeof(r->error), "answered %ld with an error body: ", status);
+        if (json_object_object_get_ex(root, "message", &msg) &&
+            json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0)
+            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, json_object_get_string(msg),
+                           (size_t)json_object_get_string_len(msg), SIZE_MAX);
+        else
+            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, req->body, req->body_len,
+                           RAW_BODY_QUOTE);
         json_object_put(root);
         return;
     }
