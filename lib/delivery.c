@@ -484,7 +484,7 @@ static void count_result(const struct delivery *d, const struct mapping_plan *p,
     const char *base = d->created_now   ? "created"
                        : d->update_done ? "updated"
                        : d->searched && !d->known_created && d->sync.created
-                           ? "found at Omnidesk by lookup (an earlier create applied)"
+                           ? "found at Omnidesk by lookup"
                            : NULL;
     if (base && added)
         snprintf(out, outlen, "%s, %zu channel%s added", base, added, added == 1 ? "" : "s");

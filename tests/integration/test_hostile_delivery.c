@@ -186,6 +186,9 @@ START_TEST(test_nameless_lost_create_ends_done)
                                          "FROM omnisync.outbox WHERE primary_id = 'N1'");
     ck_assert_str_eq(st, "done -");
     free(st);
+    st = pgrig_query_text(sc.conn, "SELECT result FROM omnisync.outbox WHERE primary_id = 'N1'");
+    ck_assert_str_eq(st, "found at Omnidesk by lookup");
+    free(st);
     ck_assert_int_eq(fake_customer_count(&sc.fake), 1);
     ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
     ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.updateCustomer"), 0);
