@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "textcut.h"
+
 void db_error_message(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 {
     if (errlen == 0)
@@ -16,9 +18,9 @@ void db_error_message(PGconn *conn, const PGresult *res, char *err, size_t errle
             primary = conn ? PQerrorMessage(conn) : "no connection";
     }
     if (detail != NULL)
-        snprintf(err, errlen, "%s (%s)", primary, detail);
+        textcut_printf(err, errlen, "%s (%s)", primary, detail);
     else
-        snprintf(err, errlen, "%s", primary);
+        textcut_printf(err, errlen, "%s", primary);
     /* libpq messages end in a newline and may hold several lines: keep one line. */
     for (char *p = err; *p; p++) {
         if (*p == '\n') {

@@ -19,6 +19,7 @@
 #include <sys/random.h>
 
 #include "log.h"
+#include "textcut.h"
 
 #define DEFAULT_RECONNECT_INITIAL_MS 100
 #define DEFAULT_RECONNECT_MAX_MS 10000
@@ -79,7 +80,7 @@ static void first_line(const char *msg, char *out, size_t len)
         msg = "unknown error";
     size_t n = strcspn(msg, "\r\n");
     if (n >= len)
-        n = len - 1;
+        n = textcut_boundary(msg, len - 1);
     memcpy(out, msg, n);
     out[n] = '\0';
 }
@@ -497,7 +498,10 @@ static void complete(struct dbloop *db, PGresult *res)
         q->cb(db, NULL, "no result", q->arg);
     } else if (result_failed(res)) {
         result_error(res, err, sizeof(err));
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(db->last_sqlstate, sizeof(db->last_sqlstate), "%s", state ? state : "");
         q->cb(db, NULL, err, q->arg);
+        db->last_sqlstate[0] = '\0';
     } else {
         q->cb(db, res, NULL, q->arg);
     }

@@ -106,6 +106,9 @@ struct dbloop {
 
     int closing_handles;
     void (*close_cb)(struct dbloop *db);
+    /* The SQLSTATE of the failed query whose callback is running (its five characters name
+     * the class of error without quoting any value); empty otherwise. */
+    char last_sqlstate[8];
 };
 
 /*

@@ -15,6 +15,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "textcut.h"
 #include "validate.h"
 
 enum plan_step { STEP_SEND, STEP_RESERVE, STEP_DONE, STEP_FAILED, STEP_HELD };
@@ -65,6 +66,7 @@ static void sync_forget(struct delivery_sync *s)
         free(s->channels[i]);
     s->nchannels = 0;
     s->created = 0;
+    s->create_unknown = 0;
     s->omnidesk_id = 0;
 }
 
@@ -77,6 +79,8 @@ static void sync_parse(struct delivery_sync *s, const char *json)
         return;
     if (json_object_object_get_ex(obj, "created", &v))
         s->created = json_object_get_boolean(v);
+    if (json_object_object_get_ex(obj, "create_unknown", &v))
+        s->create_unknown = json_object_get_boolean(v);
     if (json_object_object_get_ex(obj, "omnidesk_id", &v) && v != NULL)
         s->omnidesk_id = json_object_get_int64(v);
     if (json_object_object_get_ex(obj, "channels", &v) && json_object_is_type(v, json_type_array)) {
@@ -91,6 +95,7 @@ static struct json_object *sync_json(const struct delivery_sync *s, int reset)
     struct json_object *obj = json_object_new_object();
     json_object_object_add(obj, "reset", json_object_new_boolean(reset));
     json_object_object_add(obj, "created", json_object_new_boolean(s->created));
+    json_object_object_add(obj, "create_unknown", json_object_new_boolean(s->create_unknown));
     json_object_object_add(obj, "omnidesk_id",
                            s->omnidesk_id > 0 ? json_object_new_int64(s->omnidesk_id) : NULL);
     struct json_object *channels = json_object_new_array();
@@ -181,9 +186,13 @@ static void start_plan(struct delivery *d)
     d->attempts = json_object_new_array();
     if (d->current >= d->nplans)
         return;
-    /* A retry, or rows a dead process held, may find that an earlier attempt applied: look
-     * the customer up first instead of trusting sync_state. */
+    /* A retry, rows a dead process held, or a create whose outcome is unknown (whatever
+     * released its rows afterwards: a breaker, a drain, the database away) may find that an
+     * earlier attempt applied: look the customer up first instead of trusting sync_state. */
     const struct mapping_plan *p = &d->plans[d->current];
+    d->known_created = d->sync.created;
+    if (d->sync.create_unknown)
+        d->verify_first = 1;
     for (size_t i = p->first; i <= p->last; i++) {
         if (d->rows[i].attempts > 0 || d->rows[i].orphaned)
             d->verify_first = 1;
@@ -291,7 +300,7 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
         int attempts = plan_max_attempts(d, p) + 1;
         if (attempts >= d->cfg->max_attempts) {
             char error[700];
-            snprintf(error, sizeof(error), "gave up after %d attempts: %s", attempts,
+            textcut_printf(error, sizeof(error), "gave up after %d attempts: %s", attempts,
                      d->last_error);
             log_warn("delivery failed: attempts exhausted outbox_id=%lld primary_id=%s "
                      "attempts=%d status=%d",
@@ -370,7 +379,7 @@ static enum plan_step update(struct delivery *d, const struct mapping_plan *p,
                              struct delivery_request *r)
 {
     if (nonempty(p->firstname) == NULL || nonempty(p->lastname) == NULL) {
-        snprintf(d->last_error, sizeof(d->last_error),
+        textcut_printf(d->last_error, sizeof(d->last_error),
                  "updateCustomer requires firstname and lastname; the CRM row has %s",
                  nonempty(p->firstname) ? "no lastname" : "no firstname");
         d->last_status = 0;
@@ -397,7 +406,7 @@ static enum plan_step next_upsert(struct delivery *d, const struct mapping_plan 
     if (!d->sync.created) {
         if (d->create_rejected && d->searched) {
             /* Refused, and not there: the create's own answer is the reason to report. */
-            snprintf(d->last_error, sizeof(d->last_error), "%s", d->reject_error);
+            textcut_printf(d->last_error, sizeof(d->last_error), "%s", d->reject_error);
             d->last_status = d->reject_status;
             return STEP_FAILED;
         }
@@ -406,6 +415,14 @@ static enum plan_step next_upsert(struct delivery *d, const struct mapping_plan 
         return create(d, p, r);
     }
     int need_update = p->names_changed || d->create_rejected || d->verify_first;
+    /* updateCustomer takes only both names. A customer the lookup found although sync_state
+     * did not know it (a create of ours whose answer was lost) got everything a create carries:
+     * without both names there is nothing an update could add, and demanding them would fail a
+     * row the create did not fail. An existing customer whose names or fields changed still
+     * needs them (update() says so). */
+    int nameless = nonempty(p->firstname) == NULL || nonempty(p->lastname) == NULL;
+    if (nameless && !d->create_rejected && !(p->names_changed && d->known_created))
+        need_update = 0;
     if (need_update && !d->update_done && !d->created_now)
         return update(d, p, r);
     for (; d->channels_added < p->nchannels; d->channels_added++) {
@@ -464,7 +481,11 @@ static void count_result(const struct delivery *d, const struct mapping_plan *p,
             strcmp(json_object_get_string(v), "ok") == 0)
             added++;
     }
-    const char *base = d->created_now ? "created" : d->update_done ? "updated" : NULL;
+    const char *base = d->created_now   ? "created"
+                       : d->update_done ? "updated"
+                       : d->searched && !d->known_created && d->sync.created
+                           ? "found at Omnidesk by lookup"
+                           : NULL;
     if (base && added)
         snprintf(out, outlen, "%s, %zu channel%s added", base, added, added == 1 ? "" : "s");
     else if (base)
@@ -623,7 +644,7 @@ void delivery_release(struct delivery *d, const char *why)
     if (d->current >= d->nplans)
         return;
     d->stop = DELIVERY_STOP_RELEASE;
-    snprintf(d->last_error, sizeof(d->last_error), "%s", why);
+    textcut_printf(d->last_error, sizeof(d->last_error), "%s", why);
 }
 
 static void log_attempt(struct delivery *d, const struct omnidesk_response *resp)
@@ -692,9 +713,14 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
     struct mapping_plan *p = &d->plans[d->current];
     log_attempt(d, resp);
     d->last_status = (int)resp->http_status;
-    snprintf(d->last_error, sizeof(d->last_error), "%s", resp->error);
+    textcut_printf(d->last_error, sizeof(d->last_error), "%s", resp->error);
 
     if (resp->class == OMNIDESK_TRANSIENT) {
+        /* A create may have been applied although its answer was lost, cut, late or a 5xx
+         * (a 429 was refused before anything happened). The flag goes to sync_state with the
+         * outcome, whatever releases the rows: the next delivery looks the customer up first. */
+        if (resp->endpoint == OMNIDESK_CREATE && resp->http_status != 429)
+            d->sync.create_unknown = 1;
         d->retry_after_ms = resp->retry_after_ms;
         /* A 429 says we were too fast, not that this row is at fault. */
         d->stop = resp->http_status == 429 ? DELIVERY_STOP_RELEASE : DELIVERY_STOP_TRANSIENT;
@@ -710,11 +736,13 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
         d->searched = 1;
         if (resp->class == OMNIDESK_OK && resp->customer_id > 0) {
             d->sync.created = 1;
+            d->sync.create_unknown = 0;
             d->sync.omnidesk_id = resp->customer_id;
             learn_channels(d, resp->customer);
         } else if (resp->class == OMNIDESK_NOT_FOUND) {
             if (d->sync.created || d->sync.omnidesk_id)
                 sync_forget(&d->sync);
+            d->sync.create_unknown = 0; /* not there: the lost create did not apply */
         } else {
             d->stop = DELIVERY_STOP_TRANSIENT; /* a 4xx to a lookup: retry rather than guess */
         }
@@ -722,6 +750,7 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
     case OMNIDESK_CREATE:
         if (resp->class == OMNIDESK_OK) {
             d->sync.created = 1;
+            d->sync.create_unknown = 0;
             d->created_now = 1;
             char key[1100];
             if (p->email) {
@@ -738,7 +767,7 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
              * customer may have been created meanwhile. */
             d->create_rejected = 1;
             d->reject_status = (int)resp->http_status;
-            snprintf(d->reject_error, sizeof(d->reject_error), "%s", resp->error);
+            textcut_printf(d->reject_error, sizeof(d->reject_error), "%s", resp->error);
             d->searched = 0;
             d->verify_first = 0;
         }

@@ -37,6 +37,7 @@ struct delivery_row {
 /* What is known of the customer at Omnidesk: the sync_state row, kept current. */
 struct delivery_sync {
     int created;
+    int create_unknown; /* a create was sent and its outcome is unknown: look up before any other */
     long long omnidesk_id;
     char *channels[DELIVERY_MAX_KNOWN]; /* "email:<addr>", "telephone:<e164>" */
     size_t nchannels;
@@ -90,6 +91,7 @@ struct delivery {
     int reject_status;
     char reject_error[512];
     int update_done;
+    int known_created;   /* sync_state said the customer exists when the plan started */
     int recreated;       /* the customer vanished at Omnidesk once already: do not loop */
     int purge_reserved;
     int purge_gone;      /* the purge found the customer already gone */

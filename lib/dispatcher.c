@@ -160,10 +160,15 @@ static void on_recorded(struct recorder *r, size_t n, int dropped)
     struct dispatcher *d = r->data;
     (void)n;
     /* Health says so: the database's own error may quote a value, so only the log has it. */
-    if (dropped)
+    if (dropped == RECORDER_DROPPED)
         snprintf(d->stats.last_error, sizeof(d->stats.last_error),
                  "the database refused to record delivery outcomes; their rows are delivered "
                  "again after their lease (see the log)");
+    else if (dropped == RECORDER_REFUSED)
+        snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+                 "the database refused the outcome of outbox row %lld; the row is marked failed "
+                 "(see omnisync outbox show)",
+                 r->refused_id);
     /* A dropped batch leaves the recorder idle too: a drain may be waiting for that. */
     maybe_drained(d);
     /* Recorded rows may unblock the next rows of their customers. That is no reason to claim

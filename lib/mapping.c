@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "textcut.h"
 #include "validate.h"
 
 #define VALUE_MAX 1024
@@ -109,7 +110,8 @@ static void set_invalid(struct mapping_plan *plan, const char *what, const char 
     plan->kind = MAPPING_INVALID;
     /* last_error lives in the database beside the row's own payload: the value helps the
      * operator find the typo. The log line gets the field and the rule only. */
-    snprintf(plan->error, sizeof(plan->error), "invalid %s \"%.200s\": %s", what, value, rule);
+    textcut_printf(plan->error, sizeof(plan->error), "invalid %s \"%.*s\": %s", what,
+                   textcut_prefix(value, 200), value, rule);
     snprintf(plan->log_error, sizeof(plan->log_error), "invalid %s: %s", what, rule);
 }
 

@@ -540,14 +540,21 @@ static json_object *parse_json(const char *body, size_t len)
     return root;
 }
 
-/* An id is a positive integer or a string of 1..18 digits. */
+/*
+ * An id is a positive integer that fits int64 (json-c clamps a larger number to INT64_MAX or
+ * UINT64_MAX without a word: the unsigned value tells) or a string of 1..18 digits. Returns the
+ * id, or -1 for anything else: an id that is there but malformed is never clamped into a valid
+ * one (a later purge would target it).
+ */
 static long long id_value(json_object *v)
 {
     if (v == NULL)
-        return 0;
+        return -1;
     if (json_object_is_type(v, json_type_int)) {
         int64_t n = json_object_get_int64(v);
-        return n > 0 ? (long long)n : 0;
+        if (n <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX)
+            return -1;
+        return (long long)n;
     }
     if (json_object_is_type(v, json_type_string)) {
         const char *s = json_object_get_string(v);
@@ -555,17 +562,18 @@ static long long id_value(json_object *v)
         long long n = 0;
 
         if (len == 0 || len > 18)
-            return 0;
+            return -1;
         for (size_t i = 0; i < len; i++) {
             if (s[i] < '0' || s[i] > '9')
-                return 0;
+                return -1;
             n = n * 10 + (s[i] - '0');
         }
-        return n;
+        return n > 0 ? n : -1;
     }
-    return 0;
+    return -1;
 }
 
+/* The id of object `o`: > 0, 0 when `o` is no object or has no "id", -1 when malformed. */
 static long long object_id(json_object *o)
 {
     json_object *v = NULL;
@@ -590,7 +598,8 @@ static int is_empty(json_object *v)
 
 /*
  * The lookup answer is not documented (DESIGN §2): an id at the top level, under "customer" or
- * in "items"[0]. Returns the id (> 0), 0 for an explicitly empty result, -1 for anything else.
+ * in "items"[0]. Returns the id (> 0), 0 for an explicitly empty result, -2 when an id is there
+ * but malformed (beyond int64, negative, not an integer), -1 for anything else.
  */
 static long long search_id(json_object *root)
 {
@@ -603,19 +612,19 @@ static long long search_id(json_object *root)
         return json_object_array_length(root) == 0 ? 0 : -1;
     if (!json_object_is_type(root, json_type_object))
         return -1;
-    if ((id = object_id(root)) > 0)
-        return id;
+    if ((id = object_id(root)) != 0)
+        return id > 0 ? id : -2;
     if (json_object_object_get_ex(root, "customer", &v)) {
-        if ((id = object_id(v)) > 0)
-            return id;
+        if ((id = object_id(v)) != 0)
+            return id > 0 ? id : -2;
         if (is_empty(v))
             return 0;
     }
     if (json_object_object_get_ex(root, "items", &v) && json_object_is_type(v, json_type_array)) {
         if (json_object_array_length(v) == 0)
             return 0;
-        if ((id = object_id(json_object_array_get_idx(v, 0))) > 0)
-            return id;
+        if ((id = object_id(json_object_array_get_idx(v, 0))) != 0)
+            return id > 0 ? id : -2;
     }
     return -1;
 }
@@ -657,11 +666,37 @@ static void http_error(struct omnidesk_response *r, long status, const char *bod
     }
 }
 
+/* A JSON object body whose "type" is "error": the API's own words for a failure. */
+static int error_body(json_object *root)
+{
+    json_object *v;
+    return root != NULL && json_object_is_type(root, json_type_object) &&
+           json_object_object_get_ex(root, "type", &v) &&
+           json_object_is_type(v, json_type_string) &&
+           strcmp(json_object_get_string(v), "error") == 0;
+}
+
 static void classify_status(struct omnidesk_request *req, struct omnidesk_response *r)
 {
     long status = r->http_status;
     json_object *root = parse_json(req->body, req->body_len);
 
+    if (status >= 200 && status <= 299 && error_body(root)) {
+        /* The API says it failed whatever the status: permanent, like the 4xx it should have
+         * been (a create then looks the customer up before its row fails; a lookup is retried). */
+        json_object *msg = NULL;
+        r->class = OMNIDESK_PERMANENT;
+        int n = snprintf(r->error, sizeof(r->error), "answered %ld with an error body: ", status);
+        if (json_object_object_get_ex(root, "message", &msg) &&
+            json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0)
+            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, json_object_get_string(msg),
+                           (size_t)json_object_get_string_len(msg), SIZE_MAX);
+        else
+            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, req->body, req->body_len,
+                           RAW_BODY_QUOTE);
+        json_object_put(root);
+        return;
+    }
     if (status >= 200 && status <= 299) {
         r->class = OMNIDESK_OK;
         if (req->endpoint == OMNIDESK_SEARCH) {
@@ -672,6 +707,12 @@ static void classify_status(struct omnidesk_request *req, struct omnidesk_respon
             } else if (id == 0) {
                 r->class = OMNIDESK_NOT_FOUND;
                 snprintf(r->error, sizeof(r->error), "HTTP %ld: no such customer", status);
+            } else if (id == -2) {
+                r->class = OMNIDESK_TRANSIENT;
+                snprintf(r->error, sizeof(r->error),
+                         "HTTP %ld: malformed answer: the customer id is not an integer from 1 "
+                         "to 9223372036854775807",
+                         status);
             } else {
                 r->class = OMNIDESK_TRANSIENT;
                 snprintf(r->error, sizeof(r->error), "HTTP %ld: unparseable answer", status);

@@ -27,7 +27,13 @@ int recorder_init(struct recorder *r, struct dbloop *db, const char *process, re
     r->on_recorded = cb;
     r->data = data;
     r->pending = json_object_new_array();
-    return r->pending ? OMNISYNC_OK : OMNISYNC_ENOMEM;
+    r->alone = json_object_new_array();
+    if (r->pending == NULL || r->alone == NULL) {
+        json_object_put(r->pending);
+        json_object_put(r->alone);
+        return OMNISYNC_ENOMEM;
+    }
+    return OMNISYNC_OK;
 }
 
 void recorder_free(struct recorder *r)
@@ -38,12 +44,14 @@ void recorder_free(struct recorder *r)
                  recorder_backlog(r));
     json_object_put(r->pending);
     json_object_put(r->writing);
-    r->pending = r->writing = NULL;
+    json_object_put(r->alone);
+    r->pending = r->writing = r->alone = NULL;
 }
 
 int recorder_idle(const struct recorder *r)
 {
-    return r->writing == NULL && json_object_array_length(r->pending) == 0;
+    return r->writing == NULL && json_object_array_length(r->pending) == 0 &&
+           json_object_array_length(r->alone) == 0;
 }
 
 size_t recorder_backlog(const struct recorder *r)
@@ -51,6 +59,8 @@ size_t recorder_backlog(const struct recorder *r)
     size_t n = json_object_array_length(r->pending);
     if (r->writing != NULL)
         n += json_object_array_length(r->writing);
+    for (size_t i = 0; i < json_object_array_length(r->alone); i++)
+        n += json_object_array_length(json_object_array_get_idx(r->alone, i));
     return n;
 }
 
@@ -64,15 +74,84 @@ void recorder_add(struct recorder *r, struct json_object *outcomes)
         start_write(r);
 }
 
+/* Puts `batches` (taken over) in front of the batches written alone. */
+static void alone_front(struct recorder *r, struct json_object *batches)
+{
+    for (size_t i = 0; i < json_object_array_length(r->alone); i++)
+        json_object_array_add(batches, json_object_get(json_object_array_get_idx(r->alone, i)));
+    json_object_put(r->alone);
+    r->alone = batches;
+}
+
 /* Puts the batch being written back in front of what queued up meanwhile. */
 static void requeue(struct recorder *r)
 {
+    if (r->writing_alone) {
+        struct json_object *batches = json_object_new_array();
+        json_object_array_add(batches, r->writing);
+        r->writing = NULL;
+        alone_front(r, batches);
+        return;
+    }
     size_t n = json_object_array_length(r->pending);
     for (size_t i = 0; i < n; i++)
         json_object_array_add(r->writing, json_object_get(json_object_array_get_idx(r->pending, i)));
     json_object_put(r->pending);
     r->pending = r->writing;
     r->writing = NULL;
+}
+
+/* Elements [from, to) of `batch` as a new array. */
+static struct json_object *slice(struct json_object *batch, size_t from, size_t to)
+{
+    struct json_object *part = json_object_new_array();
+    for (size_t i = from; i < to; i++)
+        json_object_array_add(part, json_object_get(json_object_array_get_idx(batch, i)));
+    return part;
+}
+
+/* A copy of field `key` of `from` into `to`, if there. */
+static void copy_field(struct json_object *to, struct json_object *from, const char *key)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(from, key, &v))
+        json_object_object_add(to, key, json_object_get(v));
+}
+
+/*
+ * The outcome that replaces one the database refused: the row failed, with the SQLSTATE only (the
+ * refused text may be what broke it, and the server's message may quote a value), none of the
+ * refused outcome's texts, and a sync state that makes the customer's next delivery look it up
+ * before it creates anything (whatever the refused outcome knew is not recorded).
+ */
+static struct json_object *refusal(struct json_object *refused, const char *sqlstate)
+{
+    struct json_object *o = json_object_new_object(), *v;
+    static const char *const keys[] = {"source", "brand_id", "primary_id", "rows", "sent_id",
+                                       "op", "first_created"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        copy_field(o, refused, keys[i]);
+    char error[160];
+    snprintf(error, sizeof(error), "the database refused this row's outcome: SQLSTATE %s",
+             *sqlstate ? sqlstate : "unknown");
+    json_object_object_add(o, "status", json_object_new_string("failed"));
+    json_object_object_add(o, "error", json_object_new_string(error));
+    json_object_object_add(o, "delay_ms", json_object_new_int64(0));
+    json_object_object_add(o, "spend", json_object_new_int(1));
+    json_object_object_add(o, "purged", json_object_new_boolean(0));
+    json_object_object_add(o, "refused", json_object_new_boolean(1));
+    struct json_object *sync;
+    if (json_object_object_get_ex(refused, "sync", &sync) && sync != NULL &&
+        !(json_object_object_get_ex(sync, "reset", &v) && json_object_get_boolean(v))) {
+        struct json_object *s = json_object_new_object();
+        json_object_object_add(s, "reset", json_object_new_boolean(0));
+        copy_field(s, sync, "created");
+        copy_field(s, sync, "omnidesk_id");
+        json_object_object_add(s, "channels", json_object_new_array());
+        json_object_object_add(s, "create_unknown", json_object_new_boolean(1));
+        json_object_object_add(o, "sync", s);
+    }
+    return o;
 }
 
 static void on_released(struct dbloop *db, const PGresult *res, const char *err, void *arg)
@@ -133,10 +212,95 @@ nomem:
     on_released(r->db, NULL, "out of memory", r);
 }
 
+static void dropped(struct recorder *r, size_t n, const char *err)
+{
+    log_error("cannot record outcomes; dropping the batch, its rows will be delivered "
+              "again after their lease error=\"%s\" outcomes=%zu",
+              err, n);
+    release_dropped(r, r->writing);
+    json_object_put(r->writing);
+    r->writing = NULL;
+    r->failures = 0;
+    r->dropped += n;
+    if (r->on_recorded != NULL)
+        r->on_recorded(r, n, RECORDER_DROPPED);
+}
+
+/* Errors about the data of an outcome (classes 22 data exception, 23 integrity, P0 raised by
+ * record_outcomes), or of no known class: worth finding the outcome at fault. Anything else (a
+ * read-only standby, a deadlock, no disk) is about the database: the whole batch is retried. */
+static int about_the_data(const char *sqlstate)
+{
+    return *sqlstate == '\0' || strncmp(sqlstate, "22", 2) == 0 ||
+           strncmp(sqlstate, "23", 2) == 0 || strncmp(sqlstate, "P0", 2) == 0;
+}
+
+/*
+ * The database refused a batch (an SQL error, not a lost connection). One refused outcome must
+ * not take the others down (errors about the database itself excepted, see about_the_data): a
+ * batch of several is written again in two halves, each alone, until the outcome at fault is
+ * alone; that one is tried a few times (the error may pass), then replaced by the failure of its
+ * rows. Only when even that is refused are its rows dropped.
+ */
+static void refused(struct recorder *r, size_t n, const char *err, const char *sqlstate)
+{
+    struct json_object *batches, *v;
+    if (!about_the_data(sqlstate)) {
+        if (++r->failures < RECORDER_MAX_FAILURES) {
+            log_warn("recording outcomes failed; trying again error=\"%s\" sqlstate=%s "
+                     "outcomes=%zu",
+                     err, sqlstate, n);
+            requeue(r);
+        } else {
+            dropped(r, n, err);
+        }
+        return;
+    }
+    if (n > 1) {
+        log_warn("the database refused a batch of outcomes; writing it in parts sqlstate=%s "
+                 "outcomes=%zu",
+                 *sqlstate ? sqlstate : "unknown", n);
+        batches = json_object_new_array();
+        json_object_array_add(batches, slice(r->writing, 0, n / 2));
+        json_object_array_add(batches, slice(r->writing, n / 2, n));
+        json_object_put(r->writing);
+        r->writing = NULL;
+        r->failures = 0;
+        alone_front(r, batches);
+        return;
+    }
+    if (++r->failures < RECORDER_MAX_FAILURES) {
+        log_warn("recording an outcome failed; trying again sqlstate=%s",
+                 *sqlstate ? sqlstate : "unknown");
+        requeue(r);
+        return;
+    }
+    struct json_object *o = json_object_array_get_idx(r->writing, 0);
+    if (n == 0 || (json_object_object_get_ex(o, "refused", &v) && json_object_get_boolean(v))) {
+        dropped(r, n, err);
+        return;
+    }
+    json_object_object_get_ex(o, "sent_id", &v);
+    r->refused_id = json_object_get_int64(v);
+    log_error("the database refused a row's outcome; the row is marked failed outbox_id=%lld "
+              "sqlstate=%s",
+              r->refused_id, *sqlstate ? sqlstate : "unknown");
+    batches = json_object_new_array();
+    struct json_object *one = json_object_new_array();
+    json_object_array_add(one, refusal(o, sqlstate));
+    json_object_array_add(batches, one);
+    json_object_put(r->writing);
+    r->writing = NULL;
+    r->failures = 0;
+    r->refused++;
+    alone_front(r, batches);
+    if (r->on_recorded != NULL)
+        r->on_recorded(r, 1, RECORDER_REFUSED);
+}
+
 static void written(struct dbloop *db, const PGresult *res, const char *err, void *arg)
 {
     struct recorder *r = arg;
-    (void)db;
     if (r->pending == NULL)
         return; /* recorder_free ran first: the service is exiting and closed the connection */
     size_t n = json_object_array_length(r->writing);
@@ -146,30 +310,21 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
             requeue(r);
             return;
         }
-        if (!lost && ++r->failures >= RECORDER_MAX_FAILURES) {
-            /* The same batch failed again and again: an error in it, not in the database.
-             * Dropping it costs a redelivery when the leases expire, never a loss. */
-            log_error("cannot record outcomes; dropping the batch, its rows will be delivered "
-                      "again after their lease error=\"%s\" outcomes=%zu",
-                      err, n);
-            release_dropped(r, r->writing);
-            json_object_put(r->writing);
-            r->writing = NULL;
-            r->failures = 0;
-            if (r->on_recorded != NULL)
-                r->on_recorded(r, n, 1);
-        } else {
-            log_warn("recording outcomes failed; trying again error=\"%s\" outcomes=%zu", err, n);
+        if (lost) {
+            log_warn("recording outcomes failed; trying again error=\"%s\" outcomes=%zu", err,
+                     n);
             requeue(r);
+        } else {
+            refused(r, n, err, db->last_sqlstate);
         }
     } else {
         r->failures = 0;
         json_object_put(r->writing);
         r->writing = NULL;
         if (r->on_recorded != NULL)
-            r->on_recorded(r, n, 0);
+            r->on_recorded(r, n, RECORDER_COMMITTED);
     }
-    if (r->writing == NULL && json_object_array_length(r->pending) > 0)
+    if (r->writing == NULL)
         start_write(r);
 }
 
@@ -181,10 +336,19 @@ void recorder_flush(struct recorder *r)
 
 static void start_write(struct recorder *r)
 {
-    if (json_object_array_length(r->pending) == 0)
+    if (r->writing != NULL)
         return;
-    r->writing = r->pending;
-    r->pending = json_object_new_array();
+    if (json_object_array_length(r->alone) > 0) {
+        r->writing = json_object_get(json_object_array_get_idx(r->alone, 0));
+        json_object_array_del_idx(r->alone, 0, 1);
+        r->writing_alone = 1;
+    } else {
+        if (json_object_array_length(r->pending) == 0)
+            return;
+        r->writing = r->pending;
+        r->pending = json_object_new_array();
+        r->writing_alone = 0;
+    }
     const char *params[] = {r->process,
                             json_object_to_json_string_ext(r->writing, JSON_C_TO_STRING_PLAIN)};
     int rc = dbloop_query(r->db, "SELECT omnisync.record_outcomes($1, $2::jsonb)", 2, params,

@@ -16,9 +16,17 @@
 #include "errors.h"
 
 struct recorder;
-/* Called after each batch is committed (dropped = 0) or dropped after five SQL errors in a row
- * (dropped = 1: its rows are delivered again once their lease runs out), with the number of
- * outcomes it held. */
+/* What became of a batch, for the callback. */
+enum { RECORDER_COMMITTED = 0, RECORDER_DROPPED = 1, RECORDER_REFUSED = 2 };
+/*
+ * Called after each batch is committed (RECORDER_COMMITTED); dropped (RECORDER_DROPPED: refused
+ * five times in a row for a reason about the database rather than the data, or even the failure
+ * that replaced a refused outcome was refused five times; its rows are delivered again once their
+ * lease runs out); or when one outcome the database refused five times alone is replaced by the
+ * failure of its rows (RECORDER_REFUSED, outcomes = 1, refused_id its row). `outcomes` is the
+ * number concerned. A batch refused for its data is written again in halves, so one refused
+ * outcome never takes the others down.
+ */
 typedef void (*recorder_cb)(struct recorder *r, size_t outcomes, int dropped);
 
 struct recorder {
@@ -26,9 +34,14 @@ struct recorder {
     char process[128];
     struct json_object *pending; /* outcomes waiting for the next write */
     struct json_object *writing; /* the batch being written, or NULL */
+    struct json_object *alone;   /* parts of refused batches: each written alone, first */
+    int writing_alone;           /* `writing` came from `alone` */
     unsigned failures;           /* consecutive SQL errors on the current batch */
     recorder_cb on_recorded;
     void *data;
+    unsigned long long dropped;  /* outcomes dropped since start (their rows are re-sent) */
+    unsigned long long refused;  /* outcomes refused and replaced by their rows' failure */
+    long long refused_id;        /* the row of the last refused outcome */
 };
 
 /* `db` (a connection for the recorder alone: nothing else should queue behind its batches)

@@ -184,7 +184,17 @@ static void on_farewell(struct dbloop *db, const PGresult *res, const char *err,
 static void drained(struct dispatcher *d)
 {
     struct service *s = container_of(d, struct service, dispatcher);
-    log_info("stopped: every request in flight finished and its outcome is recorded");
+    const struct recorder *r = &s->dispatcher.recorder;
+    if (r->dropped > 0)
+        log_warn("stopped: every request in flight finished, but the outcomes of %llu were "
+                 "dropped; their rows are delivered again after their lease",
+                 r->dropped);
+    else if (r->refused > 0)
+        log_warn("stopped: every request in flight finished; %llu outcomes were refused by the "
+                 "database and their rows marked failed instead",
+                 r->refused);
+    else
+        log_info("stopped: every request in flight finished and its outcome is recorded");
     /* Leave omnisync status' list of processes, then close. */
     const char *params[] = {s->process};
     if (dbloop_query(&s->db, "DELETE FROM omnisync.process WHERE name = $1", 1, params,

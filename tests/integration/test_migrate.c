@@ -344,7 +344,9 @@ START_TEST(test_concurrent_migrates)
     free(eb);
     proc_free(&a);
     proc_free(&b);
-    ck_assert_int_eq(pgrig_query_int(conn, "SELECT count(*) FROM omnisync.schema_version"), 1);
+    /* Every migration once: two concurrent runs apply none twice. */
+    ck_assert_int_eq(pgrig_query_int(conn, "SELECT count(*) FROM omnisync.schema_version"),
+                     pgrig_query_int(conn, "SELECT max(version) FROM omnisync.schema_version"));
     ck_assert_int_eq(pgrig_query_int(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
                                            "'public.customers'::regclass AND NOT tgisinternal"),
                      3);

@@ -1,6 +1,7 @@
 /* Unit tests of lib/mapping: segments, coalescing, purges, validation, channels. */
 #include <check.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mapping.h"
@@ -255,6 +256,32 @@ START_TEST(test_invalid_values_never_planned)
 }
 END_TEST
 
+/* Issue 17.1: the value in the error is cut at 200 bytes, never inside a character (PostgreSQL
+ * refused the split text and with it the whole batch of outcomes). */
+START_TEST(test_invalid_value_cut_on_a_character_boundary)
+{
+    char json[2048], want[512];
+    size_t len = (size_t)snprintf(json, sizeof(json), "{\"primary_id\":\"C1\",\"firstname\":\"a");
+    for (int i = 0; i < 600; i++)
+        len += (size_t)snprintf(json + len, sizeof(json) - len, "\xc3\xa9");
+    snprintf(json + len, sizeof(json) - len, "\",\"lastname\":\"Lee\"}");
+    len = (size_t)snprintf(want, sizeof(want), "invalid firstname \"a");
+    for (int i = 0; i < 99; i++) /* 1 + 99 x 2 = 199 bytes: a 100th would end at 201 */
+        len += (size_t)snprintf(want + len, sizeof(want) - len, "\xc3\xa9");
+    snprintf(want + len, sizeof(want) - len, "\": is too long");
+
+    struct fixture f = {0};
+    struct mapping_plan plans[MAPPING_MAX_PLANS];
+    size_t covered;
+    add(&f, 1, "insert", NULL, json);
+    int n = plan(&f, plans, &covered);
+    ck_assert_int_eq(plans[0].kind, MAPPING_INVALID);
+    ck_assert_str_eq(plans[0].error, want);
+    ck_assert_str_eq(plans[0].log_error, "invalid firstname: is too long");
+    release(&f, plans, n);
+}
+END_TEST
+
 START_TEST(test_historic_invalid_channel_skipped_fixed_state_valid)
 {
     struct fixture f = {0};
@@ -319,6 +346,7 @@ int main(void)
     tcase_add_test(tc, test_truncate_stands_alone);
     tcase_add_test(tc, test_invalid_values_never_planned);
     tcase_add_test(tc, test_names_transliterated_or_strict);
+    tcase_add_test(tc, test_invalid_value_cut_on_a_character_boundary);
     tcase_add_test(tc, test_historic_invalid_channel_skipped_fixed_state_valid);
     tcase_add_test(tc, test_normalisation_when_configured);
     tcase_add_test(tc, test_primary_id_change);

@@ -6,8 +6,14 @@
  * with uv_loop_close() == 0: no handle of the client may outlive close_cb. Waiting is always for
  * a condition with a deadline (a guard timer on the loop), never a sleep.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <json-c/json.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -777,6 +783,150 @@ START_TEST(search_truncated_answer_is_transient)
 }
 END_TEST
 
+/* ---- hostile answers (issue 17) --------------------------------------------------------- */
+
+/*
+ * A server that answers every request with one fixed body (status 200, JSON), for answers the
+ * fake never gives. A forked child on a loopback port; canned_stop kills and reaps it.
+ */
+struct canned {
+    pid_t pid;
+    char url[64];
+};
+
+static void canned_serve(int lfd, const char *body)
+{
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            _exit(0);
+        char buf[65536];
+        size_t len = 0;
+        long clen = -1;
+        char *end = NULL;
+        /* Headers, then Content-Length bytes of body. */
+        while (len < sizeof(buf) - 1) {
+            ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            buf[len] = '\0';
+            if (end == NULL && (end = strstr(buf, "\r\n\r\n")) != NULL) {
+                char *cl = strcasestr(buf, "\r\ncontent-length:");
+                clen = cl != NULL && cl < end ? strtol(cl + 17, NULL, 10) : 0;
+            }
+            if (end != NULL && len >= (size_t)(end + 4 - buf) + (size_t)clen)
+                break;
+        }
+        char head[256];
+        int hn = snprintf(head, sizeof(head),
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                          strlen(body));
+        if (write(fd, head, (size_t)hn) < 0 || write(fd, body, strlen(body)) < 0)
+            _exit(1);
+        close(fd);
+    }
+}
+
+static void canned_start(struct canned *c, const char *body)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(lfd, 16), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    c->pid = fork();
+    ck_assert_int_ge(c->pid, 0);
+    if (c->pid == 0)
+        canned_serve(lfd, body);
+    close(lfd);
+}
+
+static void canned_stop(struct canned *c)
+{
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, NULL, 0);
+}
+
+/* One request of `e` against a server answering `body`: its outcome in *o. */
+static void canned_call(const char *body, enum omnidesk_endpoint e, struct outcome *o)
+{
+    struct canned c;
+    struct rig t;
+    const struct omnidesk_field fields[] = {{"brand_id", "1"}, {"primary_id", "S1"}};
+
+    canned_start(&c, body);
+    memset(&t, 0, sizeof(t));
+    current = &t;
+    ck_assert_int_eq(uv_loop_init(&t.loop), 0);
+    struct omnidesk_options opts = {.base_url = c.url, .api_key = KEY, .timeout_ms = 5000,
+                                    .max_in_flight = 4};
+    ck_assert_int_eq(omnidesk_init(&t.client, &t.loop, &opts), 0);
+    call(&t, e, 0, fields, NF(fields), o);
+    omnidesk_close(&t.client, 0, on_closed);
+    ck_assert_msg(run_until(&t.loop, rig_closed, &t, DEADLINE_MS), "close_cb never ran");
+    ck_assert_int_eq(uv_loop_close(&t.loop), 0);
+    canned_stop(&c);
+}
+
+/* 200 {"type":"error"} is a failure whatever the status, and the error says so. */
+START_TEST(error_body_with_2xx_is_a_failure)
+{
+    static const enum omnidesk_endpoint endpoints[] = {OMNIDESK_CREATE, OMNIDESK_UPDATE,
+                                                       OMNIDESK_ADD_CHANNEL, OMNIDESK_SEARCH};
+    struct outcome o;
+    for (size_t i = 0; i < NF(endpoints); i++) {
+        canned_call("{\"type\":\"error\",\"message\":\"Customer \\u00e9 not \\n saved\"}",
+                    endpoints[i], &o);
+        ck_assert_msg(o.r.class == OMNIDESK_PERMANENT, "%s: class %s",
+                      omnidesk_endpoint_name(endpoints[i]), omnidesk_class_name(o.r.class));
+        ck_assert_int_eq(o.r.customer_id, 0);
+        ck_assert_msg(strcmp(o.r.error, "answered 200 with an error body: Customer \xc3\xa9 not "
+                                        "  saved") == 0,
+                      "error: %s", o.r.error);
+    }
+    /* Without a message the body itself is quoted, cut and on one line. */
+    canned_call("{\"type\":\"error\"}", OMNIDESK_CREATE, &o);
+    ck_assert_int_eq(o.r.class, OMNIDESK_PERMANENT);
+    ck_assert_str_eq(o.r.error, "answered 200 with an error body: {\"type\":\"error\"}");
+}
+END_TEST
+
+/* A lookup id beyond int64, negative, zero or not an integer is a malformed answer: never
+ * clamped into an id that a later purge would target. */
+START_TEST(search_id_beyond_int64_is_malformed)
+{
+    static const char *const bodies[] = {
+        "{\"type\":\"result\",\"customer\":{\"id\":9223372036854775808}}",
+        "{\"type\":\"result\",\"customer\":{\"id\":123456789012345678901234567890}}",
+        "{\"type\":\"result\",\"id\":18446744073709551615}",
+        "{\"type\":\"result\",\"items\":[{\"id\":-7}]}",
+        "{\"type\":\"result\",\"customer\":{\"id\":0}}",
+        "{\"type\":\"result\",\"customer\":{\"id\":12.5}}",
+        "{\"type\":\"result\",\"customer\":{\"id\":\"-12\"}}",
+        "{\"type\":\"result\",\"customer\":{\"id\":\"1234567890123456789012345678901\"}}",
+    };
+    struct outcome o;
+    for (size_t i = 0; i < NF(bodies); i++) {
+        canned_call(bodies[i], OMNIDESK_SEARCH, &o);
+        ck_assert_msg(o.r.class == OMNIDESK_TRANSIENT && o.r.customer_id == 0,
+                      "%s: class %s id %lld", bodies[i], omnidesk_class_name(o.r.class),
+                      o.r.customer_id);
+        ck_assert_msg(strstr(o.r.error, "malformed answer") != NULL, "%s: %s", bodies[i],
+                      o.r.error);
+    }
+    /* The largest id that fits is still an id. */
+    canned_call("{\"type\":\"result\",\"customer\":{\"id\":9223372036854775807}}", OMNIDESK_SEARCH,
+                &o);
+    ck_assert_int_eq(o.r.class, OMNIDESK_OK);
+    ck_assert_int_eq(o.r.customer_id, 9223372036854775807LL);
+}
+END_TEST
+
 /* ---- limits -------------------------------------------------------------------------------- */
 
 /* Beyond max_body the answer is not read: a transient transport error. */
@@ -1087,6 +1237,8 @@ static Suite *omnidesk_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, search_id_in_every_shape);
     tcase_add_test(tc, search_truncated_answer_is_transient);
+    tcase_add_test(tc, error_body_with_2xx_is_a_failure);
+    tcase_add_test(tc, search_id_beyond_int64_is_malformed);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");

@@ -1,0 +1,167 @@
+/*
+ * test_recorder: outcome batches against a real PostgreSQL (issue 17.1). One outcome the
+ * database refuses must not take its batch down: the others are recorded, the refused row fails
+ * with the SQLSTATE only, and nothing is dropped.
+ */
+#include <check.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dbloop.h"
+#include "pgrig.h"
+#include "recorder.h"
+#include "sql_files.h"
+#include "testutil.h"
+
+static uv_loop_t loop;
+static uv_timer_t ticker;
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+#define RUN_UNTIL(expr, timeout_ms)                                                                \
+    __extension__({                                                                                \
+        uint64_t run_deadline_ = testutil_now_ms() + (uint64_t)(timeout_ms);                       \
+        int run_ok_;                                                                               \
+        uv_timer_start(&ticker, on_tick, 5, 5);                                                    \
+        while (!(run_ok_ = !!(expr)) && testutil_now_ms() < run_deadline_)                         \
+            uv_run(&loop, UV_RUN_ONCE);                                                            \
+        uv_timer_stop(&ticker);                                                                    \
+        run_ok_;                                                                                   \
+    })
+
+static int closed;
+static void on_closed(struct dbloop *db)
+{
+    (void)db;
+    closed = 1;
+}
+
+static size_t committed, refused_calls, dropped_calls;
+static void on_recorded(struct recorder *r, size_t n, int dropped)
+{
+    (void)r;
+    if (dropped == RECORDER_COMMITTED)
+        committed += n;
+    else if (dropped == RECORDER_REFUSED)
+        refused_calls++;
+    else
+        dropped_calls++;
+}
+
+/* A database with the omnisync schema and `n` pending rows leased by "p1", ids 1..n. */
+static PGconn *setup_db(const char *name, char *conninfo, size_t len, int n)
+{
+    struct pgrig *pg = pgrig_global();
+    ck_assert_ptr_nonnull(pg);
+    ck_assert_int_eq(pgrig_createdb(pg, name, conninfo, len), 0);
+    PGconn *c = pgrig_connect(pg, name);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(pgrig_exec(c, "CREATE SCHEMA omnisync"), 0);
+    for (const struct sql_file *f = sql_files; f->name != NULL; f++) {
+        if (f->name[0] >= '0' && f->name[0] <= '9')
+            ck_assert_msg(pgrig_exec(c, f->text) == 0, "%s", f->name);
+    }
+    ck_assert_int_eq(
+        pgrig_execf(c,
+                    "INSERT INTO omnisync.outbox (source, primary_id, op, new_data, "
+                    "locked_by, locked_until) SELECT 'customers', 'C' || i, 'insert', "
+                    "'{}', 'p1', now() + interval '1 hour' FROM generate_series(1, %d) i",
+                    n),
+        0);
+    return c;
+}
+
+static const char *outcome(int id, const char *error)
+{
+    static char buf[4][512];
+    static int k;
+    char *o = buf[k++ % 4];
+    snprintf(o, 512,
+             "{\"source\":\"customers\",\"brand_id\":0,\"primary_id\":\"C%d\",\"rows\":[%d],"
+             "\"sent_id\":%d,\"status\":\"done\",\"op\":\"create\",\"first_created\":0,"
+             "\"result\":\"created\",%s\"delay_ms\":0,\"spend\":1,\"purged\":false,"
+             "\"attempts\":[],\"sync\":{\"reset\":false,\"created\":true,\"omnidesk_id\":%d,"
+             "\"channels\":[]}}",
+             id, id, id, error ? error : "", 100 + id);
+    return o;
+}
+
+START_TEST(one_refused_outcome_fails_its_row_only)
+{
+    char conninfo[1024];
+    PGconn *c = setup_db("recorder_refused", conninfo, sizeof(conninfo), 5);
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    ck_assert_int_eq(uv_timer_init(&loop, &ticker), 0);
+    struct dbloop db;
+    struct dbloop_options opts = {.conninfo = conninfo, .application_name = "test_recorder"};
+    ck_assert_int_eq(dbloop_init(&db, &loop, &opts), 0);
+    ck_assert(RUN_UNTIL(dbloop_state(&db) == DBLOOP_READY, 10000));
+
+    struct recorder r;
+    ck_assert_int_eq(recorder_init(&r, &db, "p1", on_recorded, NULL), 0);
+    /* Five outcomes in one batch; the third carries a text jsonb refuses (\u0000): the
+     * statement fails for the whole batch. */
+    char text[4096];
+    snprintf(text, sizeof(text), "[%s,%s,%s,%s,%s]", outcome(1, NULL), outcome(2, NULL),
+             outcome(3, "\"error\":\"x\\u0000y\","), outcome(4, NULL), "null");
+    struct json_object *batch = json_tokener_parse(text);
+    ck_assert_ptr_nonnull(batch);
+    json_object_array_put_idx(batch, 4, json_tokener_parse(outcome(5, NULL)));
+    recorder_add(&r, batch);
+    json_object_put(batch);
+    ck_assert_msg(RUN_UNTIL(recorder_idle(&r), 20000), "the recorder never became idle");
+
+    ck_assert_int_eq(dropped_calls, 0);
+    ck_assert_int_eq(refused_calls, 1);
+    ck_assert_int_eq(r.dropped, 0);
+    ck_assert_int_eq(r.refused, 1);
+    ck_assert_int_eq(r.refused_id, 3);
+    ck_assert_int_eq(committed, 5); /* four outcomes and the failure that replaced the fifth */
+    ck_assert_int_eq(pgrig_query_int(c, "SELECT count(*) FROM omnisync.outbox WHERE status = "
+                                        "'done' AND id <> 3 AND locked_by IS NULL"),
+                     4);
+    char *err = pgrig_query_text(c, "SELECT status || ' ' || last_error || ' ' || attempts "
+                                    "FROM omnisync.outbox WHERE id = 3");
+    ck_assert_str_eq(err, "failed the database refused this row's outcome: SQLSTATE 22P05 1");
+    free(err);
+    /* The customer's next delivery looks it up before it creates anything. */
+    ck_assert_int_eq(pgrig_query_int(c, "SELECT count(*) FROM omnisync.sync_state WHERE "
+                                        "primary_id = 'C3' AND create_unknown"),
+                     1);
+    ck_assert_int_eq(pgrig_query_int(c, "SELECT count(*) FROM omnisync.sync_state WHERE "
+                                        "create_unknown"),
+                     1);
+
+    recorder_free(&r);
+    dbloop_close(&db, on_closed);
+    ck_assert(RUN_UNTIL(closed, 10000));
+    uv_close((uv_handle_t *)&ticker, NULL);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    PQfinish(c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("recorder");
+    TCase *tc = tcase_create("batches");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, one_refused_outcome_fails_its_row_only);
+    suite_add_tcase(s, tc);
+    if (pgrig_global() == NULL) {
+        fprintf(stderr, "test_recorder: cannot start the test PostgreSQL\n");
+        return 1;
+    }
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pgrig_stop(pgrig_global());
+    return failed != 0;
+}
