@@ -35,13 +35,20 @@
 #define OMNISYNC_VERSION "unknown"
 #endif
 
-/* Scrapers and probes open a handful of connections; anything beyond is not a monitoring
- * system, and each connection costs its memory limit. */
-#define HEALTH_MAX_CONNECTIONS 32u
+/* Scrapers and probes open a handful of connections; anything beyond is not a monitoring system,
+ * and each connection costs its memory limit (256 x 16 kB = 4 MB at most). The limit is high on
+ * purpose: libmicrohttpd 0.9.x watches a connection edge-triggered from the moment it accepts it,
+ * so a client that sent part of a request and closed while still queued behind the limit is only
+ * noticed at its timeout. A flood that fits under the limit is dropped as soon as its clients
+ * close; a larger one drains at HEALTH_MAX_CONNECTIONS per HEALTH_CONNECTION_TIMEOUT. */
+#define HEALTH_MAX_CONNECTIONS 256u
 /* Headers and the request line must fit in this; MHD refuses larger requests itself. */
 #define HEALTH_CONNECTION_MEMORY (16u * 1024u)
-/* Seconds an idle (or slow) connection is kept. */
-#define HEALTH_CONNECTION_TIMEOUT 10u
+/* Seconds an idle (or slow) connection is kept: a probe or scrape on loopback sends its request
+ * in milliseconds, and a scraper's kept-alive connection is cheap to open again. */
+#define HEALTH_CONNECTION_TIMEOUT 5u
+/* Longest wait between two MHD_run() calls while any connection is open (see run_mhd()). */
+#define HEALTH_RUN_INTERVAL_MS 1000u
 
 #define CONTENT_TYPE_JSON "application/json"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
@@ -273,18 +280,44 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     run_mhd(h);
 }
 
+static unsigned current_connections(struct health *h)
+{
+    const union MHD_DaemonInfo *info;
+
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info != NULL ? info->num_connections : 0;
+}
+
 static void run_mhd(struct health *h)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
+    uint64_t delay_ms;
+    unsigned before, after;
+    int have_timeout;
 
     if (h->daemon == NULL)
         return;
+    before = h->connections;
     if (MHD_run(h->daemon) != MHD_YES)
         log_debug("health: MHD_run failed");
+    after = current_connections(h);
+    h->connections = after;
+    have_timeout = MHD_get_timeout(h->daemon, &timeout) == MHD_YES;
     /* Re-armed after every run: each run may change what MHD waits for. A zero timeout means
      * "call again at once" (work left on its ready list) and fires on the next loop turn. */
-    if (MHD_get_timeout(h->daemon, &timeout) == MHD_YES)
-        uv_timer_start(&h->timer, on_timer, (uint64_t)timeout, 0);
+    delay_ms = have_timeout ? (uint64_t)timeout : UINT64_MAX;
+    /* At the connection limit MHD takes its listening socket out of its epoll set and only puts it
+     * back at the start of a later MHD_run(). When connections closed in this run, no event may
+     * ever come for the clients queued meanwhile, and with no connection left MHD reports no
+     * timeout: without another run now the server would stay deaf for good (issue 17 item 3). */
+    if (after < before)
+        delay_ms = 0;
+    /* While connections exist, or the listening socket may be out of the set, MHD is run at least
+     * this often, whatever it reports: a bounded safety net, never the only wake-up. */
+    else if (after > 0 && delay_ms > HEALTH_RUN_INTERVAL_MS)
+        delay_ms = HEALTH_RUN_INTERVAL_MS;
+    if (delay_ms != UINT64_MAX)
+        uv_timer_start(&h->timer, on_timer, delay_ms, 0);
     else
         uv_timer_stop(&h->timer);
 }
