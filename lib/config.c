@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #define INI_LINE_MAX 200 /* Debian's libinih is built with INI_MAX_LINE 200 */
 #define API_KEY_MAX 512
 
@@ -611,36 +613,100 @@ static int is_loopback_host(const char *host, size_t len)
     return 0;
 }
 
+/* One part of a parsed URL, or NULL when it is absent; the caller frees it with curl_free(). */
+static char *url_part(CURLU *url, CURLUPart what)
+{
+    char *part = NULL;
+
+    if (curl_url_get(url, what, &part, 0) != CURLUE_OK)
+        return NULL;
+    return part;
+}
+
+/*
+ * The URL is parsed by libcurl's own parser, the one that picks the host to connect to: a
+ * hand-written split took "http://127.0.0.1:80@example.com" for a loopback URL while libcurl
+ * connects to example.com with the key (issue 17 item 4). A user name or password would be sent
+ * as Basic auth to whoever answers, and a query or fragment would break the request paths
+ * appended to the URL: all three are refused.
+ */
 static void check_base_url(struct config *cfg, const char *where)
 {
-    const char *url = cfg->base_url;
-    if (*url == '\0')
+    CURLU *url = NULL;
+    char *scheme = NULL, *host = NULL, *part;
+    CURLUcode rc;
+    int has_userinfo = 0;
+    size_t len;
+
+    if (*cfg->base_url == '\0')
         return; /* reported once the whole file is read */
-    if (strncmp(url, "https://", 8) == 0)
+    url = curl_url();
+    if (url == NULL) {
+        add_error(cfg, "%s: [omnidesk] base_url: out of memory", where);
         return;
-    if (strncmp(url, "http://", 7) != 0) {
+    }
+    rc = curl_url_set(url, CURLUPART_URL, cfg->base_url, 0);
+    if (rc != CURLUE_OK) {
+        add_error(cfg,
+                  "%s: [omnidesk] base_url: not a URL libcurl accepts (%s); expected "
+                  "https://host[:port][/path]",
+                  where, curl_url_strerror(rc));
+        goto done;
+    }
+    scheme = url_part(url, CURLUPART_SCHEME);
+    if (scheme == NULL || (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0)) {
         add_error(cfg, "%s: [omnidesk] base_url: must start with https:// (or http:// on loopback)",
                   where);
-        return;
+        goto done;
     }
-    const char *host = url + 7;
-    size_t len;
-    if (*host == '[') {
-        const char *close = strchr(host, ']');
-        if (close == NULL) {
-            add_error(cfg, "%s: [omnidesk] base_url: unterminated [ in host", where);
-            return;
-        }
-        host++;
-        len = (size_t)(close - host);
-    } else {
-        len = strcspn(host, ":/");
+    if ((part = url_part(url, CURLUPART_USER)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
     }
-    if (!is_loopback_host(host, len))
+    if ((part = url_part(url, CURLUPART_PASSWORD)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
+    }
+    if ((part = url_part(url, CURLUPART_OPTIONS)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
+    }
+    if (has_userinfo) {
         add_error(cfg,
-                  "%s: [omnidesk] base_url: http:// is refused for a host that is not loopback; "
-                  "use https://",
+                  "%s: [omnidesk] base_url: must not contain a user name or password (a part "
+                  "before @): the host is what follows the @; write https://host[:port][/path] "
+                  "and keep the key in api_key_file",
                   where);
+        goto done;
+    }
+    if ((part = url_part(url, CURLUPART_QUERY)) != NULL ||
+        (part = url_part(url, CURLUPART_FRAGMENT)) != NULL) {
+        curl_free(part);
+        add_error(cfg,
+                  "%s: [omnidesk] base_url: must not contain a query (?) or a fragment (#); "
+                  "write https://host[:port][/path]",
+                  where);
+        goto done;
+    }
+    host = url_part(url, CURLUPART_HOST);
+    if (host == NULL) {
+        add_error(cfg, "%s: [omnidesk] base_url: no host", where);
+        goto done;
+    }
+    if (strcmp(scheme, "http") == 0) {
+        /* libcurl spells an IPv6 host in brackets and an IPv4 one in dotted quads. */
+        len = strlen(host);
+        if (len >= 2 && host[0] == '[' && host[len - 1] == ']' ? !is_loopback_host(host + 1, len - 2)
+                                                                : !is_loopback_host(host, len))
+            add_error(cfg,
+                      "%s: [omnidesk] base_url: http:// is refused for a host that is not "
+                      "loopback (%s); use https://",
+                      where, host);
+    }
+done:
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(url);
 }
 
 static void check_listen(struct config *cfg, const char *where)

@@ -261,6 +261,49 @@ START_TEST(test_check)
 }
 END_TEST
 
+/* Issue 17 item 4: "http://127.0.0.1:<fake>@127.0.0.1:<other>" looked like a loopback URL to a
+ * hand-written check, while libcurl connects to the host after the @ with the key. The config is
+ * refused with its line, and the other server never sees a request. */
+START_TEST(test_base_url_userinfo_never_reaches_another_host)
+{
+    struct fake_omnidesk other;
+    char *text, *line, *rest, conf[700], where[760], *argv[5];
+    char rewritten[8192];
+    int code, lineno = 1;
+
+    ck_assert_int_eq(fake_start(&other, SCENARIO_API_KEY, NULL), 0);
+    text = testutil_read_file(sc.config);
+    ck_assert_ptr_nonnull(text);
+    line = strstr(text, "base_url = ");
+    ck_assert_ptr_nonnull(line);
+    for (const char *p = text; p < line; p++)
+        lineno += *p == '\n';
+    rest = strchr(line, '\n');
+    ck_assert_ptr_nonnull(rest);
+    snprintf(rewritten, sizeof(rewritten), "%.*sbase_url = http://127.0.0.1:%d@127.0.0.1:%d%s",
+             (int)(line - text), text, sc.fake.port, other.port, rest);
+    free(text);
+    snprintf(conf, sizeof(conf), "%s/userinfo.conf", sc.dir);
+    ck_assert_int_eq(testutil_write_file(conf, rewritten, 0600), 0);
+    argv[0] = OMNISYNC_BIN;
+    argv[1] = "--config";
+    argv[2] = conf;
+    argv[3] = "check";
+    argv[4] = NULL;
+    free(out);
+    free(err);
+    out = err = NULL;
+    code = proc_run(argv, NULL, 30000, &out, &err);
+    ck_assert_int_eq(fake_stat(&other, "requests"), 0);
+    ck_assert_msg(code == 1, "exit %d: %s%s", code, out, err);
+    snprintf(where, sizeof(where), "%s:%d:", conf, lineno);
+    ck_assert_msg(strstr(err, where) != NULL, "no \"%s\" in: %s", where, err);
+    ck_assert_msg(strstr(err, "user name or password") != NULL, "%s", err);
+    ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+    ck_assert_int_eq(fake_stop(&other), 0);
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -277,6 +320,7 @@ int main(void)
     tcase_add_test(tc, test_purges);
     tcase_add_test(tc, test_pause_resume);
     tcase_add_test(tc, test_check);
+    tcase_add_test(tc, test_base_url_userinfo_never_reaches_another_host);
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }
