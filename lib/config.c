@@ -65,6 +65,7 @@ static const struct key keys[] = {
     {"omnidesk", "max_in_flight", KEY_INT, CFG(max_in_flight), "16", 1, 1, 1024},
     {"omnidesk", "rate_per_sec", KEY_DOUBLE, CFG(rate_per_sec), "10", 1, 0, 1000000},
     {"omnidesk", "purge_endpoint", KEY_PURGE_ENDPOINT, CFG(purge_endpoint), "v2", 1, 0, 0},
+    {"omnidesk", "max_retry_after", KEY_DURATION, CFG(max_retry_after_ms), "5m", 1, 0, 0},
     {"delivery", "max_attempts", KEY_INT, CFG(max_attempts), "12", 1, 1, 1000000},
     {"delivery", "backoff_initial_ms", KEY_INT, CFG(backoff_initial_ms), "1000", 1, 1, 86400000},
     {"delivery", "backoff_max_ms", KEY_INT, CFG(backoff_max_ms), "900000", 1, 1, 604800000},
@@ -761,6 +762,8 @@ static void check_whole(struct config *cfg)
 {
     if (*cfg->base_url == '\0')
         add_error(cfg, "%s: [omnidesk] base_url: missing: set the Omnidesk account URL", cfg->path);
+    if (cfg->max_retry_after_ms < 1000 || cfg->max_retry_after_ms > 86400000)
+        add_error(cfg, "%s: [omnidesk] max_retry_after: must be between 1s and 24h", cfg->path);
     if (cfg->backoff_initial_ms > cfg->backoff_max_ms)
         add_error(cfg, "%s: [delivery] backoff_initial_ms: larger than backoff_max_ms", cfg->path);
     if (cfg->payload_retention_ms == UINT64_MAX)

@@ -161,6 +161,8 @@ static const char *api_state(const struct metrics *m)
 {
     if (m->api_key_refused)
         return "key refused";
+    if (m->api_pause_seconds > 0)
+        return "paused_by_retry_after";
     if (m->circuit_open)
         return "circuit open";
     return "ok";
@@ -172,7 +174,7 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
     struct json_object *doc = NULL;
     const char *text;
     char *body = NULL;
-    int known, ready;
+    int known, ready, paused;
 
     if (h->src.refresh != NULL)
         h->src.refresh(h->src.arg);
@@ -180,6 +182,7 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
      * and restarting it (what a failing readiness often leads to) would not help. */
     ready = m->db_connected && m->listening && !m->api_key_refused;
     known = m->outbox_rows_known;
+    paused = m->api_pause_seconds > 0;
 
     doc = json_object_new_object();
     if (doc == NULL)
@@ -189,6 +192,9 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
             0 ||
         add(doc, "listening", json_object_new_boolean(m->listening ? 1 : 0)) != 0 ||
         add(doc, "api", json_object_new_string(api_state(m))) != 0 ||
+        add(doc, "api_paused_until",
+            paused ? json_utc((double)time(NULL) + ceil(m->api_pause_seconds)) : NULL) != 0 ||
+        add(doc, "api_pause_s", paused ? json_seconds(ceil(m->api_pause_seconds)) : NULL) != 0 ||
         add(doc, "in_flight", json_object_new_int64((int64_t)m->in_flight)) != 0 ||
         add(doc, "pending",
             known ? json_object_new_int64(m->outbox_rows[METRICS_STATUS_PENDING]) : NULL) != 0 ||

@@ -73,6 +73,7 @@ struct metrics {
     long long purges_held;
     double last_success_timestamp_seconds; /* 0 = never */
     int api_key_refused;
+    double api_pause_seconds; /* left of a pause the API asked for (Retry-After); 0 = none */
 };
 
 /* Zeroes everything and marks the code slots unused. */

@@ -515,8 +515,38 @@ START_TEST(readyz_follows_the_source)
     assert_null_field(doc, "oldest_pending_age_s");
     assert_null_field(doc, "last_success_at");
     assert_null_field(doc, "last_error");
+    assert_null_field(doc, "api_paused_until");
+    assert_null_field(doc, "api_pause_s");
     json_object_put(doc);
     jobs_free(jobs, 3);
+}
+END_TEST
+
+/* Issue 17 item 5: a pause the API asked for (Retry-After) is visible, with its end. */
+START_TEST(readyz_shows_a_pause_by_the_api)
+{
+    struct job jobs[] = {{.method = "GET", .path = "/readyz"}, {.method = "GET", .path = "/metrics"}};
+    struct health_source src;
+    struct fake_source fs;
+    struct json_object *doc, *until;
+
+    fake_init(&fs, &src);
+    fs.metrics.api_pause_seconds = 120.4;
+    fs.last_error = "the API asked to wait (HTTP 429, Retry-After capped at max_retry_after)";
+    run_jobs(&src, jobs, 2);
+
+    assert_answer(&jobs[0], 200, CT_JSON); /* waiting is the daemon's job: still ready */
+    doc = parse_object(&jobs[0]);
+    assert_string_field(doc, "api", "paused_by_retry_after");
+    until = field(doc, "api_paused_until");
+    ck_assert_msg(until != NULL && json_object_is_type(until, json_type_string) &&
+                      strlen(json_object_get_string(until)) == 20,
+                  "api_paused_until: %s", jobs[0].body);
+    ck_assert_ptr_nonnull(strstr(jobs[0].body, "\"api_pause_s\":121"));
+    json_object_put(doc);
+    assert_answer(&jobs[1], 200, CT_METRICS);
+    ck_assert_ptr_nonnull(strstr(jobs[1].body, "\nomnisync_api_pause_seconds 120.4\n"));
+    jobs_free(jobs, 2);
 }
 END_TEST
 
@@ -916,6 +946,7 @@ static Suite *health_suite(void)
     tcase_add_loop_test(tc, readyz_follows_the_source, 0,
                         (int)(sizeof(readiness_cases) / sizeof(readiness_cases[0])));
     tcase_add_test(tc, readyz_caps_last_error);
+    tcase_add_test(tc, readyz_shows_a_pause_by_the_api);
     tcase_add_test(tc, oversized_headers_are_refused);
     tcase_add_test(tc, concurrent_clients);
     tcase_add_test(tc, raw_clients);

@@ -278,7 +278,7 @@ START_TEST(init_refuses_bad_options)
 {
     uv_loop_t loop;
     struct omnidesk c;
-    const struct omnidesk_options good = {"http://127.0.0.1:9", KEY, 1000, 0, 4, 0};
+    const struct omnidesk_options good = {"http://127.0.0.1:9", KEY, 1000, 0, 4, 0, 0};
     struct omnidesk_options o;
 
     ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -553,6 +553,42 @@ START_TEST(classify_429_retry_after_date)
     /* An HTTP-date has whole seconds: allow for the second boundaries and a slow machine. */
     ck_assert_msg(o.r.retry_after_ms >= 110000 && o.r.retry_after_ms <= 121000,
                   "retry_after_ms %lld", o.r.retry_after_ms);
+    rig_stop(&t);
+}
+END_TEST
+
+/* Issue 17 item 5: a Retry-After of 31 700 years or a date ten years ahead is capped at
+ * max_retry_after (5 min when not set), and the answer says it was. */
+START_TEST(classify_429_retry_after_is_capped)
+{
+    static const char *const faults[] = {
+        "{\"p_429\":1,\"retry_after\":\"1000000000000\"}",
+        "{\"p_429\":1,\"retry_after\":\"http-date:315360000\"}",
+        "{\"p_429\":1,\"retry_after\":\"99999999999999999999999\"}",
+    };
+    struct omnidesk_options opts;
+    struct rig t;
+    struct outcome o;
+
+    rig_start(&t, faults[_i]);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.http_status, 429);
+    if (_i == 2) {
+        /* Beyond 64 bits is garbage, not a Retry-After: the caller's own pacing applies. */
+        ck_assert_int_eq(o.r.retry_after_ms, -1);
+        ck_assert_int_eq(o.r.retry_after_capped, 0);
+    } else {
+        ck_assert_int_eq(o.r.retry_after_ms, 300000);
+        ck_assert_int_eq(o.r.retry_after_capped, 1);
+    }
+    rig_stop(&t);
+
+    opts = (struct omnidesk_options){.api_key = KEY, .timeout_ms = 5000, .max_in_flight = 4,
+                                     .max_retry_after_ms = 3000};
+    rig_start_with(&t, faults[0], &opts);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.retry_after_ms, 3000);
+    ck_assert_int_eq(o.r.retry_after_capped, 1);
     rig_stop(&t);
 }
 END_TEST
@@ -1074,6 +1110,7 @@ static Suite *omnidesk_suite(void)
     tcase_add_test(tc, classify_404_not_found);
     tcase_add_test(tc, classify_429_retry_after_seconds);
     tcase_add_test(tc, classify_429_retry_after_date);
+    tcase_add_loop_test(tc, classify_429_retry_after_is_capped, 0, 3);
     tcase_add_test(tc, classify_503_transient);
     tcase_add_test(tc, classify_html_502);
     tcase_add_test(tc, classify_reset);
