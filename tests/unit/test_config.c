@@ -286,6 +286,30 @@ START_TEST(test_base_url_parsed_as_libcurl_does)
 }
 END_TEST
 
+/* Issue 17 item 5: [omnidesk] max_retry_after, 5 min unless set, 1 s .. 24 h. */
+START_TEST(test_max_retry_after)
+{
+    struct config cfg;
+    char text[4096];
+
+    ck_assert_int_eq(load(&cfg, base), 0);
+    ck_assert_uint_eq(cfg.max_retry_after_ms, 300000);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 90s\n", base);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    ck_assert_uint_eq(cfg.max_retry_after_ms, 90000);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 0s\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "max_retry_after", "between 1s and 24h", NULL);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 2d\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "max_retry_after", "between 1s and 24h", NULL);
+    config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_health_listen_loopback)
 {
     struct config cfg;
@@ -453,6 +477,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_errors_name_line_and_key);
     tcase_add_test(tc, test_http_base_url);
     tcase_add_test(tc, test_base_url_parsed_as_libcurl_does);
+    tcase_add_test(tc, test_max_retry_after);
     tcase_add_test(tc, test_health_listen_loopback);
     tcase_add_test(tc, test_columns_refused);
     tcase_add_test(tc, test_environment_overrides);
