@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
@@ -795,6 +796,51 @@ static void check_whole(struct config *cfg)
     }
 }
 
+/*
+ * Opens `path` for reading only if it is a regular file: a directory used to give a misleading
+ * parse error, and a FIFO made fopen() wait for a writer forever (issue 17 item 9). O_NONBLOCK
+ * keeps the open itself from waiting; it is cleared again before the file is read. Returns the
+ * stream, or NULL with *why set (a static string or strerror's).
+ */
+static FILE *open_regular(const char *path, const char **why)
+{
+    struct stat st;
+    FILE *f;
+    int fd, flags;
+
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *why = strerror(errno);
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        *why = "is a directory, not a file";
+        goto fail;
+    }
+    if (S_ISFIFO(st.st_mode)) {
+        *why = "is a FIFO (named pipe), not a regular file";
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *why = "is not a regular file (a device or socket)";
+        goto fail;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ||
+        (f = fdopen(fd, "r")) == NULL) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    return f;
+fail:
+    close(fd);
+    return NULL;
+}
+
 int config_load(struct config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -811,9 +857,10 @@ int config_load(struct config *cfg, const char *path)
     if (st == NULL)
         return OMNISYNC_ENOMEM;
     st->cfg = cfg;
-    st->file = fopen(path, "r");
+    const char *why = NULL;
+    st->file = open_regular(path, &why);
     if (st->file == NULL) {
-        add_error(cfg, "%s: cannot open: %s", path, strerror(errno));
+        add_error(cfg, "%s: cannot open: %s", path, why);
         free(st);
         return OMNISYNC_ECONFIG;
     }
@@ -840,13 +887,14 @@ static int read_key_file(struct config *cfg, const char *path, int check_mode)
     struct stat st;
     char buf[API_KEY_MAX + 2];
 
-    f = fopen(path, "r");
+    const char *why = NULL;
+    f = open_regular(path, &why);
     if (f == NULL) {
-        add_error(cfg, "%s: api key file %s: cannot open: %s", cfg->path, path, strerror(errno));
+        add_error(cfg, "%s: api key file %s: cannot open: %s", cfg->path, path, why);
         goto fail;
     }
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        add_error(cfg, "%s: api key file %s: not a regular file", cfg->path, path);
+    if (fstat(fileno(f), &st) != 0) {
+        add_error(cfg, "%s: api key file %s: %s", cfg->path, path, strerror(errno));
         goto fail;
     }
     if (check_mode && (st.st_mode & (S_IRWXG | S_IRWXO))) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "testutil.h"
@@ -444,6 +445,38 @@ START_TEST(test_line_shapes)
 }
 END_TEST
 
+/* Issue 17 item 9: a directory or a FIFO as the config or key file is named as such; a FIFO
+ * with no writer used to hang the command for good. */
+START_TEST(test_config_not_a_regular_file)
+{
+    struct config cfg;
+    char sub[600], fifo[700], text[4096];
+
+    snprintf(sub, sizeof(sub), "%s/a-directory", dir);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+
+    ck_assert_int_eq(config_load(&cfg, sub), OMNISYNC_ECONFIG);
+    assert_error(&cfg, sub, "is a directory", NULL);
+    config_free(&cfg);
+    ck_assert_int_eq(config_load(&cfg, fifo), OMNISYNC_ECONFIG);
+    assert_error(&cfg, fifo, "is a FIFO", NULL);
+    config_free(&cfg);
+    ck_assert_int_eq(config_load(&cfg, "/dev/null"), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "/dev/null", "not a regular file", NULL);
+    config_free(&cfg);
+
+    snprintf(text, sizeof(text), "%s[omnidesk]\napi_key_file = %s\n", base, fifo);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    ck_assert_int_eq(config_load_api_key(&cfg), OMNISYNC_ECONFIG);
+    assert_error(&cfg, fifo, "is a FIFO", NULL);
+    config_free(&cfg);
+    rmdir(sub);
+    unlink(fifo);
+}
+END_TEST
+
 START_TEST(test_reload_keeps_unreloadable)
 {
     struct config running, next;
@@ -478,6 +511,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_http_base_url);
     tcase_add_test(tc, test_base_url_parsed_as_libcurl_does);
     tcase_add_test(tc, test_max_retry_after);
+    tcase_add_test(tc, test_config_not_a_regular_file);
     tcase_add_test(tc, test_health_listen_loopback);
     tcase_add_test(tc, test_columns_refused);
     tcase_add_test(tc, test_environment_overrides);
