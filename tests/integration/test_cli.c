@@ -160,6 +160,32 @@ START_TEST(test_replay)
 }
 END_TEST
 
+/* Issue 17 item 9: an id out of range or not a number is a usage error naming it; it used to
+ * become the largest id silently. Every command that takes ids. */
+START_TEST(test_ids_out_of_range_are_refused)
+{
+    static const char *const bad[] = {"99999999999999999999", "9223372036854775808", "+5",
+                                      " 5", "5x", "0", "0x10", ""};
+    char reason[] = "--reason";
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[80];
+        snprintf(want, sizeof(want), "\"%s\" is not an outbox id", bad[i]);
+        ck_assert_int_eq(run("replay", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "replay %s: %s", bad[i], err);
+        ck_assert_int_eq(run("skip", bad[i], reason, "x", NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "skip %s: %s", bad[i], err);
+        ck_assert_int_eq(run("outbox", "show", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "outbox show %s: %s", bad[i], err);
+        ck_assert_int_eq(run("purges", "release", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "purges release %s: %s", bad[i], err);
+    }
+    ck_assert_int_eq(run("outbox", "list", "--limit", "99999999999999999999", NULL), 2);
+    ck_assert_int_eq(run("replay", "-1", NULL), 2); /* taken for an option, named as one */
+    /* The largest id is still an id: nothing has it. */
+    ck_assert_int_eq(run("replay", "9223372036854775807", NULL), 1);
+}
+END_TEST
+
 START_TEST(test_skip)
 {
     char a1[24];
@@ -315,6 +341,7 @@ int main(void)
     tcase_add_test(tc, test_status);
     tcase_add_test(tc, test_outbox_list_and_show);
     tcase_add_test(tc, test_replay);
+    tcase_add_test(tc, test_ids_out_of_range_are_refused);
     tcase_add_test(tc, test_skip);
     tcase_add_test(tc, test_skip_source);
     tcase_add_test(tc, test_purges);
