@@ -669,19 +669,36 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
 {
     long os_errno = 0;
     long connect_us = 0;
-    curl_off_t connect_time = 0;
+    long header_bytes = 0;
+    curl_off_t connect_time = 0, pretransfer_time = 0, downloaded = 0;
     long long elapsed_ms = (long long)(r->seconds * 1000.0);
+    int connected, received;
 
     curl_easy_getinfo(req->easy, CURLINFO_OS_ERRNO, &os_errno);
     if (curl_easy_getinfo(req->easy, CURLINFO_CONNECT_TIME_T, &connect_time) == CURLE_OK)
         connect_us = (long)connect_time;
+    /* A kept-alive connection that is reused has no connect time at all: the request got as far
+     * as sending once pretransfer is set, whether the connection is new or reused. A slow body
+     * on a reused connection was reported as a connect timeout (issue 17 item 9). */
+    if (curl_easy_getinfo(req->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_time) != CURLE_OK)
+        pretransfer_time = 0;
+    if (curl_easy_getinfo(req->easy, CURLINFO_HEADER_SIZE, &header_bytes) != CURLE_OK)
+        header_bytes = 0;
+    if (curl_easy_getinfo(req->easy, CURLINFO_SIZE_DOWNLOAD_T, &downloaded) != CURLE_OK)
+        downloaded = 0;
+    connected = connect_us > 0 || pretransfer_time > 0;
+    received = header_bytes > 0 || downloaded > 0;
     r->class = OMNIDESK_TRANSIENT;
     r->transport_error = (int)rc;
     r->http_status = 0;
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        if (connect_us == 0)
+        if (!connected)
             snprintf(r->error, sizeof(r->error), "connect timeout after %lld ms", elapsed_ms);
+        else if (received)
+            snprintf(r->error, sizeof(r->error),
+                     "timeout after %ld ms while receiving the answer (it came too slowly)",
+                     req->timeout_ms);
         else if (elapsed_ms + 50 >= req->timeout_ms)
             snprintf(r->error, sizeof(r->error), "timeout after %ld ms", req->timeout_ms);
         else
@@ -727,6 +744,27 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
     case CURLE_WEIRD_SERVER_REPLY:
         snprintf(r->error, sizeof(r->error), "malformed answer from server");
         break;
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE: /* what libcurl 8.6 and later say instead */
+#endif
+    case CURLE_OUT_OF_MEMORY: {
+        /* libcurl before 8.6 reports a header line beyond CURL_MAX_HTTP_HEADER (100 kB) as out of
+         * memory, with no message: an answer whose status line came but whose headers never
+         * ended is that case (issue 17 item 9). */
+        long status = 0;
+
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (strcasestr(req->errbuf, "header") != NULL || (received && downloaded == 0))
+            snprintf(r->error, sizeof(r->error),
+                     "response header too large (libcurl takes at most %d bytes a header)",
+                     CURL_MAX_HTTP_HEADER);
+        else if (status == 0 && connected)
+            snprintf(r->error, sizeof(r->error),
+                     "response header too large or out of memory while reading the answer");
+        else
+            snprintf(r->error, sizeof(r->error), "out of memory");
+        break;
+    }
     default: {
         /* curl's detail names hosts and TLS problems, never headers or bodies. */
         char detail[CURL_ERROR_SIZE];
