@@ -47,6 +47,8 @@
 /* Seconds an idle (or slow) connection is kept: a probe or scrape on loopback sends its request
  * in milliseconds, and a scraper's kept-alive connection is cheap to open again. */
 #define HEALTH_CONNECTION_TIMEOUT 5u
+/* Outbox counts older than this are reported stale: two missed counts (15 s apart) and slack. */
+#define HEALTH_COUNT_STALE_S 40.0
 /* Longest wait between two MHD_run() calls while any connection is open (see run_mhd()). */
 #define HEALTH_RUN_INTERVAL_MS 1000u
 
@@ -174,7 +176,7 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
     struct json_object *doc = NULL;
     const char *text;
     char *body = NULL;
-    int known, ready, paused;
+    int known, ready, paused, stale;
 
     if (h->src.refresh != NULL)
         h->src.refresh(h->src.arg);
@@ -183,6 +185,11 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
     ready = m->db_connected && m->listening && !m->api_key_refused;
     known = m->outbox_rows_known;
     paused = m->api_pause_seconds > 0;
+    /* The counts come from a query at most every 15 s that waits behind a table lock or a busy
+     * connection: past this age they are old news, and readyz says so instead of passing a stale
+     * "pending: 0" for the truth (issue 17 item 9). */
+    stale = known && (m->outbox_counted_at <= 0 ||
+                      (double)time(NULL) - m->outbox_counted_at > HEALTH_COUNT_STALE_S);
 
     doc = json_object_new_object();
     if (doc == NULL)
@@ -202,6 +209,8 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
             known ? json_object_new_int64(m->outbox_rows[METRICS_STATUS_FAILED]) : NULL) != 0 ||
         add(doc, "oldest_pending_age_s",
             known ? json_seconds(m->oldest_pending_age_seconds) : NULL) != 0 ||
+        add(doc, "pending_as_of", known ? json_utc(m->outbox_counted_at) : NULL) != 0 ||
+        add(doc, "pending_stale", known ? json_object_new_boolean(stale) : NULL) != 0 ||
         add(doc, "last_success_at", json_utc(m->last_success_timestamp_seconds)) != 0 ||
         add(doc, "last_error", json_last_error(&h->src)) != 0)
         goto fail;

@@ -74,6 +74,7 @@ struct metrics {
     double last_success_timestamp_seconds; /* 0 = never */
     int api_key_refused;
     double api_pause_seconds; /* left of a pause the API asked for (Retry-After); 0 = none */
+    double outbox_counted_at; /* Unix time of the last count that answered; 0 = none yet */
 };
 
 /* Zeroes everything and marks the code slots unused. */

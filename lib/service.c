@@ -323,6 +323,7 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     s->metrics.paused = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
     s->metrics.purges_held = s->metrics.outbox_rows[METRICS_STATUS_HELD];
     s->metrics.outbox_rows_known = 1;
+    s->metrics.outbox_counted_at = (double)time(NULL);
 }
 
 /* The outbox gauges come from the database: a count over the table, so at most every 15 s. */

@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -517,6 +518,8 @@ START_TEST(readyz_follows_the_source)
     assert_null_field(doc, "last_error");
     assert_null_field(doc, "api_paused_until");
     assert_null_field(doc, "api_pause_s");
+    assert_null_field(doc, "pending_as_of");
+    assert_null_field(doc, "pending_stale");
     json_object_put(doc);
     jobs_free(jobs, 3);
 }
@@ -547,6 +550,30 @@ START_TEST(readyz_shows_a_pause_by_the_api)
     assert_answer(&jobs[1], 200, CT_METRICS);
     ck_assert_ptr_nonnull(strstr(jobs[1].body, "\nomnisync_api_pause_seconds 120.4\n"));
     jobs_free(jobs, 2);
+}
+END_TEST
+
+/* Issue 17 item 9: readyz said "pending":0 long after the last count (circuit open, the outbox
+ * locked): the count carries its time, and is called stale when old. */
+START_TEST(readyz_says_when_counts_are_stale)
+{
+    struct job jobs[] = {{.method = "GET", .path = "/readyz"}};
+    struct health_source src;
+    struct fake_source fs;
+    struct json_object *doc, *as_of;
+
+    fake_init(&fs, &src);
+    fs.metrics.outbox_rows_known = 1;
+    fs.metrics.outbox_counted_at = (double)time(NULL) - (_i == 0 ? 2 : 600);
+    run_jobs(&src, jobs, 1);
+    doc = parse_object(&jobs[0]);
+    assert_int_field(doc, "pending", 0);
+    assert_bool_field(doc, "pending_stale", _i == 0 ? 0 : 1);
+    as_of = field(doc, "pending_as_of");
+    ck_assert_msg(as_of != NULL && json_object_is_type(as_of, json_type_string), "%s",
+                  jobs[0].body);
+    json_object_put(doc);
+    jobs_free(jobs, 1);
 }
 END_TEST
 
@@ -946,6 +973,7 @@ static Suite *health_suite(void)
     tcase_add_loop_test(tc, readyz_follows_the_source, 0,
                         (int)(sizeof(readiness_cases) / sizeof(readiness_cases[0])));
     tcase_add_test(tc, readyz_caps_last_error);
+    tcase_add_loop_test(tc, readyz_says_when_counts_are_stale, 0, 2);
     tcase_add_test(tc, readyz_shows_a_pause_by_the_api);
     tcase_add_test(tc, oversized_headers_are_refused);
     tcase_add_test(tc, concurrent_clients);
