@@ -305,6 +305,48 @@ START_TEST(test_api_pause_is_capped_shown_and_ended)
 }
 END_TEST
 
+/* Issue 17 item 9 (DESIGN §2): a change of the primary id is delivered as a new customer, and
+ * the warning names both outbox ids (the row that changed the id and the row sent, here merged
+ * into one request) and the old id. */
+START_TEST(test_primary_id_change_warning_names_both_rows)
+{
+    char *out = NULL, want[160], *log, *line;
+    long long changed_in, sent;
+
+    start();
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name) VALUES ('K1', 'Ann', 'Lee')"),
+                     0);
+    ck_assert(scenario_wait_quiet(&sc, 20000));
+    ck_assert_int_eq(cli("pause", NULL, &out), 0);
+    free(out);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET customer_no = 'K2' "
+                                         "WHERE customer_no = 'K1'"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET first_name = 'Bo' "
+                                         "WHERE customer_no = 'K2'"),
+                     0);
+    changed_in = pgrig_query_int(sc.conn, "SELECT min(id) FROM omnisync.outbox "
+                                          "WHERE primary_id = 'K2'");
+    sent = pgrig_query_int(sc.conn, "SELECT max(id) FROM omnisync.outbox WHERE primary_id = 'K2'");
+    ck_assert_int_lt(changed_in, sent);
+    out = NULL;
+    ck_assert_int_eq(cli("resume", NULL, &out), 0);
+    free(out);
+    snprintf(want, sizeof(want), "changed_in_outbox_id=%lld outbox_id=%lld", changed_in, sent);
+    ck_assert_msg(proc_wait_stderr(&omnisync_daemon, want, 20000), "no \"%s\" in the log", want);
+    log = proc_stderr(&omnisync_daemon);
+    line = strstr(log, want);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_ptr_nonnull(strstr(line, "old_primary_id="));
+    ck_assert_msg(strncmp(strstr(line, "old_primary_id=") + 15, "K1", 2) == 0 ||
+                      strncmp(strstr(line, "old_primary_id=") + 15, "\"K1\"", 4) == 0,
+                  "%.200s", line);
+    free(log);
+    finish();
+}
+END_TEST
+
 /* Another address works, with a warning at start; on loopback there is none. */
 START_TEST(test_health_beyond_loopback_warns)
 {
@@ -337,6 +379,7 @@ int main(void)
     tcase_add_test(tc, test_readyz_names_outcomes_not_recorded);
     tcase_add_test(tc, test_health_beyond_loopback_warns);
     tcase_add_loop_test(tc, test_api_pause_is_capped_shown_and_ended, 0, 2);
+    tcase_add_test(tc, test_primary_id_change_warning_names_both_rows);
     suite_add_tcase(s, tc);
     int rc = pgrig_run_suite(s);
     curl_global_cleanup();
