@@ -42,8 +42,7 @@ static int on_option(int opt, const char *value, void *arg)
     case 'l':
         errno = 0;
         o->filter.limit = strtoll(value, &end, 10);
-        if (*value < '0' || *value > '9' || *end != '\0' || errno == ERANGE ||
-            o->filter.limit <= 0)
+        if (*value < '0' || *value > '9' || *end != '\0' || errno == ERANGE || o->filter.limit <= 0)
             o->bad_limit = 1;
         break;
     case 'j':

@@ -698,8 +698,9 @@ static void check_base_url(struct config *cfg, const char *where)
     if (strcmp(scheme, "http") == 0) {
         /* libcurl spells an IPv6 host in brackets and an IPv4 one in dotted quads. */
         len = strlen(host);
-        if (len >= 2 && host[0] == '[' && host[len - 1] == ']' ? !is_loopback_host(host + 1, len - 2)
-                                                                : !is_loopback_host(host, len))
+        if (len >= 2 && host[0] == '[' && host[len - 1] == ']'
+                ? !is_loopback_host(host + 1, len - 2)
+                : !is_loopback_host(host, len))
             add_error(cfg,
                       "%s: [omnidesk] base_url: http:// is refused for a host that is not "
                       "loopback (%s); use https://",

@@ -19,7 +19,8 @@ int db_schema_missing(PGconn *conn, const PGresult *res, char *err, size_t errle
          strstr(primary, "omnisync") == NULL))
         return 0;
     /* A database name is the operator's own config, never personal data; cut, not escaped. */
-    snprintf(err, errlen, "the omnisync schema is missing in database \"%.63s\": run omnisync migrate",
+    snprintf(err, errlen,
+             "the omnisync schema is missing in database \"%.63s\": run omnisync migrate",
              dbname != NULL && *dbname != '\0' ? dbname : "?");
     return 1;
 }

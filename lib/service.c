@@ -432,9 +432,8 @@ static void heartbeat(struct service *s)
     } else {
         snprintf(api, sizeof(api), "ok");
     }
-    const char *params[] = {s->process,
-                            breaker_state_name(breaker_get_state(&s->dispatcher.breaker)), api,
-                            in_flight};
+    const char *params[] = {
+        s->process, breaker_state_name(breaker_get_state(&s->dispatcher.breaker)), api, in_flight};
     if (dbloop_query(&s->db,
                      "WITH gone AS (DELETE FROM omnisync.process "
                      " WHERE seen_at < now() - interval '1 hour') "

@@ -164,8 +164,8 @@ END_TEST
  * become the largest id silently. Every command that takes ids. */
 START_TEST(test_ids_out_of_range_are_refused)
 {
-    static const char *const bad[] = {"99999999999999999999", "9223372036854775808", "+5",
-                                      " 5", "5x", "0", "0x10", ""};
+    static const char *const bad[] = {
+        "99999999999999999999", "9223372036854775808", "+5", " 5", "5x", "0", "0x10", ""};
     char reason[] = "--reason";
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char want[80];

@@ -96,16 +96,18 @@ static char *catalog_snapshot(void)
  * says what is missing where and what to run. */
 START_TEST(test_unmigrated_database_says_run_migrate)
 {
-    static const char *const commands[][3] = {
-        {"status", NULL, NULL}, {"outbox", "list", NULL}, {"replay", "1", NULL},
-        {"purges", "list", NULL}, {"pause", NULL, NULL}, {"check", NULL, NULL}};
+    static const char *const commands[][3] = {{"status", NULL, NULL}, {"outbox", "list", NULL},
+                                              {"replay", "1", NULL},  {"purges", "list", NULL},
+                                              {"pause", NULL, NULL},  {"check", NULL, NULL}};
     char want[200], *out = NULL, *err = NULL;
 
     write_config(NULL);
-    snprintf(want, sizeof(want), "the omnisync schema is missing in database \"%s\": run omnisync "
-                                 "migrate", PQdb(conn));
+    snprintf(want, sizeof(want),
+             "the omnisync schema is missing in database \"%s\": run omnisync "
+             "migrate",
+             PQdb(conn));
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        char *argv[] = {OMNISYNC_BIN, "--config", conf, (char *)commands[i][0],
+        char *argv[] = {OMNISYNC_BIN,           "--config", conf, (char *)commands[i][0],
                         (char *)commands[i][1], NULL};
         char *env[] = {"OMNISYNC_API_KEY=k", NULL};
         int code = proc_run(argv, env, 30000, &out, &err);

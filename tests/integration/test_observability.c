@@ -252,8 +252,8 @@ START_TEST(test_api_pause_is_capped_shown_and_ended)
     char *out = NULL;
 
     start();
-    ck_assert_int_eq(
-        fake_set_faults(&sc.fake, "{\"p_429\":1,\"retry_after\":\"1000000000000\"}"), 0);
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_429\":1,\"retry_after\":\"1000000000000\"}"),
+                     0);
     ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
                                          "last_name) VALUES ('P1', 'Ann', 'Lee')"),
                      0);
@@ -284,10 +284,9 @@ START_TEST(test_api_pause_is_capped_shown_and_ended)
     } else {
         ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGHUP), 0);
     }
-    ck_assert_msg(WAIT_UNTIL(get("/readyz", &b) == 200 &&
-                                 strstr(b.text, "\"api\":\"ok\"") != NULL,
-                             5000),
-                  "the pause did not end: %s", b.text);
+    ck_assert_msg(
+        WAIT_UNTIL(get("/readyz", &b) == 200 && strstr(b.text, "\"api\":\"ok\"") != NULL, 5000),
+        "the pause did not end: %s", b.text);
     ck_assert(proc_wait_stderr(&omnisync_daemon,
                                _i == 0 ? "ended early by omnisync resume" : "ended early by SIGHUP",
                                5000));
@@ -297,10 +296,11 @@ START_TEST(test_api_pause_is_capped_shown_and_ended)
     ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
                                          "last_name) VALUES ('P2', 'Bo', 'Li')"),
                      0);
-    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
-                                                      "WHERE primary_id = 'P2' AND status = 'done'") == 1,
-                             10000),
-                  "delivery did not resume");
+    ck_assert_msg(
+        WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                            "WHERE primary_id = 'P2' AND status = 'done'") == 1,
+                   10000),
+        "delivery did not resume");
     finish();
 }
 END_TEST

@@ -528,7 +528,8 @@ END_TEST
 /* Issue 17 item 5: a pause the API asked for (Retry-After) is visible, with its end. */
 START_TEST(readyz_shows_a_pause_by_the_api)
 {
-    struct job jobs[] = {{.method = "GET", .path = "/readyz"}, {.method = "GET", .path = "/metrics"}};
+    struct job jobs[] = {{.method = "GET", .path = "/readyz"},
+                         {.method = "GET", .path = "/metrics"}};
     struct health_source src;
     struct fake_source fs;
     struct json_object *doc, *until;

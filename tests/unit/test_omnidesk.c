@@ -588,8 +588,8 @@ START_TEST(classify_429_retry_after_is_capped)
     }
     rig_stop(&t);
 
-    opts = (struct omnidesk_options){.api_key = KEY, .timeout_ms = 5000, .max_in_flight = 4,
-                                     .max_retry_after_ms = 3000};
+    opts = (struct omnidesk_options){
+        .api_key = KEY, .timeout_ms = 5000, .max_in_flight = 4, .max_retry_after_ms = 3000};
     rig_start_with(&t, faults[0], &opts);
     call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
     ck_assert_int_eq(o.r.retry_after_ms, 3000);
@@ -789,8 +789,7 @@ static void *big_header_main(void *arg)
     len = (size_t)snprintf(header, sizeof(header), "HTTP/1.1 200 OK\r\nX-Big: ");
     memset(header + len, 'a', 110 * 1024);
     len += 110 * 1024;
-    len += (size_t)snprintf(header + len, sizeof(header) - len,
-                            "\r\nContent-Length: 2\r\n\r\n{}");
+    len += (size_t)snprintf(header + len, sizeof(header) - len, "\r\nContent-Length: 2\r\n\r\n{}");
     (void)send(fd, header, len, MSG_NOSIGNAL);
     shutdown(fd, SHUT_WR);
     while (recv(fd, request, sizeof(request), 0) > 0)
