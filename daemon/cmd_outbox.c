@@ -1,5 +1,6 @@
 /* omnisync outbox list|show, replay, skip, status: the operator's view of the outbox. */
 #include <getopt.h>
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +40,9 @@ static int on_option(int opt, const char *value, void *arg)
         o->filter.error = value;
         break;
     case 'l':
+        errno = 0;
         o->filter.limit = strtoll(value, &end, 10);
-        if (*value == '\0' || *end != '\0' || o->filter.limit <= 0)
+        if (*value < '0' || *value > '9' || *end != '\0' || errno == ERANGE || o->filter.limit <= 0)
             o->bad_limit = 1;
         break;
     case 'j':

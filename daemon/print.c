@@ -2,6 +2,7 @@
  * print: query results for people (an aligned table) or for scripts (--json: an array of
  * objects, numbers and booleans typed, NULL as null).
  */
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,9 +107,15 @@ int cli_parse_ids(struct cli *cli, int argc, char **argv, int first, long long *
         return CLI_ERROR;
     for (int i = first; i < argc; i++) {
         char *end;
+        errno = 0;
         long long id = strtoll(argv[i], &end, 10);
-        if (*argv[i] == '\0' || *end != '\0' || id <= 0) {
-            cli_error(cli, "\"%s\" is not an outbox id (a positive number)", argv[i]);
+        /* Digits only (strtoll would take spaces and a sign), and never clamped: out of range
+         * used to become the largest id silently (issue 17 item 9). */
+        if (*argv[i] < '0' || *argv[i] > '9' || *end != '\0' || errno == ERANGE || id <= 0) {
+            cli_error(cli,
+                      "\"%.64s\" is not an outbox id: ids are whole numbers from 1 to "
+                      "9223372036854775807",
+                      argv[i]);
             free(*ids);
             *ids = NULL;
             return CLI_USAGE;

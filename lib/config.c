@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
@@ -22,6 +23,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <curl/curl.h>
 
 #define INI_LINE_MAX 200 /* Debian's libinih is built with INI_MAX_LINE 200 */
 #define API_KEY_MAX 512
@@ -64,6 +67,7 @@ static const struct key keys[] = {
     {"omnidesk", "max_in_flight", KEY_INT, CFG(max_in_flight), "16", 1, 1, 1024},
     {"omnidesk", "rate_per_sec", KEY_DOUBLE, CFG(rate_per_sec), "10", 1, 0, 1000000},
     {"omnidesk", "purge_endpoint", KEY_PURGE_ENDPOINT, CFG(purge_endpoint), "v2", 1, 0, 0},
+    {"omnidesk", "max_retry_after", KEY_DURATION, CFG(max_retry_after_ms), "5m", 1, 0, 0},
     {"delivery", "max_attempts", KEY_INT, CFG(max_attempts), "12", 1, 1, 1000000},
     {"delivery", "backoff_initial_ms", KEY_INT, CFG(backoff_initial_ms), "1000", 1, 1, 86400000},
     {"delivery", "backoff_max_ms", KEY_INT, CFG(backoff_max_ms), "900000", 1, 1, 604800000},
@@ -624,36 +628,101 @@ static int is_loopback_host(const char *host, size_t len)
     return 0;
 }
 
+/* One part of a parsed URL, or NULL when it is absent; the caller frees it with curl_free(). */
+static char *url_part(CURLU *url, CURLUPart what)
+{
+    char *part = NULL;
+
+    if (curl_url_get(url, what, &part, 0) != CURLUE_OK)
+        return NULL;
+    return part;
+}
+
+/*
+ * The URL is parsed by libcurl's own parser, the one that picks the host to connect to: a
+ * hand-written split took "http://127.0.0.1:80@example.com" for a loopback URL while libcurl
+ * connects to example.com with the key (issue 17 item 4). A user name or password would be sent
+ * as Basic auth to whoever answers, and a query or fragment would break the request paths
+ * appended to the URL: all three are refused.
+ */
 static void check_base_url(struct config *cfg, const char *where)
 {
-    const char *url = cfg->base_url;
-    if (*url == '\0')
+    CURLU *url = NULL;
+    char *scheme = NULL, *host = NULL, *part;
+    CURLUcode rc;
+    int has_userinfo = 0;
+    size_t len;
+
+    if (*cfg->base_url == '\0')
         return; /* reported once the whole file is read */
-    if (strncmp(url, "https://", 8) == 0)
+    url = curl_url();
+    if (url == NULL) {
+        add_error(cfg, "%s: [omnidesk] base_url: out of memory", where);
         return;
-    if (strncmp(url, "http://", 7) != 0) {
+    }
+    rc = curl_url_set(url, CURLUPART_URL, cfg->base_url, 0);
+    if (rc != CURLUE_OK) {
+        add_error(cfg,
+                  "%s: [omnidesk] base_url: not a URL libcurl accepts (%s); expected "
+                  "https://host[:port][/path]",
+                  where, curl_url_strerror(rc));
+        goto done;
+    }
+    scheme = url_part(url, CURLUPART_SCHEME);
+    if (scheme == NULL || (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0)) {
         add_error(cfg, "%s: [omnidesk] base_url: must start with https:// (or http:// on loopback)",
                   where);
-        return;
+        goto done;
     }
-    const char *host = url + 7;
-    size_t len;
-    if (*host == '[') {
-        const char *close = strchr(host, ']');
-        if (close == NULL) {
-            add_error(cfg, "%s: [omnidesk] base_url: unterminated [ in host", where);
-            return;
-        }
-        host++;
-        len = (size_t)(close - host);
-    } else {
-        len = strcspn(host, ":/");
+    if ((part = url_part(url, CURLUPART_USER)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
     }
-    if (!is_loopback_host(host, len))
+    if ((part = url_part(url, CURLUPART_PASSWORD)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
+    }
+    if ((part = url_part(url, CURLUPART_OPTIONS)) != NULL) {
+        has_userinfo = 1;
+        curl_free(part);
+    }
+    if (has_userinfo) {
         add_error(cfg,
-                  "%s: [omnidesk] base_url: http:// is refused for a host that is not loopback; "
-                  "use https://",
+                  "%s: [omnidesk] base_url: must not contain a user name or password (a part "
+                  "before @): the host is what follows the @; write https://host[:port][/path] "
+                  "and keep the key in api_key_file",
                   where);
+        goto done;
+    }
+    if ((part = url_part(url, CURLUPART_QUERY)) != NULL ||
+        (part = url_part(url, CURLUPART_FRAGMENT)) != NULL) {
+        curl_free(part);
+        add_error(cfg,
+                  "%s: [omnidesk] base_url: must not contain a query (?) or a fragment (#); "
+                  "write https://host[:port][/path]",
+                  where);
+        goto done;
+    }
+    host = url_part(url, CURLUPART_HOST);
+    if (host == NULL) {
+        add_error(cfg, "%s: [omnidesk] base_url: no host", where);
+        goto done;
+    }
+    if (strcmp(scheme, "http") == 0) {
+        /* libcurl spells an IPv6 host in brackets and an IPv4 one in dotted quads. */
+        len = strlen(host);
+        if (len >= 2 && host[0] == '[' && host[len - 1] == ']'
+                ? !is_loopback_host(host + 1, len - 2)
+                : !is_loopback_host(host, len))
+            add_error(cfg,
+                      "%s: [omnidesk] base_url: http:// is refused for a host that is not "
+                      "loopback (%s); use https://",
+                      where, host);
+    }
+done:
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(url);
 }
 
 static void check_listen(struct config *cfg, const char *where)
@@ -708,6 +777,8 @@ static void check_whole(struct config *cfg)
 {
     if (*cfg->base_url == '\0')
         add_error(cfg, "%s: [omnidesk] base_url: missing: set the Omnidesk account URL", cfg->path);
+    if (cfg->max_retry_after_ms < 1000 || cfg->max_retry_after_ms > 86400000)
+        add_error(cfg, "%s: [omnidesk] max_retry_after: must be between 1s and 24h", cfg->path);
     if (cfg->backoff_initial_ms > cfg->backoff_max_ms)
         add_error(cfg, "%s: [delivery] backoff_initial_ms: larger than backoff_max_ms", cfg->path);
     if (cfg->payload_retention_ms == UINT64_MAX)
@@ -739,6 +810,51 @@ static void check_whole(struct config *cfg)
     }
 }
 
+/*
+ * Opens `path` for reading only if it is a regular file: a directory used to give a misleading
+ * parse error, and a FIFO made fopen() wait for a writer forever (issue 17 item 9). O_NONBLOCK
+ * keeps the open itself from waiting; it is cleared again before the file is read. Returns the
+ * stream, or NULL with *why set (a static string or strerror's).
+ */
+static FILE *open_regular(const char *path, const char **why)
+{
+    struct stat st;
+    FILE *f;
+    int fd, flags;
+
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *why = strerror(errno);
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        *why = "is a directory, not a file";
+        goto fail;
+    }
+    if (S_ISFIFO(st.st_mode)) {
+        *why = "is a FIFO (named pipe), not a regular file";
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *why = "is not a regular file (a device or socket)";
+        goto fail;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ||
+        (f = fdopen(fd, "r")) == NULL) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    return f;
+fail:
+    close(fd);
+    return NULL;
+}
+
 int config_load(struct config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -755,9 +871,10 @@ int config_load(struct config *cfg, const char *path)
     if (st == NULL)
         return OMNISYNC_ENOMEM;
     st->cfg = cfg;
-    st->file = fopen(path, "r");
+    const char *why = NULL;
+    st->file = open_regular(path, &why);
     if (st->file == NULL) {
-        add_error(cfg, "%s: cannot open: %s", path, strerror(errno));
+        add_error(cfg, "%s: cannot open: %s", path, why);
         free(st);
         return OMNISYNC_ECONFIG;
     }
@@ -784,13 +901,14 @@ static int read_key_file(struct config *cfg, const char *path, int check_mode)
     struct stat st;
     char buf[API_KEY_MAX + 2];
 
-    f = fopen(path, "r");
+    const char *why = NULL;
+    f = open_regular(path, &why);
     if (f == NULL) {
-        add_error(cfg, "%s: api key file %s: cannot open: %s", cfg->path, path, strerror(errno));
+        add_error(cfg, "%s: api key file %s: cannot open: %s", cfg->path, path, why);
         goto fail;
     }
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        add_error(cfg, "%s: api key file %s: not a regular file", cfg->path, path);
+    if (fstat(fileno(f), &st) != 0) {
+        add_error(cfg, "%s: api key file %s: %s", cfg->path, path, strerror(errno));
         goto fail;
     }
     if (check_mode && (st.st_mode & (S_IRWXG | S_IRWXO))) {

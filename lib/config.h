@@ -80,6 +80,7 @@ struct config {
     uint64_t payload_retention_ms;
     uint64_t poll_interval_ms;
     uint64_t shutdown_timeout_ms;
+    uint64_t max_retry_after_ms; /* [omnidesk] max_retry_after: the longest pause a 429 gets */
 
     /* [health] */
     char *listen; /* as written; "" = disabled */

@@ -6,9 +6,32 @@
 
 #include "textcut.h"
 
+int db_schema_missing(PGconn *conn, const PGresult *res, char *err, size_t errlen)
+{
+    const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *dbname = conn ? PQdb(conn) : NULL;
+
+    if (sqlstate == NULL || errlen == 0)
+        return 0;
+    /* 3F000 invalid_schema_name; 42P01 undefined_table and 42883 undefined_function only when
+     * they name one of ours (a CRM table missing is another problem with its own words). */
+    if (strcmp(sqlstate, "3F000") != 0 &&
+        ((strcmp(sqlstate, "42P01") != 0 && strcmp(sqlstate, "42883") != 0) || primary == NULL ||
+         strstr(primary, "omnisync") == NULL))
+        return 0;
+    /* A database name is the operator's own config, never personal data; cut, not escaped. */
+    snprintf(err, errlen,
+             "the omnisync schema is missing in database \"%.63s\": run omnisync migrate",
+             dbname != NULL && *dbname != '\0' ? dbname : "?");
+    return 1;
+}
+
 void db_error_message(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 {
     if (errlen == 0)
+        return;
+    if (db_schema_missing(conn, res, err, errlen))
         return;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;

@@ -29,6 +29,14 @@ int db_query(PGconn *conn, const char *sql, int nparams, const char *const *para
 /* Copies the primary message (and the detail, if any) of a failed result or connection. */
 void db_error_message(PGconn *conn, const PGresult *res, char *err, size_t errlen);
 
+/*
+ * When `res` failed because the omnisync schema, or one of its tables or functions, does not
+ * exist (SQLSTATE 3F000, or 42P01 / 42883 naming omnisync), writes "the omnisync schema is
+ * missing in database X: run omnisync migrate" into err and returns 1; else 0, err untouched.
+ * `conn` (may be NULL) names the database.
+ */
+int db_schema_missing(PGconn *conn, const PGresult *res, char *err, size_t errlen);
+
 /* Writes `name` quoted as an identifier ("schema"."table" when it holds a dot) into out:
  * 0, or OMNISYNC_ETOOBIG / OMNISYNC_ENOMEM. */
 int db_quote_qualified(PGconn *conn, const char *name, char *out, size_t outlen) OMNISYNC_MUST_CHECK;

@@ -12,6 +12,7 @@
  * from the idle handle (or, when closing, once every handle is closed).
  */
 #include "dbloop.h"
+#include "db.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -447,7 +448,8 @@ static void setup_done(struct dbloop *db, PGresult *res)
     char err[ERR_MAX], reason[ERR_MAX + 32];
 
     if (res != NULL && result_failed(res)) {
-        result_error(res, err, sizeof(err));
+        if (!db_schema_missing(db->conn, res, err, sizeof(err)))
+            result_error(res, err, sizeof(err));
         snprintf(reason, sizeof(reason), "setup statement failed: %s", err);
         drop(db, reason);
         return;
@@ -497,7 +499,8 @@ static void complete(struct dbloop *db, PGresult *res)
     if (res == NULL) {
         q->cb(db, NULL, "no result", q->arg);
     } else if (result_failed(res)) {
-        result_error(res, err, sizeof(err));
+        if (!db_schema_missing(db->conn, res, err, sizeof(err)))
+            result_error(res, err, sizeof(err));
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         snprintf(db->last_sqlstate, sizeof(db->last_sqlstate), "%s", state ? state : "");
         q->cb(db, NULL, err, q->arg);

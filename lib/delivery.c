@@ -292,6 +292,33 @@ static void release_rest(struct delivery *d, size_t from, long long delay_ms)
     d->nplanned_rows = d->nrows; /* recorded */
 }
 
+/*
+ * DESIGN: the warning names both outbox ids, the row whose UPDATE changed the primary id and the
+ * row sent (they differ when later rows were merged into the same request), and the old id, which
+ * the operator may want to remove at Omnidesk by hand (issue 17 item 9).
+ */
+static void warn_primary_id_changed(const struct delivery *d, const struct mapping_plan *p)
+{
+    long long changed_in = p->sent_id;
+    const char *old_id = "?";
+
+    for (size_t i = p->first; i <= p->last && i < d->nrows; i++) {
+        const struct delivery_row *row = &d->rows[i];
+        struct json_object *before = NULL, *after = NULL;
+        if (row->old_data == NULL || row->new_data == NULL ||
+            !json_object_object_get_ex(row->old_data, "primary_id", &before) ||
+            !json_object_object_get_ex(row->new_data, "primary_id", &after) ||
+            strcmp(json_object_get_string(before), json_object_get_string(after)) == 0)
+            continue;
+        changed_in = row->id;
+        old_id = json_object_get_string(before);
+        break;
+    }
+    log_warn("primary id changed: delivered as a new customer; the old id is left alone at "
+             "Omnidesk changed_in_outbox_id=%lld outbox_id=%lld old_primary_id=%s primary_id=%s",
+             changed_in, p->sent_id, old_id, d->primary_id);
+}
+
 /* The current plan stopped early (transient error or release). */
 static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
 {
@@ -586,9 +613,7 @@ enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
                 count_result(d, p, result, sizeof(result));
                 note_transliterated(d, p, result, sizeof(result));
                 if (p->primary_id_changed)
-                    log_warn("primary id changed: delivered as a new customer; the old id is left "
-                             "alone at Omnidesk outbox_id=%lld primary_id=%s",
-                             p->sent_id, d->primary_id);
+                    warn_primary_id_changed(d, p);
                 log_info("delivered outbox_id=%lld primary_id=%s rows=%zu result=\"%s\"",
                          p->sent_id, d->primary_id, p->last - p->first + 1, result);
                 add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 0, 1);

@@ -46,6 +46,22 @@ int dispatcher_ready_api(const struct dispatcher *d)
     return !d->auth_paused;
 }
 
+uint64_t dispatcher_api_pause_ms(const struct dispatcher *d)
+{
+    uint64_t now = uv_now(d->loop);
+
+    return d->rate.paused_until_ms > now ? d->rate.paused_until_ms - now : 0;
+}
+
+void dispatcher_end_api_pause(struct dispatcher *d, const char *why)
+{
+    if (dispatcher_api_pause_ms(d) == 0)
+        return;
+    d->rate.paused_until_ms = 0;
+    log_info("the pause asked by the API (Retry-After) ended early by %s; requests resume", why);
+    dispatcher_wake(d);
+}
+
 unsigned dispatcher_in_flight(const struct dispatcher *d)
 {
     return d->nactive;
@@ -299,11 +315,22 @@ static void observe(struct dispatcher *d, const struct omnidesk_response *r)
         return;
     }
     if (r->http_status == 429 || (r->http_status == 503 && r->retry_after_ms > 0)) {
+        /* omnidesk has capped the server's word at [omnidesk] max_retry_after already. */
         uint64_t wait = r->retry_after_ms > 0 ? (uint64_t)r->retry_after_ms : 1000;
         ratelimit_pause_until(&d->rate, now + wait);
-        if (r->http_status == 429)
+        if (r->retry_after_capped)
+            log_warn("the API asked to wait longer than [omnidesk] max_retry_after (HTTP %ld); "
+                     "pausing requests for the maximum instead retry_after_ms=%" PRIu64,
+                     r->http_status, wait);
+        else if (r->http_status == 429)
             log_warn("rate limited by the API (429); pausing requests retry_after_ms=%" PRIu64,
                      wait);
+        /* Health and status show the pause; these words are what an operator reads. */
+        snprintf(d->stats.last_error, sizeof(d->stats.last_error),
+                 "the API asked to wait (HTTP %ld, Retry-After%s): requests paused for %" PRIu64
+                 " s; omnisync resume or SIGHUP ends the pause",
+                 r->http_status, r->retry_after_capped ? " capped at max_retry_after" : "",
+                 (wait + 999) / 1000);
     }
     enum breaker_state before = breaker_get_state(&d->breaker);
     enum breaker_state after =
@@ -754,6 +781,7 @@ int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, s
 
 void dispatcher_reload(struct dispatcher *d)
 {
+    dispatcher_end_api_pause(d, "SIGHUP");
     ratelimit_set_rate(&d->rate, d->cfg->rate_per_sec, 0, now_ms(d));
     uv_timer_stop(&d->poll_timer);
     uv_timer_stop(&d->renew_timer);

@@ -90,6 +90,10 @@ void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher
 void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d));
 
 int dispatcher_ready_api(const struct dispatcher *d); /* not refusing the key */
+/* Milliseconds left of a pause the API asked for (429/503 Retry-After); 0 when none. */
+uint64_t dispatcher_api_pause_ms(const struct dispatcher *d);
+/* Ends such a pause now (`why`, borrowed: "SIGHUP", "omnisync resume" for the log) and wakes. */
+void dispatcher_end_api_pause(struct dispatcher *d, const char *why);
 unsigned dispatcher_in_flight(const struct dispatcher *d);
 #define DISPATCHER_CLAIM_STATEMENT "omnisync_claim"
 /* The statement the work connection must run after each connect (its on_connect_sql). */

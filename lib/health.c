@@ -35,13 +35,22 @@
 #define OMNISYNC_VERSION "unknown"
 #endif
 
-/* Scrapers and probes open a handful of connections; anything beyond is not a monitoring
- * system, and each connection costs its memory limit. */
-#define HEALTH_MAX_CONNECTIONS 32u
+/* Scrapers and probes open a handful of connections; anything beyond is not a monitoring system,
+ * and each connection costs its memory limit (256 x 16 kB = 4 MB at most). The limit is high on
+ * purpose: libmicrohttpd 0.9.x watches a connection edge-triggered from the moment it accepts it,
+ * so a client that sent part of a request and closed while still queued behind the limit is only
+ * noticed at its timeout. A flood that fits under the limit is dropped as soon as its clients
+ * close; a larger one drains at HEALTH_MAX_CONNECTIONS per HEALTH_CONNECTION_TIMEOUT. */
+#define HEALTH_MAX_CONNECTIONS 256u
 /* Headers and the request line must fit in this; MHD refuses larger requests itself. */
 #define HEALTH_CONNECTION_MEMORY (16u * 1024u)
-/* Seconds an idle (or slow) connection is kept. */
-#define HEALTH_CONNECTION_TIMEOUT 10u
+/* Seconds an idle (or slow) connection is kept: a probe or scrape on loopback sends its request
+ * in milliseconds, and a scraper's kept-alive connection is cheap to open again. */
+#define HEALTH_CONNECTION_TIMEOUT 5u
+/* Outbox counts older than this are reported stale: two missed counts (15 s apart) and slack. */
+#define HEALTH_COUNT_STALE_S 40.0
+/* Longest wait between two MHD_run() calls while any connection is open (see run_mhd()). */
+#define HEALTH_RUN_INTERVAL_MS 1000u
 
 #define CONTENT_TYPE_JSON "application/json"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
@@ -154,6 +163,8 @@ static const char *api_state(const struct metrics *m)
 {
     if (m->api_key_refused)
         return "key refused";
+    if (m->api_pause_seconds > 0)
+        return "paused_by_retry_after";
     if (m->circuit_open)
         return "circuit open";
     return "ok";
@@ -165,7 +176,7 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
     struct json_object *doc = NULL;
     const char *text;
     char *body = NULL;
-    int known, ready;
+    int known, ready, paused, stale;
 
     if (h->src.refresh != NULL)
         h->src.refresh(h->src.arg);
@@ -173,6 +184,12 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
      * and restarting it (what a failing readiness often leads to) would not help. */
     ready = m->db_connected && m->listening && !m->api_key_refused;
     known = m->outbox_rows_known;
+    paused = m->api_pause_seconds > 0;
+    /* The counts come from a query at most every 15 s that waits behind a table lock or a busy
+     * connection: past this age they are old news, and readyz says so instead of passing a stale
+     * "pending: 0" for the truth (issue 17 item 9). */
+    stale = known && (m->outbox_counted_at <= 0 ||
+                      (double)time(NULL) - m->outbox_counted_at > HEALTH_COUNT_STALE_S);
 
     doc = json_object_new_object();
     if (doc == NULL)
@@ -182,6 +199,9 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
             0 ||
         add(doc, "listening", json_object_new_boolean(m->listening ? 1 : 0)) != 0 ||
         add(doc, "api", json_object_new_string(api_state(m))) != 0 ||
+        add(doc, "api_paused_until",
+            paused ? json_utc((double)time(NULL) + ceil(m->api_pause_seconds)) : NULL) != 0 ||
+        add(doc, "api_pause_s", paused ? json_seconds(ceil(m->api_pause_seconds)) : NULL) != 0 ||
         add(doc, "in_flight", json_object_new_int64((int64_t)m->in_flight)) != 0 ||
         add(doc, "pending",
             known ? json_object_new_int64(m->outbox_rows[METRICS_STATUS_PENDING]) : NULL) != 0 ||
@@ -189,6 +209,8 @@ static enum MHD_Result answer_readyz(struct health *h, struct MHD_Connection *co
             known ? json_object_new_int64(m->outbox_rows[METRICS_STATUS_FAILED]) : NULL) != 0 ||
         add(doc, "oldest_pending_age_s",
             known ? json_seconds(m->oldest_pending_age_seconds) : NULL) != 0 ||
+        add(doc, "pending_as_of", known ? json_utc(m->outbox_counted_at) : NULL) != 0 ||
+        add(doc, "pending_stale", known ? json_object_new_boolean(stale) : NULL) != 0 ||
         add(doc, "last_success_at", json_utc(m->last_success_timestamp_seconds)) != 0 ||
         add(doc, "last_error", json_last_error(&h->src)) != 0)
         goto fail;
@@ -273,18 +295,44 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     run_mhd(h);
 }
 
+static unsigned current_connections(struct health *h)
+{
+    const union MHD_DaemonInfo *info;
+
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info != NULL ? info->num_connections : 0;
+}
+
 static void run_mhd(struct health *h)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
+    uint64_t delay_ms;
+    unsigned before, after;
+    int have_timeout;
 
     if (h->daemon == NULL)
         return;
+    before = h->connections;
     if (MHD_run(h->daemon) != MHD_YES)
         log_debug("health: MHD_run failed");
+    after = current_connections(h);
+    h->connections = after;
+    have_timeout = MHD_get_timeout(h->daemon, &timeout) == MHD_YES;
     /* Re-armed after every run: each run may change what MHD waits for. A zero timeout means
      * "call again at once" (work left on its ready list) and fires on the next loop turn. */
-    if (MHD_get_timeout(h->daemon, &timeout) == MHD_YES)
-        uv_timer_start(&h->timer, on_timer, (uint64_t)timeout, 0);
+    delay_ms = have_timeout ? (uint64_t)timeout : UINT64_MAX;
+    /* At the connection limit MHD takes its listening socket out of its epoll set and only puts it
+     * back at the start of a later MHD_run(). When connections closed in this run, no event may
+     * ever come for the clients queued meanwhile, and with no connection left MHD reports no
+     * timeout: without another run now the server would stay deaf for good (issue 17 item 3). */
+    if (after < before)
+        delay_ms = 0;
+    /* While connections exist, or the listening socket may be out of the set, MHD is run at least
+     * this often, whatever it reports: a bounded safety net, never the only wake-up. */
+    else if (after > 0 && delay_ms > HEALTH_RUN_INTERVAL_MS)
+        delay_ms = HEALTH_RUN_INTERVAL_MS;
+    if (delay_ms != UINT64_MAX)
+        uv_timer_start(&h->timer, on_timer, delay_ms, 0);
     else
         uv_timer_stop(&h->timer);
 }

@@ -42,6 +42,7 @@ struct health {
     uv_timer_t timer;          /* MHD_get_timeout(): connection timeouts, buffered data */
     struct health_source src;
     int port;
+    unsigned connections; /* MHD's count after the last MHD_run() */
     unsigned handles_open;
     int closing;
     void (*close_cb)(struct health *h);

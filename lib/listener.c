@@ -10,6 +10,7 @@
 #include "listener.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #define LISTEN_SQL "LISTEN " LISTENER_CHANNEL
 
@@ -33,11 +34,13 @@ static void on_notify(struct dbloop *db, const char *channel, const char *payloa
 {
     struct listener *l = from_db(db);
 
-    /* The payload is not read: the outbox is the truth, the notification only rings. */
+    /* The payload is not read, but for `omnisync resume`'s: the outbox is the truth, the
+     * notification only rings. */
     (void)channel;
-    (void)payload;
     if (l->closing)
         return;
+    if (payload != NULL && strcmp(payload, "resume") == 0)
+        l->resume_pending = 1;
     if (!l->wake_pending) {
         l->wake_pending = 1;
         (void)uv_check_start(&l->batch, on_batch);
@@ -127,4 +130,12 @@ void listener_close(struct listener *l, void (*close_cb)(struct listener *l))
     l->closing_parts = 2;
     uv_close((uv_handle_t *)&l->batch, on_batch_closed);
     dbloop_close(&l->db, on_db_closed);
+}
+
+int listener_take_resume(struct listener *l)
+{
+    int resume = l->resume_pending;
+
+    l->resume_pending = 0;
+    return resume;
 }

@@ -30,6 +30,7 @@ struct listener {
 
     uv_check_t batch; /* runs after the loop's poll phase: one on_wake per batch read */
     int wake_pending;
+    int resume_pending; /* `omnisync resume` rang; see listener_take_resume() */
     int ready;
     int closing;
     int closing_parts;
@@ -56,5 +57,8 @@ int listener_is_listening(const struct listener *l);
  * no-op.
  */
 void listener_close(struct listener *l, void (*close_cb)(struct listener *l));
+
+/* 1 once after `omnisync resume` rang (then on_wake runs too), else 0. */
+int listener_take_resume(struct listener *l);
 
 #endif

@@ -434,6 +434,10 @@ int metrics_render(const struct metrics *m, const char *version, char **out, siz
                   m->paused ? 1 : 0);
     put_gauge_int(&r, "omnisync_purges_held", "Purges held back by the purge guard.",
                   m->purges_held);
+    put_gauge_double(&r, "omnisync_api_pause_seconds",
+                     "Seconds left of a pause the Omnidesk API asked for (429/503 with "
+                     "Retry-After, capped at max_retry_after); 0 when requests are not paused.",
+                     m->api_pause_seconds);
     put_gauge_int(&r, "omnisync_api_key_refused",
                   "1 while the Omnidesk API refuses the key (401/403) and delivery is paused.",
                   m->api_key_refused ? 1 : 0);

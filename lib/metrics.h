@@ -83,6 +83,8 @@ struct metrics {
     int api_key_refused;
     /* omnisync_names_transliterated_total{source}: names sent transliterated */
     struct metrics_source_counter names_transliterated[METRICS_SOURCES];
+    double api_pause_seconds; /* left of a pause the API asked for (Retry-After); 0 = none */
+    double outbox_counted_at; /* Unix time of the last count that answered; 0 = none yet */
 };
 
 /* Zeroes everything and marks the code slots unused. */

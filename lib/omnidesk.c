@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "log.h"
 
 #ifndef OMNISYNC_VERSION
@@ -42,8 +44,6 @@
 #define RAW_BODY_QUOTE 200
 /* JSON nesting deeper than this in an answer is not an Omnidesk answer. */
 #define JSON_MAX_DEPTH 16
-/* A Retry-After beyond a day is treated as a day: the engine caps backoff anyway. */
-#define RETRY_AFTER_CAP_S 86400LL
 #define API_KEY_MAX 4096
 
 struct omnidesk_socket {
@@ -481,37 +481,6 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     return len;
 }
 
-/* Retry-After is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
-static long long parse_retry_after(const char *value)
-{
-    long long seconds = 0;
-    const char *p = value;
-    time_t when, now;
-
-    if (*p == '\0')
-        return -1;
-    if (*p >= '0' && *p <= '9') {
-        for (; *p >= '0' && *p <= '9'; p++)
-            if (seconds <= RETRY_AFTER_CAP_S)
-                seconds = seconds * 10 + (*p - '0');
-        if (*p != '\0')
-            return -1;
-        if (seconds > RETRY_AFTER_CAP_S)
-            seconds = RETRY_AFTER_CAP_S;
-        return seconds * 1000;
-    }
-    when = curl_getdate(value, NULL);
-    if (when == (time_t)-1)
-        return -1;
-    now = time(NULL);
-    if (when <= now)
-        return 0;
-    seconds = (long long)(when - now);
-    if (seconds > RETRY_AFTER_CAP_S)
-        seconds = RETRY_AFTER_CAP_S;
-    return seconds * 1000;
-}
-
 /* Parses a whole body as JSON (trailing whitespace allowed); NULL when it is not JSON. */
 static json_object *parse_json(const char *body, size_t len)
 {
@@ -741,19 +710,36 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
 {
     long os_errno = 0;
     long connect_us = 0;
-    curl_off_t connect_time = 0;
+    long header_bytes = 0;
+    curl_off_t connect_time = 0, pretransfer_time = 0, downloaded = 0;
     long long elapsed_ms = (long long)(r->seconds * 1000.0);
+    int connected, received;
 
     curl_easy_getinfo(req->easy, CURLINFO_OS_ERRNO, &os_errno);
     if (curl_easy_getinfo(req->easy, CURLINFO_CONNECT_TIME_T, &connect_time) == CURLE_OK)
         connect_us = (long)connect_time;
+    /* A kept-alive connection that is reused has no connect time at all: the request got as far
+     * as sending once pretransfer is set, whether the connection is new or reused. A slow body
+     * on a reused connection was reported as a connect timeout (issue 17 item 9). */
+    if (curl_easy_getinfo(req->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_time) != CURLE_OK)
+        pretransfer_time = 0;
+    if (curl_easy_getinfo(req->easy, CURLINFO_HEADER_SIZE, &header_bytes) != CURLE_OK)
+        header_bytes = 0;
+    if (curl_easy_getinfo(req->easy, CURLINFO_SIZE_DOWNLOAD_T, &downloaded) != CURLE_OK)
+        downloaded = 0;
+    connected = connect_us > 0 || pretransfer_time > 0;
+    received = header_bytes > 0 || downloaded > 0;
     r->class = OMNIDESK_TRANSIENT;
     r->transport_error = (int)rc;
     r->http_status = 0;
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        if (connect_us == 0)
+        if (!connected)
             snprintf(r->error, sizeof(r->error), "connect timeout after %lld ms", elapsed_ms);
+        else if (received)
+            snprintf(r->error, sizeof(r->error),
+                     "timeout after %ld ms while receiving the answer (it came too slowly)",
+                     req->timeout_ms);
         else if (elapsed_ms + 50 >= req->timeout_ms)
             snprintf(r->error, sizeof(r->error), "timeout after %ld ms", req->timeout_ms);
         else
@@ -799,6 +785,27 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
     case CURLE_WEIRD_SERVER_REPLY:
         snprintf(r->error, sizeof(r->error), "malformed answer from server");
         break;
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE: /* what libcurl 8.6 and later say instead */
+#endif
+    case CURLE_OUT_OF_MEMORY: {
+        /* libcurl before 8.6 reports a header line beyond CURL_MAX_HTTP_HEADER (100 kB) as out of
+         * memory, with no message: an answer whose status line came but whose headers never
+         * ended is that case (issue 17 item 9). */
+        long status = 0;
+
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (strcasestr(req->errbuf, "header") != NULL || (received && downloaded == 0))
+            snprintf(r->error, sizeof(r->error),
+                     "response header too large (libcurl takes at most %d bytes a header)",
+                     CURL_MAX_HTTP_HEADER);
+        else if (status == 0 && connected)
+            snprintf(r->error, sizeof(r->error),
+                     "response header too large or out of memory while reading the answer");
+        else
+            snprintf(r->error, sizeof(r->error), "out of memory");
+        break;
+    }
     default: {
         /* curl's detail names hosts and TLS problems, never headers or bodies. */
         char detail[CURL_ERROR_SIZE];
@@ -843,6 +850,26 @@ static void request_free(struct omnidesk_request *req)
     free(req);
 }
 
+/*
+ * Retry-After is delay-seconds or an HTTP-date (RFC 9110 §10.2.3), parsed by the one tested parser
+ * in backoff.c. Whatever the server asks ("1000000000000", a date years ahead) is capped at
+ * max_retry_after_ms: one answer must not stall delivery for longer than the operator accepts
+ * (issue 17 item 5). Garbage is no Retry-After at all.
+ */
+static void parse_retry_after(const struct omnidesk *c, const char *value,
+                              struct omnidesk_response *r)
+{
+    uint64_t asked = 0;
+
+    if (backoff_parse_retry_after(value, time(NULL), UINT64_MAX, &asked) != 0)
+        return;
+    if (asked > c->max_retry_after_ms) {
+        r->retry_after_capped = 1;
+        asked = c->max_retry_after_ms;
+    }
+    r->retry_after_ms = asked > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)asked;
+}
+
 /* Reports the outcome of a request already removed from the multi handle, then frees it. */
 static void request_finish(struct omnidesk_request *req, CURLcode rc, int canceled)
 {
@@ -869,7 +896,7 @@ static void request_finish(struct omnidesk_request *req, CURLcode rc, int cancel
         } else {
             curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &r.http_status);
             if (req->retry_after[0] != '\0')
-                r.retry_after_ms = parse_retry_after(req->retry_after);
+                parse_retry_after(c, req->retry_after, &r);
             classify_status(req, &r);
         }
     }
@@ -1268,6 +1295,8 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
     c->api_key = key;
     c->api_key_len = key_len;
     c->timeout_ms = opts->timeout_ms;
+    c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
+                                                         : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
     c->connect_timeout_ms = effective_connect_timeout(opts);
     c->max_in_flight = opts->max_in_flight;
     c->max_body = opts->max_body ? opts->max_body : OMNIDESK_DEFAULT_MAX_BODY;
@@ -1311,6 +1340,8 @@ int omnidesk_reconfigure(struct omnidesk *c, const struct omnidesk_options *opts
     c->api_key = key;
     c->api_key_len = key_len;
     c->timeout_ms = opts->timeout_ms;
+    c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
+                                                         : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
     c->connect_timeout_ms = effective_connect_timeout(opts);
     c->max_in_flight = opts->max_in_flight;
     c->max_body = opts->max_body ? opts->max_body : OMNIDESK_DEFAULT_MAX_BODY;

@@ -63,10 +63,13 @@ struct omnidesk_options {
     long connect_timeout_ms; /* 0 = min(timeout_ms, 5000) */
     unsigned max_in_flight;  /* >= 1 */
     size_t max_body;         /* cap on a response body; 0 = 65536 */
+    /* Cap on a Retry-After, whatever the server asks ([omnidesk] max_retry_after); 0 = 5 min. */
+    uint64_t max_retry_after_ms;
 };
 
 #define OMNIDESK_MAX_FIELDS 32
 #define OMNIDESK_DEFAULT_MAX_BODY 65536
+#define OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS 300000u
 
 struct omnidesk_field {
     const char *name;  /* form field name, not NULL */
@@ -86,7 +89,8 @@ struct omnidesk_response {
      * replaced), "" on success. Always valid UTF-8. It may contain what the API said (which could
      * echo a value): store it, but log only status and class. Never contains the API key. */
     char error[512];
-    long long retry_after_ms; /* parsed Retry-After (seconds or HTTP-date), -1 if none */
+    long long retry_after_ms; /* parsed Retry-After (seconds or HTTP-date), capped; -1 if none */
+    int retry_after_capped;   /* the server asked for longer than max_retry_after_ms */
     long long customer_id;    /* search: the Omnidesk id (top-level "id", "customer"."id" or
                                  "items"[0]."id"; integer or digit string); 0 if absent */
     /* search: the customer object the id was found in (it may list "channels"); valid only
@@ -113,6 +117,7 @@ struct omnidesk {
     long connect_timeout_ms;
     unsigned max_in_flight;
     size_t max_body;
+    uint64_t max_retry_after_ms;
     unsigned in_flight;
     struct omnidesk_request *requests; /* in-flight list */
     struct omnidesk_socket *sockets;   /* open uv_poll contexts */

@@ -39,6 +39,10 @@ int outbox_set_paused(PGconn *conn, const char *source, int paused, const char *
                   "ON CONFLICT (scope) DO UPDATE SET paused = EXCLUDED.paused, "
                   "changed_by = session_user, changed_at = now(), reason = EXCLUDED.reason",
                   3, params, NULL, err, errlen);
+    /* A running daemon ends a pause the API asked for (Retry-After) on this ring: it lives in
+     * memory only. Delivered at commit, so only a recorded resume rings. */
+    if (rc == 0 && !paused)
+        rc = db_query(conn, "SELECT pg_notify('omnisync', 'resume')", 0, NULL, NULL, err, errlen);
     if (rc == 0) {
         const char *p2[] = {paused ? "pause" : "resume", source, reason};
         rc = db_query(conn,

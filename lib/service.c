@@ -266,6 +266,7 @@ static void reload(struct service *s)
         .base_url = s->cfg->base_url,
         .api_key = s->cfg->api_key,
         .timeout_ms = (long)s->cfg->timeout_ms,
+        .max_retry_after_ms = s->cfg->max_retry_after_ms,
         .max_in_flight = (unsigned)s->cfg->max_in_flight,
     };
     if (omnidesk_reconfigure(&s->client, &opts) != 0)
@@ -310,6 +311,7 @@ static void refresh_gauges(void *arg)
     m->in_flight = dispatcher_in_flight(&s->dispatcher);
     m->circuit_open = breaker_get_state(&s->dispatcher.breaker) != BREAKER_CLOSED;
     m->api_key_refused = !dispatcher_ready_api(&s->dispatcher);
+    m->api_pause_seconds = (double)dispatcher_api_pause_ms(&s->dispatcher) / 1000.0;
     m->last_success_timestamp_seconds = s->dispatcher.stats.last_success_at;
 }
 
@@ -333,6 +335,7 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     s->metrics.paused = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
     s->metrics.purges_held = s->metrics.outbox_rows[METRICS_STATUS_HELD];
     s->metrics.outbox_rows_known = 1;
+    s->metrics.outbox_counted_at = (double)time(NULL);
 }
 
 /* The outbox gauges come from the database: a count over the table, so at most every 15 s. */
@@ -400,6 +403,8 @@ static void on_trailing(uv_timer_t *t)
 static void on_wake(struct listener *l)
 {
     struct service *s = container_of(l, struct service, listener);
+    if (listener_take_resume(l))
+        dispatcher_end_api_pause(&s->dispatcher, "omnisync resume");
     dispatcher_wake(&s->dispatcher);
     /* A transaction that changed a customer just after its session rang may have skipped
      * ringing itself (at most one ring per 10 ms per session): look once more a little after
@@ -431,12 +436,24 @@ static void on_heartbeat(struct dbloop *db, const PGresult *res, const char *err
 /* The process' row in omnisync.process: what only memory knows (circuit, key) for status. */
 static void heartbeat(struct service *s)
 {
-    char in_flight[16];
+    char in_flight[16], api[96];
+    uint64_t pause_ms = dispatcher_api_pause_ms(&s->dispatcher);
     snprintf(in_flight, sizeof(in_flight), "%u", dispatcher_in_flight(&s->dispatcher));
-    const char *params[] = {s->process,
-                            breaker_state_name(breaker_get_state(&s->dispatcher.breaker)),
-                            dispatcher_ready_api(&s->dispatcher) ? "ok" : "key refused",
-                            in_flight};
+    if (!dispatcher_ready_api(&s->dispatcher)) {
+        snprintf(api, sizeof(api), "key refused");
+    } else if (pause_ms > 0) {
+        /* A pause the API asked for (Retry-After) lives in memory only: status shows it here. */
+        time_t until = time(NULL) + (time_t)((pause_ms + 999) / 1000);
+        struct tm tm;
+        char when[32] = "";
+        if (gmtime_r(&until, &tm) != NULL)
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(api, sizeof(api), "paused by Retry-After until %s", when);
+    } else {
+        snprintf(api, sizeof(api), "ok");
+    }
+    const char *params[] = {
+        s->process, breaker_state_name(breaker_get_state(&s->dispatcher.breaker)), api, in_flight};
     if (dbloop_query(&s->db,
                      "WITH gone AS (DELETE FROM omnisync.process "
                      " WHERE seen_at < now() - interval '1 hour') "
@@ -491,6 +508,7 @@ int service_run(struct config *cfg, const char *config_path)
         .base_url = cfg->base_url,
         .api_key = cfg->api_key,
         .timeout_ms = (long)cfg->timeout_ms,
+        .max_retry_after_ms = cfg->max_retry_after_ms,
         .max_in_flight = (unsigned)cfg->max_in_flight,
     };
     if (omnidesk_init(&s->client, &s->loop, &opts) != 0) {

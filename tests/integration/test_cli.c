@@ -160,6 +160,32 @@ START_TEST(test_replay)
 }
 END_TEST
 
+/* Issue 17 item 9: an id out of range or not a number is a usage error naming it; it used to
+ * become the largest id silently. Every command that takes ids. */
+START_TEST(test_ids_out_of_range_are_refused)
+{
+    static const char *const bad[] = {
+        "99999999999999999999", "9223372036854775808", "+5", " 5", "5x", "0", "0x10", ""};
+    char reason[] = "--reason";
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[80];
+        snprintf(want, sizeof(want), "\"%s\" is not an outbox id", bad[i]);
+        ck_assert_int_eq(run("replay", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "replay %s: %s", bad[i], err);
+        ck_assert_int_eq(run("skip", bad[i], reason, "x", NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "skip %s: %s", bad[i], err);
+        ck_assert_int_eq(run("outbox", "show", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "outbox show %s: %s", bad[i], err);
+        ck_assert_int_eq(run("purges", "release", bad[i], NULL), 2);
+        ck_assert_msg(strstr(err, want) != NULL, "purges release %s: %s", bad[i], err);
+    }
+    ck_assert_int_eq(run("outbox", "list", "--limit", "99999999999999999999", NULL), 2);
+    ck_assert_int_eq(run("replay", "-1", NULL), 2); /* taken for an option, named as one */
+    /* The largest id is still an id: nothing has it. */
+    ck_assert_int_eq(run("replay", "9223372036854775807", NULL), 1);
+}
+END_TEST
+
 START_TEST(test_skip)
 {
     char a1[24];
@@ -265,6 +291,49 @@ START_TEST(test_check)
 }
 END_TEST
 
+/* Issue 17 item 4: "http://127.0.0.1:<fake>@127.0.0.1:<other>" looked like a loopback URL to a
+ * hand-written check, while libcurl connects to the host after the @ with the key. The config is
+ * refused with its line, and the other server never sees a request. */
+START_TEST(test_base_url_userinfo_never_reaches_another_host)
+{
+    struct fake_omnidesk other;
+    char *text, *line, *rest, conf[700], where[760], *argv[5];
+    char rewritten[8192];
+    int code, lineno = 1;
+
+    ck_assert_int_eq(fake_start(&other, SCENARIO_API_KEY, NULL), 0);
+    text = testutil_read_file(sc.config);
+    ck_assert_ptr_nonnull(text);
+    line = strstr(text, "base_url = ");
+    ck_assert_ptr_nonnull(line);
+    for (const char *p = text; p < line; p++)
+        lineno += *p == '\n';
+    rest = strchr(line, '\n');
+    ck_assert_ptr_nonnull(rest);
+    snprintf(rewritten, sizeof(rewritten), "%.*sbase_url = http://127.0.0.1:%d@127.0.0.1:%d%s",
+             (int)(line - text), text, sc.fake.port, other.port, rest);
+    free(text);
+    snprintf(conf, sizeof(conf), "%s/userinfo.conf", sc.dir);
+    ck_assert_int_eq(testutil_write_file(conf, rewritten, 0600), 0);
+    argv[0] = OMNISYNC_BIN;
+    argv[1] = "--config";
+    argv[2] = conf;
+    argv[3] = "check";
+    argv[4] = NULL;
+    free(out);
+    free(err);
+    out = err = NULL;
+    code = proc_run(argv, NULL, 30000, &out, &err);
+    ck_assert_int_eq(fake_stat(&other, "requests"), 0);
+    ck_assert_msg(code == 1, "exit %d: %s%s", code, out, err);
+    snprintf(where, sizeof(where), "%s:%d:", conf, lineno);
+    ck_assert_msg(strstr(err, where) != NULL, "no \"%s\" in: %s", where, err);
+    ck_assert_msg(strstr(err, "user name or password") != NULL, "%s", err);
+    ck_assert_ptr_null(strstr(err, SCENARIO_API_KEY));
+    ck_assert_int_eq(fake_stop(&other), 0);
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -276,11 +345,13 @@ int main(void)
     tcase_add_test(tc, test_status);
     tcase_add_test(tc, test_outbox_list_and_show);
     tcase_add_test(tc, test_replay);
+    tcase_add_test(tc, test_ids_out_of_range_are_refused);
     tcase_add_test(tc, test_skip);
     tcase_add_test(tc, test_skip_source);
     tcase_add_test(tc, test_purges);
     tcase_add_test(tc, test_pause_resume);
     tcase_add_test(tc, test_check);
+    tcase_add_test(tc, test_base_url_userinfo_never_reaches_another_host);
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }

@@ -92,6 +92,34 @@ static char *catalog_snapshot(void)
         ") q");
 }
 
+/* Issue 17 item 9: before migrate, every command said `schema "omnisync" does not exist`; it now
+ * says what is missing where and what to run. */
+START_TEST(test_unmigrated_database_says_run_migrate)
+{
+    static const char *const commands[][3] = {{"status", NULL, NULL}, {"outbox", "list", NULL},
+                                              {"replay", "1", NULL},  {"purges", "list", NULL},
+                                              {"pause", NULL, NULL},  {"check", NULL, NULL}};
+    char want[200], *out = NULL, *err = NULL;
+
+    write_config(NULL);
+    snprintf(want, sizeof(want),
+             "the omnisync schema is missing in database \"%s\": run omnisync "
+             "migrate",
+             PQdb(conn));
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        char *argv[] = {OMNISYNC_BIN,           "--config", conf, (char *)commands[i][0],
+                        (char *)commands[i][1], NULL};
+        char *env[] = {"OMNISYNC_API_KEY=k", NULL};
+        int code = proc_run(argv, env, 30000, &out, &err);
+        ck_assert_msg(code == 1, "%s: exit %d: %s", commands[i][0], code, err);
+        ck_assert_msg(strstr(err, want) != NULL, "%s: %s", commands[i][0], err);
+        free(out);
+        free(err);
+        out = err = NULL;
+    }
+}
+END_TEST
+
 START_TEST(test_migrate_twice_changes_nothing)
 {
     char *out = NULL, *err = NULL;
@@ -380,6 +408,7 @@ int main(void)
     TCase *tc = tcase_create("migrate");
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_unmigrated_database_says_run_migrate);
     tcase_add_test(tc, test_migrate_twice_changes_nothing);
     tcase_add_test(tc, test_rows_per_kind_of_change);
     tcase_add_test(tc, test_crm_role_without_grants);

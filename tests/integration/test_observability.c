@@ -6,6 +6,7 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,133 @@ START_TEST(test_hostile_primary_id_forges_no_log_line)
 }
 END_TEST
 
+/* `omnisync <command> [arg]` on the scenario's config; returns the exit code, stdout in *out. */
+static int cli(const char *command, const char *arg, char **out)
+{
+    char *argv[] = {OMNISYNC_BIN, "--config", sc.config, (char *)command, (char *)arg, NULL};
+    char *err = NULL;
+    int code = proc_run(argv, NULL, 30000, out, &err);
+
+    free(err);
+    return code;
+}
+
+static int status_shows(const char *arg, const char *needle)
+{
+    char *out = NULL;
+    int found = cli("status", arg, &out) == 0 && out != NULL && strstr(out, needle) != NULL;
+
+    free(out);
+    return found;
+}
+
+/* Issue 17 item 5: "Retry-After: 1000000000000" used to pause every request for 24 h while
+ * /readyz said "api":"ok". The pause is capped at max_retry_after (5 min by default), shown in
+ * /readyz, the metric and `omnisync status` (text and --json), and `omnisync resume` (_i 0) or
+ * SIGHUP (_i 1) ends it. */
+START_TEST(test_api_pause_is_capped_shown_and_ended)
+{
+    static struct body b;
+    const char *p;
+    double pause_s;
+    char *out = NULL;
+
+    start();
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_429\":1,\"retry_after\":\"1000000000000\"}"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name) VALUES ('P1', 'Ann', 'Lee')"),
+                     0);
+    ck_assert_msg(WAIT_UNTIL(get("/readyz", &b) == 200 &&
+                                 strstr(b.text, "\"api\":\"paused_by_retry_after\"") != NULL,
+                             20000),
+                  "readyz does not show the pause: %s", b.text);
+    ck_assert_ptr_nonnull(strstr(b.text, "\"api_paused_until\":\"20"));
+    p = strstr(b.text, "\"api_pause_s\":");
+    ck_assert_ptr_nonnull(p);
+    pause_s = atof(p + strlen("\"api_pause_s\":"));
+    ck_assert_msg(pause_s > 200 && pause_s <= 300, "pause of %g s, not capped at 5 min", pause_s);
+    ck_assert_ptr_nonnull(strstr(b.text, "capped at max_retry_after"));
+    ck_assert_int_eq(get("/metrics", &b), 200);
+    p = strstr(b.text, "\nomnisync_api_pause_seconds ");
+    ck_assert_ptr_nonnull(p);
+    pause_s = atof(p + strlen("\nomnisync_api_pause_seconds "));
+    ck_assert_msg(pause_s > 200 && pause_s <= 300, "metric says %g s", pause_s);
+    /* status reads each process' heartbeat, written every status tick (5 s here). */
+    ck_assert_msg(WAIT_UNTIL(status_shows(NULL, "paused by Retry-After until 20"), 15000),
+                  "status does not show the pause");
+    ck_assert(status_shows("--json", "\"paused by Retry-After until 20"));
+
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_429\":0}"), 0);
+    if (_i == 0) {
+        ck_assert_int_eq(cli("resume", NULL, &out), 0);
+        free(out);
+    } else {
+        ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGHUP), 0);
+    }
+    ck_assert_msg(
+        WAIT_UNTIL(get("/readyz", &b) == 200 && strstr(b.text, "\"api\":\"ok\"") != NULL, 5000),
+        "the pause did not end: %s", b.text);
+    ck_assert(proc_wait_stderr(&omnisync_daemon,
+                               _i == 0 ? "ended early by omnisync resume" : "ended early by SIGHUP",
+                               5000));
+    ck_assert_int_eq(get("/metrics", &b), 200);
+    ck_assert_ptr_nonnull(strstr(b.text, "\nomnisync_api_pause_seconds 0\n"));
+    /* Requests go again: a new customer is delivered at once. */
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name) VALUES ('P2', 'Bo', 'Li')"),
+                     0);
+    ck_assert_msg(
+        WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                            "WHERE primary_id = 'P2' AND status = 'done'") == 1,
+                   10000),
+        "delivery did not resume");
+    finish();
+}
+END_TEST
+
+/* Issue 17 item 9 (DESIGN §2): a change of the primary id is delivered as a new customer, and
+ * the warning names both outbox ids (the row that changed the id and the row sent, here merged
+ * into one request) and the old id. */
+START_TEST(test_primary_id_change_warning_names_both_rows)
+{
+    char *out = NULL, want[160], *log, *line;
+    long long changed_in, sent;
+
+    start();
+    ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name) VALUES ('K1', 'Ann', 'Lee')"),
+                     0);
+    ck_assert(scenario_wait_quiet(&sc, 20000));
+    ck_assert_int_eq(cli("pause", NULL, &out), 0);
+    free(out);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET customer_no = 'K2' "
+                                         "WHERE customer_no = 'K1'"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET first_name = 'Bo' "
+                                         "WHERE customer_no = 'K2'"),
+                     0);
+    changed_in = pgrig_query_int(sc.conn, "SELECT min(id) FROM omnisync.outbox "
+                                          "WHERE primary_id = 'K2'");
+    sent = pgrig_query_int(sc.conn, "SELECT max(id) FROM omnisync.outbox WHERE primary_id = 'K2'");
+    ck_assert_int_lt(changed_in, sent);
+    out = NULL;
+    ck_assert_int_eq(cli("resume", NULL, &out), 0);
+    free(out);
+    snprintf(want, sizeof(want), "changed_in_outbox_id=%lld outbox_id=%lld", changed_in, sent);
+    ck_assert_msg(proc_wait_stderr(&omnisync_daemon, want, 20000), "no \"%s\" in the log", want);
+    log = proc_stderr(&omnisync_daemon);
+    line = strstr(log, want);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_ptr_nonnull(strstr(line, "old_primary_id="));
+    ck_assert_msg(strncmp(strstr(line, "old_primary_id=") + 15, "K1", 2) == 0 ||
+                      strncmp(strstr(line, "old_primary_id=") + 15, "\"K1\"", 4) == 0,
+                  "%.200s", line);
+    free(log);
+    finish();
+}
+END_TEST
+
 /* Another address works, with a warning at start; on loopback there is none. */
 START_TEST(test_health_beyond_loopback_warns)
 {
@@ -320,6 +448,8 @@ int main(void)
     tcase_add_test(tc, test_readyz_names_outcomes_not_recorded);
     tcase_add_test(tc, test_health_beyond_loopback_warns);
     tcase_add_test(tc, test_hostile_primary_id_forges_no_log_line);
+    tcase_add_loop_test(tc, test_api_pause_is_capped_shown_and_ended, 0, 2);
+    tcase_add_test(tc, test_primary_id_change_warning_names_both_rows);
     suite_add_tcase(s, tc);
     int rc = pgrig_run_suite(s);
     curl_global_cleanup();

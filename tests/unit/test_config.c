@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "testutil.h"
@@ -242,6 +243,74 @@ START_TEST(test_http_base_url)
 END_TEST
 
 /* Any address is accepted; whether it is loopback decides the start-up warning. */
+/* Issue 17 item 4: the host is the one libcurl connects to, and a URL with a user name, password,
+ * query or fragment is refused with its line. */
+START_TEST(test_base_url_parsed_as_libcurl_does)
+{
+    struct config cfg;
+    char text[2048];
+    static const char no_url[] = "[omnidesk]\nbrand_id = 1\n[source customers]\n"
+                                 "table = customers\nprimary_id = id\n";
+    static const struct {
+        const char *url;
+        const char *what;
+    } bad[] = {
+        {"http://127.0.0.1:80@example.com", "user name or password"},
+        {"http://127.0.0.1@example.com/", "user name or password"},
+        {"http://localhost:x@10.0.0.1", "user name or password"},
+        {"https://user:secret@acme.omnidesk.com", "user name or password"},
+        {"https://user@acme.omnidesk.com", "user name or password"},
+        {"http://[::1]:1@example.com", "user name or password"},
+        {"https://acme.omnidesk.com/?x=1", "query"},
+        {"https://acme.omnidesk.com/#frag", "fragment"},
+        {"http://127.0.0.1.example.com", "not loopback"},
+        {"http://localhost.example.com:80/", "not loopback"},
+        {"https://", "not a URL"},
+        {"https://acme omnidesk.com", "not a URL"},
+    };
+    const char *ok[] = {"http://127.0.0.2:9/api", "http://[0:0:0:0:0:0:0:1]:9", "HTTP://127.0.0.1",
+                        "https://acme.omnidesk.com/", "http://127.1:8080"};
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "%s[omnidesk]\nbase_url = %s\n", no_url, bad[i].url);
+        ck_assert_msg(load(&cfg, text) == OMNISYNC_ECONFIG, "accepted %s", bad[i].url);
+        assert_error(&cfg, "omnisync.conf:7:", "base_url", bad[i].what);
+        config_free(&cfg);
+    }
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        snprintf(text, sizeof(text), "%s[omnidesk]\nbase_url = %s\n", no_url, ok[i]);
+        ck_assert_msg(load(&cfg, text) == 0, "refused %s: %s", ok[i],
+                      cfg.nerrors > 0 ? cfg.errors[0] : "");
+        config_free(&cfg);
+    }
+}
+END_TEST
+
+/* Issue 17 item 5: [omnidesk] max_retry_after, 5 min unless set, 1 s .. 24 h. */
+START_TEST(test_max_retry_after)
+{
+    struct config cfg;
+    char text[4096];
+
+    ck_assert_int_eq(load(&cfg, base), 0);
+    ck_assert_uint_eq(cfg.max_retry_after_ms, 300000);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 90s\n", base);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    ck_assert_uint_eq(cfg.max_retry_after_ms, 90000);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 0s\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "max_retry_after", "between 1s and 24h", NULL);
+    config_free(&cfg);
+    snprintf(text, sizeof(text), "%s[omnidesk]\nmax_retry_after = 2d\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "max_retry_after", "between 1s and 24h", NULL);
+    config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_health_listen_loopback)
 {
     struct config cfg;
@@ -376,6 +445,38 @@ START_TEST(test_line_shapes)
 }
 END_TEST
 
+/* Issue 17 item 9: a directory or a FIFO as the config or key file is named as such; a FIFO
+ * with no writer used to hang the command for good. */
+START_TEST(test_config_not_a_regular_file)
+{
+    struct config cfg;
+    char sub[600], fifo[700], text[4096];
+
+    snprintf(sub, sizeof(sub), "%s/a-directory", dir);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+
+    ck_assert_int_eq(config_load(&cfg, sub), OMNISYNC_ECONFIG);
+    assert_error(&cfg, sub, "is a directory", NULL);
+    config_free(&cfg);
+    ck_assert_int_eq(config_load(&cfg, fifo), OMNISYNC_ECONFIG);
+    assert_error(&cfg, fifo, "is a FIFO", NULL);
+    config_free(&cfg);
+    ck_assert_int_eq(config_load(&cfg, "/dev/null"), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "/dev/null", "not a regular file", NULL);
+    config_free(&cfg);
+
+    snprintf(text, sizeof(text), "%s[omnidesk]\napi_key_file = %s\n", base, fifo);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    ck_assert_int_eq(config_load_api_key(&cfg), OMNISYNC_ECONFIG);
+    assert_error(&cfg, fifo, "is a FIFO", NULL);
+    config_free(&cfg);
+    rmdir(sub);
+    unlink(fifo);
+}
+END_TEST
+
 START_TEST(test_reload_keeps_unreloadable)
 {
     struct config running, next;
@@ -450,6 +551,9 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_durations);
     tcase_add_test(tc, test_errors_name_line_and_key);
     tcase_add_test(tc, test_http_base_url);
+    tcase_add_test(tc, test_base_url_parsed_as_libcurl_does);
+    tcase_add_test(tc, test_max_retry_after);
+    tcase_add_test(tc, test_config_not_a_regular_file);
     tcase_add_test(tc, test_health_listen_loopback);
     tcase_add_test(tc, test_columns_refused);
     tcase_add_test(tc, test_environment_overrides);

@@ -147,6 +147,7 @@ static const struct {
     {"omnisync_paused", "gauge"},
     {"omnisync_purges_held", "gauge"},
     {"omnisync_api_key_refused", "gauge"},
+    {"omnisync_api_pause_seconds", "gauge"},
     {"omnisync_last_success_timestamp_seconds", "gauge"},
     {"omnisync_build_info", "gauge"},
 };
@@ -191,6 +192,7 @@ START_TEST(render_known_values_exactly)
     ck_assert_line(text, "omnisync_paused 1");
     ck_assert_line(text, "omnisync_purges_held 1");
     ck_assert_line(text, "omnisync_api_key_refused 0");
+    ck_assert_line(text, "omnisync_api_pause_seconds 0");
     ck_assert_line(text, "omnisync_last_success_timestamp_seconds 1700000000.25");
     ck_assert_line(text, "omnisync_build_info{version=\"1.2.3\"} 1");
     ck_assert_line(text, "omnisync_delivery_seconds_bucket{le=\"0.01\"} 0");

@@ -8,6 +8,11 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -284,7 +289,7 @@ START_TEST(init_refuses_bad_options)
 {
     uv_loop_t loop;
     struct omnidesk c;
-    const struct omnidesk_options good = {"http://127.0.0.1:9", KEY, 1000, 0, 4, 0};
+    const struct omnidesk_options good = {"http://127.0.0.1:9", KEY, 1000, 0, 4, 0, 0};
     struct omnidesk_options o;
 
     ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -563,6 +568,42 @@ START_TEST(classify_429_retry_after_date)
 }
 END_TEST
 
+/* Issue 17 item 5: a Retry-After of 31 700 years or a date ten years ahead is capped at
+ * max_retry_after (5 min when not set), and the answer says it was. */
+START_TEST(classify_429_retry_after_is_capped)
+{
+    static const char *const faults[] = {
+        "{\"p_429\":1,\"retry_after\":\"1000000000000\"}",
+        "{\"p_429\":1,\"retry_after\":\"http-date:315360000\"}",
+        "{\"p_429\":1,\"retry_after\":\"99999999999999999999999\"}",
+    };
+    struct omnidesk_options opts;
+    struct rig t;
+    struct outcome o;
+
+    rig_start(&t, faults[_i]);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.http_status, 429);
+    if (_i == 2) {
+        /* Beyond 64 bits is garbage, not a Retry-After: the caller's own pacing applies. */
+        ck_assert_int_eq(o.r.retry_after_ms, -1);
+        ck_assert_int_eq(o.r.retry_after_capped, 0);
+    } else {
+        ck_assert_int_eq(o.r.retry_after_ms, 300000);
+        ck_assert_int_eq(o.r.retry_after_capped, 1);
+    }
+    rig_stop(&t);
+
+    opts = (struct omnidesk_options){
+        .api_key = KEY, .timeout_ms = 5000, .max_in_flight = 4, .max_retry_after_ms = 3000};
+    rig_start_with(&t, faults[0], &opts);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.retry_after_ms, 3000);
+    ck_assert_int_eq(o.r.retry_after_capped, 1);
+    rig_stop(&t);
+}
+END_TEST
+
 START_TEST(classify_503_transient)
 {
     struct rig t;
@@ -705,6 +746,98 @@ START_TEST(classify_timeout)
     ck_assert_str_eq(o.r.error, "timeout after 600 ms");
     ck_assert_msg(o.r.seconds >= 0.59 && o.r.seconds < 3.5, "took %.3f s", o.r.seconds);
     rig_stop(&t);
+}
+END_TEST
+
+/* Issue 17 item 9: a body too slow on a kept-alive connection was "connect timeout": no connect
+ * happened on it, so curl's connect time was 0. */
+START_TEST(slow_body_on_a_reused_connection_is_not_a_connect_timeout)
+{
+    struct rig t;
+    struct outcome o;
+    struct omnidesk_options opts;
+
+    memset(&opts, 0, sizeof(opts));
+    opts.api_key = KEY;
+    opts.timeout_ms = 500;
+    opts.max_in_flight = 1;
+    rig_start_with(&t, NULL, &opts);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o); /* opens the connection kept alive */
+    ck_assert_int_eq(o.r.http_status, 200);
+    ck_assert_int_eq(fake_set_faults(&t.fake, "{\"p_slow_body\":1,\"slow_body_ms\":3000}"), 0);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.transport_error, CURLE_OPERATION_TIMEDOUT);
+    ck_assert_msg(strstr(o.r.error, "connect") == NULL, "error: %s", o.r.error);
+    ck_assert_str_eq(o.r.error, "timeout after 500 ms while receiving the answer (it came too "
+                                "slowly)");
+    rig_stop(&t);
+}
+END_TEST
+
+/* A one-connection server on 127.0.0.1 answering with a 110 kB header line. */
+struct big_header_server {
+    int listen_fd;
+    int port;
+    pthread_t thread;
+};
+
+static void *big_header_main(void *arg)
+{
+    struct big_header_server *srv = arg;
+    static char header[110 * 1024 + 128];
+    char request[4096];
+    int fd = accept(srv->listen_fd, NULL, NULL);
+    size_t len;
+
+    if (fd < 0)
+        return NULL;
+    (void)recv(fd, request, sizeof(request), 0);
+    len = (size_t)snprintf(header, sizeof(header), "HTTP/1.1 200 OK\r\nX-Big: ");
+    memset(header + len, 'a', 110 * 1024);
+    len += 110 * 1024;
+    len += (size_t)snprintf(header + len, sizeof(header) - len, "\r\nContent-Length: 2\r\n\r\n{}");
+    (void)send(fd, header, len, MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    while (recv(fd, request, sizeof(request), 0) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+/* Issue 17 item 9: a 100 kB response header was reported as "Out of memory". */
+START_TEST(huge_response_header_is_named)
+{
+    struct big_header_server srv;
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    socklen_t addr_len = sizeof(addr);
+    struct omnidesk_options opts;
+    char url[64];
+    struct rig t;
+    struct outcome o;
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    srv.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(srv.listen_fd, 0);
+    ck_assert_int_eq(bind(srv.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    ck_assert_int_eq(listen(srv.listen_fd, 4), 0);
+    ck_assert_int_eq(getsockname(srv.listen_fd, (struct sockaddr *)&addr, &addr_len), 0);
+    srv.port = ntohs(addr.sin_port);
+    ck_assert_int_eq(pthread_create(&srv.thread, NULL, big_header_main, &srv), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", srv.port);
+
+    memset(&opts, 0, sizeof(opts));
+    opts.base_url = url;
+    opts.api_key = KEY;
+    opts.timeout_ms = 5000;
+    opts.max_in_flight = 1;
+    rig_start_with(&t, NULL, &opts);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o);
+    ck_assert_int_eq(o.r.class, OMNIDESK_TRANSIENT);
+    ck_assert_msg(strstr(o.r.error, "response header too large") != NULL, "error: %s (%s)",
+                  o.r.error, curl_easy_strerror((CURLcode)o.r.transport_error));
+    rig_stop(&t);
+    ck_assert_int_eq(pthread_join(srv.thread, NULL), 0);
+    close(srv.listen_fd);
 }
 END_TEST
 
@@ -1224,12 +1357,15 @@ static Suite *omnidesk_suite(void)
     tcase_add_test(tc, classify_404_not_found);
     tcase_add_test(tc, classify_429_retry_after_seconds);
     tcase_add_test(tc, classify_429_retry_after_date);
+    tcase_add_loop_test(tc, classify_429_retry_after_is_capped, 0, 3);
     tcase_add_test(tc, classify_503_transient);
     tcase_add_test(tc, classify_html_502);
     tcase_add_test(tc, classify_reset);
     tcase_add_test(tc, classify_lost_answer);
     tcase_add_test(tc, lost_answer_on_reused_connection_not_sent_again);
     tcase_add_test(tc, classify_timeout);
+    tcase_add_test(tc, slow_body_on_a_reused_connection_is_not_a_connect_timeout);
+    tcase_add_test(tc, huge_response_header_is_named);
     tcase_add_test(tc, classify_connection_refused);
     suite_add_tcase(s, tc);
 
