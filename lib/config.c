@@ -34,15 +34,24 @@ enum key_type {
     KEY_INT,
     KEY_DOUBLE,
     KEY_DURATION,
-    KEY_LOG_LEVEL,
-    KEY_LOG_FORMAT,
-    KEY_PURGE_ENDPOINT,
-    KEY_ON_DELETE,
+    KEY_ENUM, /* one of the names in `values`, stored as an int */
     KEY_BOOL,
-    KEY_NAMES,
     KEY_COLUMN, /* a CRM column name: checked for shape here, for existence by migrate */
     KEY_TABLE
 };
+
+/* One accepted spelling of an enumerated key (pgbouncer's CF_LOOKUP). */
+struct key_value {
+    const char *name;
+    int value;
+};
+
+/*
+ * A key's own check, run once `value` is stored: adds an error naming `where` and `label` (the
+ * section) and returns non-zero when the value is refused. It may derive other fields.
+ */
+typedef int (*key_check)(struct config *cfg, const char *value, const char *where,
+                         const char *label);
 
 struct key {
     const char *section;
@@ -53,48 +62,113 @@ struct key {
     int reloadable;
     long long min;
     long long max;
+    const struct key_value *values; /* KEY_ENUM: NULL-terminated */
+    const char *expected;           /* KEY_ENUM: the names, for messages */
+    key_check check;                /* optional */
+    const char *field;              /* source keys mapped to Omnidesk: the field's name */
 };
 
 #define CFG(field) offsetof(struct config, field)
 #define SRC(field) offsetof(struct config_source, field)
 
+/* Enumerated keys are stored as int: their enums must be int-sized. */
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is not int-sized");
+_Static_assert(sizeof(enum config_purge_endpoint) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_on_delete) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_names) == sizeof(int), "enum size");
+
+static const struct key_value purge_endpoints[] = {
+    {"v2", CONFIG_PURGE_V2}, {"legacy", CONFIG_PURGE_LEGACY}, {NULL, 0}};
+static const struct key_value on_delete_values[] = {
+    {"purge", CONFIG_ON_DELETE_PURGE}, {"ignore", CONFIG_ON_DELETE_IGNORE}, {NULL, 0}};
+static const struct key_value log_levels[] = {{"error", LOG_LEVEL_ERROR},
+                                              {"warn", LOG_LEVEL_WARN},
+                                              {"info", LOG_LEVEL_INFO},
+                                              {"debug", LOG_LEVEL_DEBUG},
+                                              {NULL, 0}};
+static const struct key_value names_values[] = {
+    {"transliterate", CONFIG_NAMES_TRANSLITERATE}, {"strict", CONFIG_NAMES_STRICT}, {NULL, 0}};
+static const struct key_value log_formats[] = {
+    {"logfmt", LOG_FORMAT_LOGFMT}, {"json", LOG_FORMAT_JSON}, {NULL, 0}};
+
+static int check_base_url(struct config *cfg, const char *value, const char *where,
+                          const char *label);
+static int check_listen(struct config *cfg, const char *value, const char *where,
+                        const char *label);
+static int note_api_key_file(struct config *cfg, const char *value, const char *where,
+                             const char *label);
+static int check_phone_prefix(struct config *cfg, const char *value, const char *where,
+                              const char *label);
+
+#define ENUM(values, expected) values, expected
+#define NOENUM NULL, NULL
+
 static const struct key keys[] = {
-    {"database", "conninfo", KEY_STRING, CFG(conninfo), "", 0, 0, 0},
-    {"omnidesk", "base_url", KEY_STRING, CFG(base_url), "", 0, 0, 0},
-    {"omnidesk", "api_key_file", KEY_STRING, CFG(api_key_file), "", 1, 0, 0},
-    {"omnidesk", "brand_id", KEY_INT, CFG(brand_id), "0", 0, 0, LLONG_MAX},
-    {"omnidesk", "timeout_ms", KEY_INT, CFG(timeout_ms), "10000", 1, 100, 600000},
-    {"omnidesk", "max_in_flight", KEY_INT, CFG(max_in_flight), "16", 1, 1, 1024},
-    {"omnidesk", "rate_per_sec", KEY_DOUBLE, CFG(rate_per_sec), "10", 1, 0, 1000000},
-    {"omnidesk", "purge_endpoint", KEY_PURGE_ENDPOINT, CFG(purge_endpoint), "v2", 1, 0, 0},
-    {"omnidesk", "max_retry_after", KEY_DURATION, CFG(max_retry_after_ms), "5m", 1, 0, 0},
-    {"delivery", "max_attempts", KEY_INT, CFG(max_attempts), "12", 1, 1, 1000000},
-    {"delivery", "backoff_initial_ms", KEY_INT, CFG(backoff_initial_ms), "1000", 1, 1, 86400000},
-    {"delivery", "backoff_max_ms", KEY_INT, CFG(backoff_max_ms), "900000", 1, 1, 604800000},
-    {"delivery", "batch_size", KEY_INT, CFG(batch_size), "100", 1, 1, 10000},
-    {"delivery", "on_delete", KEY_ON_DELETE, CFG(on_delete), "purge", 1, 0, 0},
-    {"delivery", "max_purges_per_hour", KEY_INT, CFG(max_purges_per_hour), "100", 1, 0, 100000000},
-    {"delivery", "retention", KEY_DURATION, CFG(retention_ms), "7d", 1, 0, 0},
-    {"delivery", "payload_retention", KEY_DURATION, CFG(payload_retention_ms), "", 1, 0, 0},
-    {"delivery", "poll_interval", KEY_DURATION, CFG(poll_interval_ms), "5s", 1, 0, 0},
-    {"delivery", "shutdown_timeout", KEY_DURATION, CFG(shutdown_timeout_ms), "30s", 1, 0, 0},
-    {"health", "listen", KEY_STRING, CFG(listen), "127.0.0.1:9187", 0, 0, 0},
-    {"log", "level", KEY_LOG_LEVEL, CFG(log_level), "info", 1, 0, 0},
-    {"log", "format", KEY_LOG_FORMAT, CFG(log_format), "logfmt", 1, 0, 0},
+    {"database", "conninfo", KEY_STRING, CFG(conninfo), "", 0, 0, 0, NOENUM, NULL, NULL},
+    {"omnidesk", "base_url", KEY_STRING, CFG(base_url), "", 0, 0, 0, NOENUM, check_base_url, NULL},
+    {"omnidesk", "api_key_file", KEY_STRING, CFG(api_key_file), "", 1, 0, 0, NOENUM,
+     note_api_key_file, NULL},
+    {"omnidesk", "brand_id", KEY_INT, CFG(brand_id), "0", 0, 0, LLONG_MAX, NOENUM, NULL, NULL},
+    {"omnidesk", "timeout_ms", KEY_INT, CFG(timeout_ms), "10000", 1, 100, 600000, NOENUM, NULL,
+     NULL},
+    {"omnidesk", "max_in_flight", KEY_INT, CFG(max_in_flight), "16", 1, 1, 1024, NOENUM, NULL,
+     NULL},
+    {"omnidesk", "rate_per_sec", KEY_DOUBLE, CFG(rate_per_sec), "10", 1, 0, 1000000, NOENUM, NULL,
+     NULL},
+    {"omnidesk", "purge_endpoint", KEY_ENUM, CFG(purge_endpoint), "v2", 1, 0, 0,
+     ENUM(purge_endpoints, "v2 or legacy"), NULL, NULL},
+    {"omnidesk", "max_retry_after", KEY_DURATION, CFG(max_retry_after_ms), "5m", 1, 0, 0, NOENUM,
+     NULL, NULL},
+    {"delivery", "max_attempts", KEY_INT, CFG(max_attempts), "12", 1, 1, 1000000, NOENUM, NULL,
+     NULL},
+    {"delivery", "backoff_initial_ms", KEY_INT, CFG(backoff_initial_ms), "1000", 1, 1, 86400000,
+     NOENUM, NULL, NULL},
+    {"delivery", "backoff_max_ms", KEY_INT, CFG(backoff_max_ms), "900000", 1, 1, 604800000, NOENUM,
+     NULL, NULL},
+    {"delivery", "batch_size", KEY_INT, CFG(batch_size), "100", 1, 1, 10000, NOENUM, NULL, NULL},
+    {"delivery", "on_delete", KEY_ENUM, CFG(on_delete), "purge", 1, 0, 0,
+     ENUM(on_delete_values, "purge or ignore"), NULL, NULL},
+    {"delivery", "max_purges_per_hour", KEY_INT, CFG(max_purges_per_hour), "100", 1, 0, 100000000,
+     NOENUM, NULL, NULL},
+    {"delivery", "retention", KEY_DURATION, CFG(retention_ms), "7d", 1, 0, 0, NOENUM, NULL, NULL},
+    /* Empty (the default): follows retention, resolved in check_whole(). */
+    {"delivery", "payload_retention", KEY_DURATION, CFG(payload_retention_ms), "", 1, 0, 0, NOENUM,
+     NULL, NULL},
+    {"delivery", "poll_interval", KEY_DURATION, CFG(poll_interval_ms), "5s", 1, 0, 0, NOENUM, NULL,
+     NULL},
+    {"delivery", "shutdown_timeout", KEY_DURATION, CFG(shutdown_timeout_ms), "30s", 1, 0, 0, NOENUM,
+     NULL, NULL},
+    {"health", "listen", KEY_STRING, CFG(listen), "127.0.0.1:9187", 0, 0, 0, NOENUM, check_listen,
+     NULL},
+    {"log", "level", KEY_ENUM, CFG(log_level), "info", 1, 0, 0,
+     ENUM(log_levels, "error, warn, info or debug"), NULL, NULL},
+    {"log", "format", KEY_ENUM, CFG(log_format), "logfmt", 1, 0, 0,
+     ENUM(log_formats, "logfmt or json"), NULL, NULL},
 };
 
+/*
+ * Every key of a [source NAME] section. The table also drives config_free (strings),
+ * config_apply_reload (a changed source needs a restart) and config_source_columns (keys with a
+ * `field` are mapped columns, in this order: primary id first).
+ */
 static const struct key source_keys[] = {
-    {"source", "table", KEY_TABLE, SRC(table), NULL, 0, 0, 0},
-    {"source", "primary_id", KEY_COLUMN, SRC(primary_id), NULL, 0, 0, 0},
-    {"source", "firstname", KEY_COLUMN, SRC(firstname), NULL, 0, 0, 0},
-    {"source", "lastname", KEY_COLUMN, SRC(lastname), NULL, 0, 0, 0},
-    {"source", "email", KEY_COLUMN, SRC(email), NULL, 0, 0, 0},
-    {"source", "telephone", KEY_COLUMN, SRC(telephone), NULL, 0, 0, 0},
-    {"source", "brand_id_column", KEY_COLUMN, SRC(brand_id_column), NULL, 0, 0, 0},
-    {"source", "erase_flag", KEY_COLUMN, SRC(erase_flag), NULL, 0, 0, 0},
-    {"source", "normalize_names", KEY_BOOL, SRC(normalize_names), "no", 0, 0, 0},
-    {"source", "phone_default_prefix", KEY_STRING, SRC(phone_default_prefix), NULL, 0, 0, 0},
-    {"source", "names", KEY_NAMES, SRC(names), "transliterate", 0, 0, 0}, /* 0 = the default */
+    {"source", "table", KEY_TABLE, SRC(table), NULL, 0, 0, 0, NOENUM, NULL, NULL},
+    {"source", "primary_id", KEY_COLUMN, SRC(primary_id), NULL, 0, 0, 0, NOENUM, NULL,
+     "primary_id"},
+    {"source", "firstname", KEY_COLUMN, SRC(firstname), NULL, 0, 0, 0, NOENUM, NULL, "firstname"},
+    {"source", "lastname", KEY_COLUMN, SRC(lastname), NULL, 0, 0, 0, NOENUM, NULL, "lastname"},
+    {"source", "email", KEY_COLUMN, SRC(email), NULL, 0, 0, 0, NOENUM, NULL, "email"},
+    {"source", "telephone", KEY_COLUMN, SRC(telephone), NULL, 0, 0, 0, NOENUM, NULL, "telephone"},
+    {"source", "brand_id_column", KEY_COLUMN, SRC(brand_id_column), NULL, 0, 0, 0, NOENUM, NULL,
+     "brand_id"},
+    {"source", "erase_flag", KEY_COLUMN, SRC(erase_flag), NULL, 0, 0, 0, NOENUM, NULL, "erase"},
+    {"source", "normalize_names", KEY_BOOL, SRC(normalize_names), "no", 0, 0, 0, NOENUM, NULL,
+     NULL},
+    {"source", "phone_default_prefix", KEY_STRING, SRC(phone_default_prefix), NULL, 0, 0, 0, NOENUM,
+     check_phone_prefix, NULL},
+    {"source", "names", KEY_ENUM, SRC(names), NULL, 0, 0, 0,
+     ENUM(names_values, "transliterate or strict"), NULL, NULL}, /* unset: transliterate (0) */
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -185,9 +259,6 @@ static const char *describe_bad_column(const char *value)
     return "is not a plain column name (letters, digits and _)";
 }
 
-static void check_base_url(struct config *cfg, const char *where);
-static void check_listen(struct config *cfg, const char *where);
-
 static int parse_bool(const char *v, int *out)
 {
     if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
@@ -200,59 +271,71 @@ static int parse_bool(const char *v, int *out)
     return OMNISYNC_OK;
 }
 
+/* Stores a copy of `value` into the string field. */
+static int store_string(char *field, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return OMNISYNC_ENOMEM;
+    free(*(char **)field);
+    *(char **)field = copy;
+    return OMNISYNC_OK;
+}
+
+static int parse_enum(const struct key *k, const char *value, int *out)
+{
+    for (const struct key_value *v = k->values; v->name != NULL; v++) {
+        if (strcmp(v->name, value) == 0) {
+            *out = v->value;
+            return OMNISYNC_OK;
+        }
+    }
+    return OMNISYNC_EINVAL;
+}
+
 /*
- * Stores `value` for key `k` into the struct at `base`. `where` is "file:line" or
- * "environment VAR". Returns 0 or adds an error and returns OMNISYNC_ECONFIG.
+ * Parses `value` for key `k` into its field in the struct at `base`. Returns 0 or adds an error
+ * naming `where` ("file:line" or "environment VAR") and `label` (the section) and returns
+ * OMNISYNC_ECONFIG.
  */
-static int store_value(struct config *cfg, const struct key *k, void *base, const char *value,
-                       const char *where, const char *section_label)
+static int parse_value(struct config *cfg, const struct key *k, void *base, const char *value,
+                       const char *where, const char *label)
 {
     char *field = (char *)base + k->offset;
     char *end;
     switch (k->type) {
-    case KEY_STRING: {
-        char *copy = strdup(value);
-        if (copy == NULL)
-            goto nomem;
-        free(*(char **)field);
-        *(char **)field = copy;
-        if (base == cfg && k->offset == CFG(base_url))
-            check_base_url(cfg, where);
-        else if (base == cfg && k->offset == CFG(listen))
-            check_listen(cfg, where);
-        else if (base == cfg && k->offset == CFG(api_key_file))
-            snprintf(cfg->api_key_file_where, sizeof(cfg->api_key_file_where), "%s", where);
-        return OMNISYNC_OK;
-    }
+    case KEY_STRING:
+        break;
     case KEY_COLUMN:
         if (!plain_identifier(value, strlen(value))) {
-            add_error(cfg, "%s: [%s] %s: column \"%s\" %s", where, section_label, k->name, value,
+            add_error(cfg, "%s: [%s] %s: column \"%s\" %s", where, label, k->name, value,
                       describe_bad_column(value));
             return OMNISYNC_ECONFIG;
         }
-        goto store_string;
+        break;
     case KEY_TABLE: {
         const char *dot = strchr(value, '.');
-        int ok = dot ? plain_identifier(value, (size_t)(dot - value)) && plain_identifier(dot + 1, strlen(dot + 1))
+        int ok = dot ? plain_identifier(value, (size_t)(dot - value)) &&
+                           plain_identifier(dot + 1, strlen(dot + 1))
                      : plain_identifier(value, strlen(value));
         if (!ok) {
             add_error(cfg, "%s: [%s] %s: table \"%s\" must be table or schema.table of plain names",
-                      where, section_label, k->name, value);
+                      where, label, k->name, value);
             return OMNISYNC_ECONFIG;
         }
-        goto store_string;
+        break;
     }
     case KEY_INT: {
         errno = 0;
         long long n = strtoll(value, &end, 10);
         if (*value == '\0' || *end != '\0' || errno != 0) {
-            add_error(cfg, "%s: [%s] %s: bad number \"%s\": expected an integer", where,
-                      section_label, k->name, value);
+            add_error(cfg, "%s: [%s] %s: bad number \"%s\": expected an integer", where, label,
+                      k->name, value);
             return OMNISYNC_ECONFIG;
         }
         if (n < k->min || n > k->max) {
-            add_error(cfg, "%s: [%s] %s: %lld is out of range %lld..%lld", where, section_label,
-                      k->name, n, k->min, k->max);
+            add_error(cfg, "%s: [%s] %s: %lld is out of range %lld..%lld", where, label, k->name, n,
+                      k->min, k->max);
             return OMNISYNC_ECONFIG;
         }
         *(long long *)field = n;
@@ -262,12 +345,12 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
         errno = 0;
         double d = strtod(value, &end);
         if (*value == '\0' || *end != '\0' || errno != 0 || !isfinite(d)) {
-            add_error(cfg, "%s: [%s] %s: bad number \"%s\"", where, section_label, k->name, value);
+            add_error(cfg, "%s: [%s] %s: bad number \"%s\"", where, label, k->name, value);
             return OMNISYNC_ECONFIG;
         }
         if (d < (double)k->min || d > (double)k->max) {
-            add_error(cfg, "%s: [%s] %s: %g is out of range %lld..%lld", where, section_label,
-                      k->name, d, k->min, k->max);
+            add_error(cfg, "%s: [%s] %s: %g is out of range %lld..%lld", where, label, k->name, d,
+                      k->min, k->max);
             return OMNISYNC_ECONFIG;
         }
         *(double *)field = d;
@@ -275,88 +358,51 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
     }
     case KEY_DURATION: {
         uint64_t ms;
-        if (*value == '\0' && k->offset == CFG(payload_retention_ms)) {
-            *(uint64_t *)field = UINT64_MAX; /* unset: follows retention */
+        if (*value == '\0' && (k->default_value == NULL || *k->default_value == '\0')) {
+            *(uint64_t *)field = UINT64_MAX; /* unset, where the key allows it */
             return OMNISYNC_OK;
         }
         if (config_parse_duration(value, &ms) != 0) {
             add_error(cfg,
                       "%s: [%s] %s: bad duration \"%s\": use a number and a unit (500ms, 30s, 15m, "
                       "12h, 7d)",
-                      where, section_label, k->name, value);
+                      where, label, k->name, value);
             return OMNISYNC_ECONFIG;
         }
         *(uint64_t *)field = ms;
         return OMNISYNC_OK;
     }
-    case KEY_LOG_LEVEL:
-        if (log_level_parse(value, (enum log_level *)field) != 0) {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected error, warn, info or debug",
-                      where, section_label, k->name, value);
-            return OMNISYNC_ECONFIG;
-        }
-        return OMNISYNC_OK;
-    case KEY_LOG_FORMAT:
-        if (log_format_parse(value, (enum log_format *)field) != 0) {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected logfmt or json", where,
-                      section_label, k->name, value);
-            return OMNISYNC_ECONFIG;
-        }
-        return OMNISYNC_OK;
-    case KEY_PURGE_ENDPOINT:
-        if (strcmp(value, "v2") == 0)
-            *(enum config_purge_endpoint *)field = CONFIG_PURGE_V2;
-        else if (strcmp(value, "legacy") == 0)
-            *(enum config_purge_endpoint *)field = CONFIG_PURGE_LEGACY;
-        else {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected v2 or legacy", where,
-                      section_label, k->name, value);
-            return OMNISYNC_ECONFIG;
-        }
-        return OMNISYNC_OK;
-    case KEY_ON_DELETE:
-        if (strcmp(value, "purge") == 0)
-            *(enum config_on_delete *)field = CONFIG_ON_DELETE_PURGE;
-        else if (strcmp(value, "ignore") == 0)
-            *(enum config_on_delete *)field = CONFIG_ON_DELETE_IGNORE;
-        else {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected purge or ignore", where,
-                      section_label, k->name, value);
-            return OMNISYNC_ECONFIG;
-        }
-        return OMNISYNC_OK;
-    case KEY_NAMES:
-        if (strcmp(value, "transliterate") == 0)
-            *(enum config_names *)field = CONFIG_NAMES_TRANSLITERATE;
-        else if (strcmp(value, "strict") == 0)
-            *(enum config_names *)field = CONFIG_NAMES_STRICT;
-        else {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected transliterate or strict", where,
-                      section_label, k->name, value);
+    case KEY_ENUM:
+        if (parse_enum(k, value, (int *)field) != 0) {
+            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected %s", where, label, k->name,
+                      value, k->expected);
             return OMNISYNC_ECONFIG;
         }
         return OMNISYNC_OK;
     case KEY_BOOL:
         if (parse_bool(value, (int *)field) != 0) {
-            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected yes or no", where,
-                      section_label, k->name, value);
+            add_error(cfg, "%s: [%s] %s: bad value \"%s\": expected yes or no", where, label,
+                      k->name, value);
             return OMNISYNC_ECONFIG;
         }
         return OMNISYNC_OK;
     }
-    return OMNISYNC_EINVAL;
-
-store_string: {
-    char *copy = strdup(value);
-    if (copy == NULL)
-        goto nomem;
-    free(*(char **)field);
-    *(char **)field = copy;
+    /* The string types. */
+    if (store_string(field, value) != 0) {
+        add_error(cfg, "%s: out of memory", where);
+        return OMNISYNC_ENOMEM;
+    }
     return OMNISYNC_OK;
 }
-nomem:
-    add_error(cfg, "%s: out of memory", where);
-    return OMNISYNC_ENOMEM;
+
+/* Parses and stores `value`, then runs the key's own check. */
+static int store_value(struct config *cfg, const struct key *k, void *base, const char *value,
+                       const char *where, const char *label)
+{
+    int rc = parse_value(cfg, k, base, value, where, label);
+    if (rc == 0 && k->check != NULL && k->check(cfg, value, where, label) != 0)
+        rc = OMNISYNC_ECONFIG;
+    return rc;
 }
 
 static int valid_source_name(const char *name)
@@ -645,20 +691,24 @@ static char *url_part(CURLU *url, CURLUPart what)
  * as Basic auth to whoever answers, and a query or fragment would break the request paths
  * appended to the URL: all three are refused.
  */
-static void check_base_url(struct config *cfg, const char *where)
+static int check_base_url(struct config *cfg, const char *value, const char *where,
+                          const char *label)
 {
     CURLU *url = NULL;
     char *scheme = NULL, *host = NULL, *part;
     CURLUcode rc;
     int has_userinfo = 0;
     size_t len;
+    int errors = (int)cfg->nerrors;
 
+    (void)value;
+    (void)label;
     if (*cfg->base_url == '\0')
-        return; /* reported once the whole file is read */
+        return 0; /* reported once the whole file is read */
     url = curl_url();
     if (url == NULL) {
         add_error(cfg, "%s: [omnidesk] base_url: out of memory", where);
-        return;
+        return -1;
     }
     rc = curl_url_set(url, CURLUPART_URL, cfg->base_url, 0);
     if (rc != CURLUE_OK) {
@@ -723,14 +773,17 @@ done:
     curl_free(host);
     curl_free(scheme);
     curl_url_cleanup(url);
+    return (int)cfg->nerrors > errors ? -1 : 0;
 }
 
-static void check_listen(struct config *cfg, const char *where)
+/* Derives health_host, health_port and health_loopback from the listen address. */
+static int check_listen(struct config *cfg, const char *listen, const char *where,
+                        const char *label)
 {
-    const char *listen = cfg->listen;
+    (void)label;
     cfg->health_port = -1;
     if (*listen == '\0')
-        return;
+        return 0;
     const char *host = listen, *colon;
     size_t hostlen;
     if (*listen == '[') {
@@ -765,12 +818,34 @@ static void check_listen(struct config *cfg, const char *where)
     snprintf(cfg->health_host, sizeof(cfg->health_host), "%s", hostbuf);
     cfg->health_port = (int)port;
     cfg->health_loopback = is_loopback_host(hostbuf, strlen(hostbuf));
-    return;
+    return 0;
 bad:
     add_error(cfg,
               "%s: [health] listen: bad listen address \"%s\": expected IP:PORT (127.0.0.1:9187, "
               "[::1]:9187), port 0 for any, or empty to disable",
               where, listen);
+    return -1;
+}
+
+/* Remembers where the key file was named, for the messages of config_load_api_key(). */
+static int note_api_key_file(struct config *cfg, const char *value, const char *where,
+                             const char *label)
+{
+    (void)value;
+    (void)label;
+    snprintf(cfg->api_key_file_where, sizeof(cfg->api_key_file_where), "%s", where);
+    return 0;
+}
+
+static int check_phone_prefix(struct config *cfg, const char *prefix, const char *where,
+                              const char *label)
+{
+    int ok = prefix[0] == '+' && prefix[1] != '\0';
+    for (const char *p = prefix + 1; ok && *p; p++)
+        ok = isdigit((unsigned char)*p);
+    if (!ok)
+        add_error(cfg, "%s: [%s] phone_default_prefix: expected + and digits", where, label);
+    return ok ? 0 : -1;
 }
 
 static void check_whole(struct config *cfg)
@@ -798,15 +873,6 @@ static void check_whole(struct config *cfg)
                       "%s:%d: [source %s] brand_id_column: missing, and [omnidesk] brand_id is "
                       "not set: every customer needs a brand",
                       cfg->path, src->line, src->name);
-        if (src->phone_default_prefix != NULL) {
-            const char *p = src->phone_default_prefix;
-            int ok = p[0] == '+' && p[1] != '\0';
-            for (p++; ok && *p; p++)
-                ok = isdigit((unsigned char)*p);
-            if (!ok)
-                add_error(cfg, "%s:%d: [source %s] phone_default_prefix: expected + and digits",
-                          cfg->path, src->line, src->name);
-        }
     }
 }
 
@@ -976,15 +1042,28 @@ int config_load_api_key(struct config *cfg)
     return OMNISYNC_ECONFIG;
 }
 
+static int is_string_key(const struct key *k)
+{
+    return k->type == KEY_STRING || k->type == KEY_COLUMN || k->type == KEY_TABLE;
+}
+
+/* Frees the string fields of the keys in `table` within the struct at `base`. */
+static void free_strings(const struct key *table, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (is_string_key(&table[i])) {
+            char **field = (char **)((char *)base + table[i].offset);
+            free(*field);
+            *field = NULL;
+        }
+    }
+}
+
 static void free_source(struct config_source *src)
 {
-    char **strings[] = {&src->name,  &src->table,     &src->primary_id,      &src->firstname,
-                        &src->lastname, &src->email,  &src->telephone,       &src->brand_id_column,
-                        &src->erase_flag, &src->phone_default_prefix};
-    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
-        free(*strings[i]);
-        *strings[i] = NULL;
-    }
+    free(src->name);
+    src->name = NULL;
+    free_strings(source_keys, NSOURCE_KEYS, src);
     for (size_t i = 0; i < src->ncustom; i++) {
         free(src->custom[i].field);
         free(src->custom[i].column);
@@ -995,13 +1074,7 @@ static void free_source(struct config_source *src)
 
 void config_free(struct config *cfg)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        if (keys[i].type == KEY_STRING) {
-            char **field = (char **)((char *)cfg + keys[i].offset);
-            free(*field);
-            *field = NULL;
-        }
-    }
+    free_strings(keys, NKEYS, cfg);
     for (size_t i = 0; i < cfg->nsources; i++)
         free_source(&cfg->sources[i]);
     cfg->nsources = 0;
@@ -1032,22 +1105,44 @@ static int strings_differ(const char *a, const char *b)
     return strcmp(a, b) != 0;
 }
 
+static size_t value_size(const struct key *k)
+{
+    switch (k->type) {
+    case KEY_DOUBLE:
+        return sizeof(double);
+    case KEY_INT:
+        return sizeof(long long);
+    case KEY_DURATION:
+        return sizeof(uint64_t);
+    case KEY_ENUM:
+    case KEY_BOOL:
+        return sizeof(int);
+    default:
+        return sizeof(char *);
+    }
+}
+
+/* Whether key `k` has another value in the struct at `a` than in the one at `b`. */
+static int key_differs(const struct key *k, const void *a, const void *b)
+{
+    const char *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
+    if (is_string_key(k))
+        return strings_differ(*(char *const *)x, *(char *const *)y);
+    return memcmp(x, y, value_size(k)) != 0;
+}
+
 static int sources_differ(const struct config *a, const struct config *b)
 {
     if (a->nsources != b->nsources)
         return 1;
     for (size_t i = 0; i < a->nsources; i++) {
         const struct config_source *x = &a->sources[i], *y = &b->sources[i];
-        if (strings_differ(x->name, y->name) || strings_differ(x->table, y->table) ||
-            strings_differ(x->primary_id, y->primary_id) ||
-            strings_differ(x->firstname, y->firstname) ||
-            strings_differ(x->lastname, y->lastname) || strings_differ(x->email, y->email) ||
-            strings_differ(x->telephone, y->telephone) ||
-            strings_differ(x->brand_id_column, y->brand_id_column) ||
-            strings_differ(x->erase_flag, y->erase_flag) || x->ncustom != y->ncustom ||
-            x->normalize_names != y->normalize_names || x->names != y->names ||
-            strings_differ(x->phone_default_prefix, y->phone_default_prefix))
+        if (strings_differ(x->name, y->name) || x->ncustom != y->ncustom)
             return 1;
+        for (size_t k = 0; k < NSOURCE_KEYS; k++) {
+            if (key_differs(&source_keys[k], x, y))
+                return 1;
+        }
         for (size_t c = 0; c < x->ncustom; c++) {
             if (strings_differ(x->custom[c].field, y->custom[c].field) ||
                 strings_differ(x->custom[c].column, y->custom[c].column))
@@ -1057,45 +1152,37 @@ static int sources_differ(const struct config *a, const struct config *b)
     return 0;
 }
 
-size_t config_apply_reload(struct config *running, struct config *next)
+size_t config_reload_notes(const struct config *running, struct config *next)
 {
     size_t notes = 0;
     for (size_t i = 0; i < NKEYS; i++) {
         const struct key *k = &keys[i];
-        void *dst = (char *)running + k->offset;
-        void *src = (char *)next + k->offset;
-        if (k->type == KEY_STRING) {
-            char **d = dst, **s = src;
-            if (!strings_differ(*d, *s))
-                continue;
-            if (!k->reloadable) {
-                add_error(next, "[%s] %s changed: it takes effect after a restart", k->section,
-                          k->name);
-                notes++;
-                continue;
-            }
-            free(*d);
-            *d = *s;
-            *s = NULL;
+        if (k->reloadable || !key_differs(k, running, next))
             continue;
-        }
-        size_t size = k->type == KEY_DOUBLE                                 ? sizeof(double)
-                      : k->type == KEY_INT                                  ? sizeof(long long)
-                      : k->type == KEY_DURATION                             ? sizeof(uint64_t)
-                                                                            : sizeof(int);
-        if (memcmp(dst, src, size) == 0)
-            continue;
-        if (!k->reloadable) {
-            add_error(next, "[%s] %s changed: it takes effect after a restart", k->section,
-                      k->name);
-            notes++;
-            continue;
-        }
-        memcpy(dst, src, size);
+        add_error(next, "[%s] %s changed: it takes effect after a restart", k->section, k->name);
+        notes++;
     }
     if (sources_differ(running, next)) {
         add_error(next, "[source] sections changed: run omnisync migrate and restart");
         notes++;
+    }
+    return notes;
+}
+
+void config_apply_reload(struct config *running, struct config *next)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (!k->reloadable || !key_differs(k, running, next))
+            continue;
+        char *dst = (char *)running + k->offset, *src = (char *)next + k->offset;
+        if (is_string_key(k)) {
+            free(*(char **)dst);
+            *(char **)dst = *(char **)src;
+            *(char **)src = NULL;
+        } else {
+            memcpy(dst, src, value_size(k));
+        }
     }
     if (next->api_key != NULL) {
         if (running->api_key != NULL) {
@@ -1105,7 +1192,6 @@ size_t config_apply_reload(struct config *running, struct config *next)
         running->api_key = next->api_key;
         next->api_key = NULL;
     }
-    return notes;
 }
 
 const struct config_source *config_find_source(const struct config *cfg, const char *name)
@@ -1121,23 +1207,18 @@ size_t config_source_columns(const struct config_source *src, const char **colum
                              const char **fields, size_t max)
 {
     size_t n = 0;
-#define ADD(col, fld)                                                                              \
-    do {                                                                                           \
-        if ((col) != NULL && n < max) {                                                            \
-            columns[n] = (col);                                                                    \
-            fields[n] = (fld);                                                                     \
-            n++;                                                                                   \
-        }                                                                                          \
-    } while (0)
-    ADD(src->primary_id, "primary_id");
-    ADD(src->firstname, "firstname");
-    ADD(src->lastname, "lastname");
-    ADD(src->email, "email");
-    ADD(src->telephone, "telephone");
-    ADD(src->brand_id_column, "brand_id");
-    ADD(src->erase_flag, "erase");
-    for (size_t i = 0; i < src->ncustom; i++)
-        ADD(src->custom[i].column, src->custom[i].param);
-#undef ADD
+    for (size_t i = 0; i < NSOURCE_KEYS && n < max; i++) {
+        const char *column = *(char *const *)((const char *)src + source_keys[i].offset);
+        if (source_keys[i].field == NULL || column == NULL)
+            continue;
+        columns[n] = column;
+        fields[n] = source_keys[i].field;
+        n++;
+    }
+    for (size_t i = 0; i < src->ncustom && n < max; i++) {
+        columns[n] = src->custom[i].column;
+        fields[n] = src->custom[i].param;
+        n++;
+    }
     return n;
 }

@@ -125,12 +125,17 @@ void config_free(struct config *cfg);
 void config_print_errors(const struct config *cfg);
 
 /*
- * For SIGHUP: copies the reloadable keys (rates, timeouts, log level and format, attempts,
- * backoff, guard, retention, the API key) from `next` into `running`, and appends to
- * `next->errors` a note for each changed key that needs a restart (they keep their running
- * value). Returns the number of such notes.
+ * For SIGHUP, before anything is applied: appends to `next->errors` a note for each changed key
+ * that needs a restart (they keep their running value when applied). Returns the number of notes.
  */
-size_t config_apply_reload(struct config *running, struct config *next);
+size_t config_reload_notes(const struct config *running, struct config *next);
+
+/*
+ * For SIGHUP, once every part of the daemon has accepted `next`: moves the reloadable keys
+ * (rates, timeouts, log level and format, attempts, backoff, guard, retention, the API key) from
+ * `next` into `running`. Cannot fail, so a reload is all or nothing.
+ */
+void config_apply_reload(struct config *running, struct config *next);
 
 /* Parses "500ms", "30s", "15m", "12h", "7d" into milliseconds: 0 or OMNISYNC_EINVAL. */
 int config_parse_duration(const char *text, uint64_t *out_ms) OMNISYNC_MUST_CHECK;

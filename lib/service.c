@@ -257,20 +257,28 @@ static void reload(struct service *s)
         config_free(&next);
         return;
     }
-    size_t notes = config_apply_reload(s->cfg, &next);
+    size_t notes = config_reload_notes(s->cfg, &next);
     for (size_t i = 0; i < next.nerrors; i++)
         log_warn("reload: %s", next.errors[i]);
+    /* The HTTP client is the one part that can refuse new values: ask it first, so that a
+     * refusal keeps the whole running config and the dispatcher never sees limits the client
+     * does not enforce. */
+    struct omnidesk_options opts = {
+        .base_url = s->cfg->base_url, /* not reloadable */
+        .api_key = next.api_key,
+        .timeout_ms = (long)next.timeout_ms,
+        .max_retry_after_ms = next.max_retry_after_ms,
+        .max_in_flight = (unsigned)next.max_in_flight,
+    };
+    if (omnidesk_reconfigure(&s->client, &opts) != 0) {
+        log_error("reload refused: the HTTP client refused the new settings; keeping the running "
+                  "configuration");
+        config_free(&next);
+        return;
+    }
+    config_apply_reload(s->cfg, &next);
     config_free(&next);
     log_configure(s->cfg->log_level, s->cfg->log_format);
-    struct omnidesk_options opts = {
-        .base_url = s->cfg->base_url,
-        .api_key = s->cfg->api_key,
-        .timeout_ms = (long)s->cfg->timeout_ms,
-        .max_retry_after_ms = s->cfg->max_retry_after_ms,
-        .max_in_flight = (unsigned)s->cfg->max_in_flight,
-    };
-    if (omnidesk_reconfigure(&s->client, &opts) != 0)
-        log_error("reload: the HTTP client refused the new settings; keeping the old ones");
     dispatcher_reload(&s->dispatcher);
     log_info("configuration reloaded restart_needed=%zu", notes);
 }

@@ -487,9 +487,12 @@ START_TEST(test_reload_keeps_unreloadable)
              "listen = 127.0.0.1:1234\n",
              base);
     ck_assert_int_eq(load(&next, text), 0);
-    size_t notes = config_apply_reload(&running, &next);
+    size_t notes = config_reload_notes(&running, &next);
     ck_assert_uint_eq(notes, 1);
     assert_error(&next, "[health] listen", "restart", NULL);
+    /* Nothing is applied before every part of the daemon has accepted the new values. */
+    ck_assert(running.rate_per_sec == 10.0);
+    config_apply_reload(&running, &next);
     ck_assert(running.rate_per_sec == 3.0);
     ck_assert_int_eq(running.timeout_ms, 500);
     ck_assert_int_eq(running.log_level, LOG_LEVEL_DEBUG);
@@ -521,7 +524,7 @@ START_TEST(test_source_names)
 
     /* A change needs a restart, like every [source] key. */
     ck_assert_int_eq(load(&next, base), OMNISYNC_OK);
-    ck_assert_uint_eq(config_apply_reload(&cfg, &next), 1);
+    ck_assert_uint_eq(config_reload_notes(&cfg, &next), 1);
     assert_error(&next, "[source] sections changed", "restart", NULL);
     config_free(&next);
     config_free(&cfg);
@@ -538,6 +541,72 @@ START_TEST(test_source_names)
     ck_assert_int_eq(cfg.sources[0].names, CONFIG_NAMES_STRICT);
     config_free(&cfg);
     unsetenv("OMNISYNC_SOURCE_CUSTOMERS_NAMES");
+}
+END_TEST
+
+/* The source-key table drives the reload diff: any changed source key needs a restart. */
+START_TEST(test_reload_source_key_changed)
+{
+    static const char *changes[] = {
+        "normalize_names = yes\n", "phone_default_prefix = +31\n", "email = mail\n",
+        "erase_flag = gone\n",     "custom.tier = tier\n",
+    };
+    struct config running, next;
+    char text[2048];
+    ck_assert_int_eq(load(&running, base), 0);
+    for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+        snprintf(text, sizeof(text), "%s%s", base, changes[i]);
+        ck_assert_int_eq(load(&next, text), 0);
+        ck_assert_uint_eq(config_reload_notes(&running, &next), 1);
+        assert_error(&next, "[source] sections changed", "restart", NULL);
+        config_free(&next);
+    }
+    ck_assert_int_eq(load(&next, base), 0);
+    ck_assert_uint_eq(config_reload_notes(&running, &next), 0);
+    config_free(&next);
+    config_free(&running);
+}
+END_TEST
+
+/* Enumerated keys name every accepted value; a per-key check names the key's own line. */
+START_TEST(test_enum_and_key_checks)
+{
+    struct config cfg;
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "%sphone_default_prefix = 31\n[log]\nlevel = verbose\nformat = xml\n[omnidesk]\n"
+             "purge_endpoint = v3\n",
+             base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "omnisync.conf:9:", "[source customers] phone_default_prefix",
+                 "expected + and digits");
+    assert_error(&cfg, "omnisync.conf:11:", "[log] level", "expected error, warn, info or debug");
+    assert_error(&cfg, "omnisync.conf:12:", "[log] format", "expected logfmt or json");
+    assert_error(&cfg, "omnisync.conf:14:", "[omnidesk] purge_endpoint", "expected v2 or legacy");
+    ck_assert_uint_eq(cfg.nerrors, 4);
+    config_free(&cfg);
+}
+END_TEST
+
+/* Mapped columns come from the source-key table, primary id first, then the custom fields. */
+START_TEST(test_source_columns_order)
+{
+    struct config cfg;
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "%serase_flag = gone\ncustom.tier = loyalty\nemail = mail\nfirstname = fn\n", base);
+    ck_assert_int_eq(load(&cfg, text), 0);
+    const char *columns[16], *fields[16];
+    size_t n = config_source_columns(&cfg.sources[0], columns, fields, 16);
+    ck_assert_uint_eq(n, 5);
+    const char *want_columns[] = {"customer_no", "fn", "mail", "gone", "loyalty"};
+    const char *want_fields[] = {"primary_id", "firstname", "email", "erase", "custom_tier"};
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_str_eq(columns[i], want_columns[i]);
+        ck_assert_str_eq(fields[i], want_fields[i]);
+    }
+    ck_assert_uint_eq(config_source_columns(&cfg.sources[0], columns, fields, 2), 2);
+    config_free(&cfg);
 }
 END_TEST
 
@@ -561,6 +630,9 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_line_shapes);
     tcase_add_test(tc, test_reload_keeps_unreloadable);
     tcase_add_test(tc, test_source_names);
+    tcase_add_test(tc, test_reload_source_key_changed);
+    tcase_add_test(tc, test_enum_and_key_checks);
+    tcase_add_test(tc, test_source_columns_order);
     suite_add_tcase(s, tc);
     return s;
 }
