@@ -187,6 +187,37 @@ struct parse_state {
 
 static void add_error(struct config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Errors quote what the file says, and they go to a terminal, the journal and the log: a control
+ * character or a byte that is not well-formed UTF-8 (or a sequence cut at the buffer's end)
+ * becomes '?', in place, so an error is always one line of valid UTF-8 (found by fuzz_config).
+ */
+static void make_printable(char *text)
+{
+    unsigned char *s = (unsigned char *)text;
+    size_t len = strlen(text);
+
+    for (size_t i = 0; i < len;) {
+        unsigned char b = s[i];
+        size_t n = b >= 0xc2 && b <= 0xdf   ? 2
+                   : b >= 0xe0 && b <= 0xef ? 3
+                   : b >= 0xf0 && b <= 0xf4 ? 4
+                                            : 1;
+        int ok = b >= 0x20 && b != 0x7f && (b < 0x80 || n > 1) && i + n <= len;
+
+        for (size_t k = 1; ok && k < n; k++)
+            ok = (s[i + k] & 0xc0) == 0x80;
+        if (ok && n > 2)
+            ok = !((b == 0xe0 && s[i + 1] < 0xa0) || (b == 0xed && s[i + 1] > 0x9f) ||
+                   (b == 0xf0 && s[i + 1] < 0x90) || (b == 0xf4 && s[i + 1] > 0x8f));
+        if (!ok) {
+            s[i++] = '?';
+            continue;
+        }
+        i += n;
+    }
+}
+
 static void add_error(struct config *cfg, const char *fmt, ...)
 {
     if (cfg->nerrors >= CONFIG_MAX_ERRORS) {
@@ -198,6 +229,7 @@ static void add_error(struct config *cfg, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    make_printable(buf);
     char *copy = strdup(buf);
     if (copy == NULL) {
         cfg->nerrors_dropped++;

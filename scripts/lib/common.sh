@@ -50,3 +50,26 @@ build() {
         die "build failed in $dir"
     }
 }
+
+# build_targets DIR "TARGET..." [cmake options...]: configure if needed, build only those targets.
+build_targets() {
+    local dir=$1 targets=$2
+    shift 2
+    # shellcheck disable=SC2086 # the targets are words
+    cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null \
+        || die "cmake configure failed in $dir"
+    # shellcheck disable=SC2086
+    cmake --build "$dir" -j "$(nproc)" --target $targets >/dev/null || {
+        # shellcheck disable=SC2086
+        cmake --build "$dir" -j1 --target $targets 2>&1 | grep -E 'error|Error' | head -40 >&2
+        die "build failed in $dir"
+    }
+}
+
+# The unit test binaries' target names (tests/unit/test_*.c).
+unit_test_targets() {
+    local f
+    for f in "$ROOT"/tests/unit/test_*.c; do
+        basename "$f" .c
+    done | tr '\n' ' '
+}

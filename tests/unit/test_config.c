@@ -52,6 +52,23 @@ static void assert_error(const struct config *cfg, const char *a, const char *b,
     ck_abort_msg("no error mentions \"%s\" / \"%s\" / \"%s\"", a, b ? b : "", c ? c : "");
 }
 
+/* fuzz_config found it: an error quoted a value's escape sequence and invalid UTF-8 raw, to a
+ * terminal and the journal. Every error is one printable line of valid UTF-8. */
+START_TEST(test_errors_quote_values_printably)
+{
+    struct config cfg;
+    char text[512];
+
+    snprintf(text, sizeof(text), "%s[omnidesk]\ntimeout_ms = 9\x1b[2J\xff\xc3\n", base);
+    ck_assert_int_eq(load(&cfg, text), OMNISYNC_ECONFIG);
+    assert_error(&cfg, "omnisync.conf:10:", "timeout_ms", "\"9?[2J??\"");
+    for (size_t i = 0; i < cfg.nerrors; i++)
+        for (const char *p = cfg.errors[i]; *p; p++)
+            ck_assert((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f);
+    config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_minimal_defaults)
 {
     struct config cfg;
@@ -633,6 +650,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_reload_source_key_changed);
     tcase_add_test(tc, test_enum_and_key_checks);
     tcase_add_test(tc, test_source_columns_order);
+    tcase_add_test(tc, test_errors_quote_values_printably);
     suite_add_tcase(s, tc);
     return s;
 }
