@@ -86,32 +86,6 @@ static void first_line(const char *msg, char *out, size_t len)
     out[n] = '\0';
 }
 
-/*
- * Writes `s` as a quoted log value: log.c copies quoted values verbatim into JSON, so quotes and
- * backslashes are escaped and control characters become spaces.
- */
-static void quote_value(const char *s, char *out, size_t len)
-{
-    size_t o = 0;
-    if (len < 3) {
-        if (len > 0)
-            out[0] = '\0';
-        return;
-    }
-    out[o++] = '"';
-    for (; s != NULL && *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        int esc = (c == '"' || c == '\\');
-        if (o + (size_t)esc + 2 >= len)
-            break;
-        if (esc)
-            out[o++] = '\\';
-        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-}
-
 static const char *conn_error(const struct dbloop *db)
 {
     return db->conn != NULL ? PQerrorMessage(db->conn) : "no connection";
@@ -291,7 +265,7 @@ static void teardown(struct dbloop *db)
 static void drop(struct dbloop *db, const char *reason)
 {
     enum dbloop_state was = db->state;
-    char why[REASON_MAX], qwhy[REASON_MAX + 32], qname[REASON_MAX];
+    char why[REASON_MAX];
     struct dbloop_pending *keep_head = NULL, *keep_tail = NULL, *q;
 
     first_line(reason, why, sizeof(why));
@@ -320,14 +294,13 @@ static void drop(struct dbloop *db, const char *reason)
     uint64_t delay = backoff_delay_ms(&db->backoff, db->attempt, jitter_random());
     (void)uv_timer_start(&db->timer, on_timer, delay, 0);
 
-    quote_value(why, qwhy, sizeof(qwhy));
-    quote_value(db->application_name, qname, sizeof(qname));
+    /* The log writer quotes and escapes both values (a server message is outside text). */
     if (was == DBLOOP_READY)
         log_warn("database connection lost; reconnecting in %llu ms conn=%s reason=%s",
-                 (unsigned long long)delay, qname, qwhy);
+                 (unsigned long long)delay, db->application_name, why);
     else
         log_warn("database connection failed; reconnecting in %llu ms conn=%s attempt=%u reason=%s",
-                 (unsigned long long)delay, qname, db->attempt, qwhy);
+                 (unsigned long long)delay, db->application_name, db->attempt, why);
     set_state(db, DBLOOP_DISCONNECTED, why);
 }
 
@@ -337,12 +310,9 @@ static void on_notice(void *arg, const PGresult *res)
     /* Notice texts may quote row values: only their class is logged. */
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    char qname[REASON_MAX];
-
     if (!log_enabled(LOG_LEVEL_DEBUG))
         return;
-    quote_value(db->application_name, qname, sizeof(qname));
-    log_debug("database notice conn=%s severity=%s sqlstate=%s", qname,
+    log_debug("database notice conn=%s severity=%s sqlstate=%s", db->application_name,
               severity != NULL ? severity : "unknown", sqlstate != NULL ? sqlstate : "unknown");
 }
 
@@ -387,12 +357,9 @@ static void start_connect(struct dbloop *db)
 static void become_ready(struct dbloop *db)
 {
     unsigned gen = db->gen;
-    char qname[REASON_MAX];
-
     db->attempt = 0;
     (void)uv_timer_stop(&db->timer);
-    quote_value(db->application_name, qname, sizeof(qname));
-    log_info("database connection ready conn=%s", qname);
+    log_info("database connection ready conn=%s", db->application_name);
     set_state(db, DBLOOP_READY, NULL);
     if (gen == db->gen)
         dispatch(db);

@@ -444,7 +444,9 @@ START_TEST(test_database_restart_and_terminated_connections)
                                  lost_lines("conn=\"omnisync listener\"") >= 1 &&
                                  lost_lines("conn=\"omnisync recorder\"") >= 1,
                              5000),
-                  "the log does not name every lost connection");
+                  "the log does not name every lost connection (run %d, listener %d, recorder %d)",
+                  lost_lines("conn=\"omnisync run\""), lost_lines("conn=\"omnisync listener\""),
+                  lost_lines("conn=\"omnisync recorder\""));
     long long requests = fake_stat(&sc.fake, "requests");
     ck_assert_msg(fake_wait_stat(&sc.fake, "requests", requests + 10, 20000) == 0,
                   "delivery did not resume after the restart");
