@@ -524,6 +524,7 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
     long long total = 0;
     struct json_object *o;
     struct json_object *items;
+    enum index_fault fault;
 
     if (validate(fields, RULES(index_rules), msg, sizeof(msg)) != 0)
         return answer_invalid(store, answer, msg);
@@ -541,15 +542,36 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
     for (struct customer *c = store_next(store, 0); c != NULL; c = store_next(store, c->id + 1)) {
         if (!matches_query(c, query))
             continue;
-        if (total >= start && total < start + limit)
-            json_object_array_add(items, customer_to_json(c));
+        if (total >= start && total < start + limit) {
+            struct json_object *entry = customer_to_json(c);
+
+            /* The API document's index entries carry no custom fields. */
+            if (!store->settings.index_custom)
+                json_object_object_del(entry, "custom");
+            json_object_array_add(items, entry);
+        }
         total++;
+    }
+    fault = start >= store->settings.index_fault_from ? store->settings.index_fault
+                                                      : INDEX_FAULT_NONE;
+    if (fault == INDEX_FAULT_GROWING_TOTAL) {
+        /* Each page says there is one page more than the last: it never ends. */
+        total = start + limit + 1;
+        while ((long long)json_object_array_length(items) < limit)
+            json_object_array_add(items, json_object_get(json_object_array_get_idx(items, 0)));
     }
     o = json_object_new_object();
     json_object_object_add(o, "type", json_object_new_string("result"));
     json_object_object_add(o, "itemStart", json_object_new_int64(start));
-    json_object_object_add(o, "itemTotal", json_object_new_int64(total));
+    if (fault != INDEX_FAULT_MISSING_FIELD)
+        json_object_object_add(o, "itemTotal", json_object_new_int64(total));
     json_object_object_add(o, "itemLimit", json_object_new_int64(limit));
+    if (fault == INDEX_FAULT_WRONG_SHAPE) {
+        struct json_object *wrapped = json_object_new_object();
+
+        json_object_object_add(wrapped, "list", items);
+        items = wrapped;
+    }
     json_object_object_add(o, "items", items);
     return answer_json(answer, 200, o);
 }
