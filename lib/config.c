@@ -74,6 +74,7 @@ static const struct key keys[] = {
     {"delivery", "poll_interval", KEY_DURATION, CFG(poll_interval_ms), "5s", 1, 0, 0},
     {"delivery", "shutdown_timeout", KEY_DURATION, CFG(shutdown_timeout_ms), "30s", 1, 0, 0},
     {"health", "listen", KEY_STRING, CFG(listen), "127.0.0.1:9187", 0, 0, 0},
+    {"reconcile", "interval", KEY_DURATION, CFG(reconcile_interval_ms), "", 1, 0, 0},
     {"log", "level", KEY_LOG_LEVEL, CFG(log_level), "info", 1, 0, 0},
     {"log", "format", KEY_LOG_FORMAT, CFG(log_format), "logfmt", 1, 0, 0},
 };
@@ -271,6 +272,10 @@ static int store_value(struct config *cfg, const struct key *k, void *base, cons
         uint64_t ms;
         if (*value == '\0' && k->offset == CFG(payload_retention_ms)) {
             *(uint64_t *)field = UINT64_MAX; /* unset: follows retention */
+            return OMNISYNC_OK;
+        }
+        if (*value == '\0' && k->offset == CFG(reconcile_interval_ms)) {
+            *(uint64_t *)field = 0; /* empty: reconcile only on demand */
             return OMNISYNC_OK;
         }
         if (config_parse_duration(value, &ms) != 0) {

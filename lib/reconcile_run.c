@@ -654,16 +654,40 @@ static int repair(PGconn *conn, const char *sql, const char *start_id,
         }
         json_object_put(batch);
     }
-    if (rc == 0 && report->enqueued > 0) {
-        char count[64];
-        snprintf(count, sizeof(count), "reconcile repaired %lld customers", report->enqueued);
-        const char *params[] = {report->source, count};
-        rc = db_query(conn,
-                      "INSERT INTO omnisync.operator_action (action, source, reason) "
-                      "VALUES ('reconcile', $1, $2)",
-                      2, params, NULL, err, errlen);
-    }
     return rc;
+}
+
+/* The run's figures, for `omnisync status`: an operator action like backfill's, no values. */
+static int record_run(PGconn *conn, const struct reconcile_report *r, int repaired, char *err,
+                      size_t errlen)
+{
+    char summary[256];
+    snprintf(summary, sizeof(summary),
+             "crm=%lld omnidesk=%lld in_step=%lld missing=%lld different=%lld extra=%lld "
+             "unsendable=%lld pending=%lld%s",
+             r->crm_customers, r->omnidesk_customers, r->in_step, r->counts[RECONCILE_MISSING],
+             r->counts[RECONCILE_DIFFERENT], r->counts[RECONCILE_EXTRA],
+             r->counts[RECONCILE_UNSENDABLE], r->counts[RECONCILE_PENDING],
+             repaired ? " repair" : "");
+    char enq[64] = "";
+    if (repaired)
+        snprintf(enq, sizeof(enq), " enqueued=%lld", r->enqueued);
+    char reason[320];
+    snprintf(reason, sizeof(reason), "%s%s", summary, enq);
+    const char *params[] = {r->source, reason};
+    return db_query(conn,
+                    "INSERT INTO omnisync.operator_action (action, source, reason) "
+                    "VALUES ('reconcile', $1, $2)",
+                    2, params, NULL, err, errlen);
+}
+
+int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen)
+{
+    return db_query(conn,
+                    "SELECT DISTINCT ON (source) source, at AS finished_at, db_user, reason AS "
+                    "figures FROM omnisync.operator_action WHERE action = 'reconcile' "
+                    "ORDER BY source, at DESC",
+                    0, NULL, out, err, errlen);
 }
 
 int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
@@ -694,6 +718,8 @@ int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconc
         rc = mark_pending(conn, o->src->name, report, err, errlen);
     if (rc == 0 && o->repair)
         rc = repair(conn, repair_sql, start_id, report, err, errlen);
+    if (rc == 0)
+        rc = record_run(conn, report, o->repair, err, errlen);
     if (rc == OMNISYNC_ENOMEM && err[0] == '\0')
         snprintf(err, errlen, "out of memory");
     free(read_sql);

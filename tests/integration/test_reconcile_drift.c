@@ -5,11 +5,13 @@
  * enqueues nothing. OMNISYNC_RECONCILE_ROWS sets the size of the first test (2,000).
  */
 #include <check.h>
+#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "promtool.h"
 #include "scenario.h"
 #include "testutil.h"
 
@@ -326,6 +328,95 @@ START_TEST(test_reconcile_custom_fields_unsendable_and_pending)
 }
 END_TEST
 
+struct body {
+    char text[262144];
+    size_t len;
+};
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    struct body *b = arg;
+    size_t len = size * n;
+    if (b->len + len >= sizeof(b->text))
+        len = sizeof(b->text) - 1 - b->len;
+    memcpy(b->text + b->len, p, len);
+    b->len += len;
+    b->text[b->len] = '\0';
+    return size * n;
+}
+
+static long get_metrics(int port, struct body *b)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    b->len = 0;
+    b->text[0] = '\0';
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+/* [reconcile] interval: the daemon reconciles by itself; the figures are metrics and part of
+ * status; nothing is repaired without an operator. */
+START_TEST(test_reconcile_in_the_daemon)
+{
+    static struct body b;
+    struct proc daemon;
+    ck_assert_int_eq(scenario_setup(&sc,
+                                    "[omnidesk]\nrate_per_sec = 50\n[health]\nlisten = "
+                                    "127.0.0.1:0\n[reconcile]\ninterval = 1s\n[log]\nlevel = "
+                                    "info\n",
+                                    NULL),
+                     0);
+    ck_assert_int_eq(scenario_start_daemon(&sc, &daemon), 0);
+    ck_assert(proc_wait_stderr(&daemon, "health endpoint listening", 5000));
+    char *log = proc_stderr(&daemon);
+    const char *p = strstr(log, "health endpoint listening");
+    p = p ? strstr(p, "port=") : NULL;
+    ck_assert_ptr_nonnull(p);
+    int port = atoi(p + 5);
+    free(log);
+    insert_customers(50);
+    ck_assert(scenario_wait_quiet(&sc, 60000));
+    control("delete", "{\"brand_id\":1,\"external_primary_id\":\"R00001\"}");
+    control("delete", "{\"brand_id\":1,\"external_primary_id\":\"R00002\"}");
+    control("add", "{\"brand_id\":1,\"external_primary_id\":\"X00001\"}");
+
+    ck_assert_msg(
+        WAIT_UNTIL(get_metrics(port, &b) == 200 &&
+                       strstr(b.text, "omnisync_reconcile_drift{source=\"customers\",kind="
+                                      "\"missing\"} 2\n") != NULL &&
+                       strstr(b.text, "omnisync_reconcile_drift{source=\"customers\",kind="
+                                      "\"extra\"} 1\n") != NULL,
+                   30000),
+        "%s", b.text);
+    ck_assert_ptr_null(strstr(b.text, "omnisync_reconcile_last_success_timestamp_seconds 0\n"));
+    static char report[8192];
+    ck_assert_msg(promtool_check_metrics(b.text, b.len, report, sizeof(report)) == 0, "%s",
+                  report);
+    /* Reported, never repaired by the schedule. */
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.outbox WHERE op = 'reconcile'"), 0);
+    ck_assert(proc_stderr_contains(&daemon, "source=customers missing=2 different=0 extra=1"));
+
+    char *out = NULL;
+    char *argv[] = {OMNISYNC_BIN, "--config", sc.config, "status", "--json", NULL};
+    ck_assert_int_eq(proc_run(argv, NULL, 30000, &out, NULL), 0);
+    ck_assert_msg(strstr(out, "\"reconcile\"") && strstr(out, "missing=2"), "%s", out);
+    free(out);
+
+    ck_assert_int_eq(proc_stop(&daemon, 20000), 0);
+    proc_free(&daemon);
+    scenario_teardown(&sc);
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -335,6 +426,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_reconcile_custom_fields_unsendable_and_pending);
     tcase_add_test(tc, test_reconcile_incomplete_read_is_an_error);
+    tcase_add_test(tc, test_reconcile_in_the_daemon);
     tcase_add_test(tc, test_reconcile_reports_and_repairs_drift);
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
