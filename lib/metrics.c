@@ -348,16 +348,15 @@ const char *const metrics_reconcile_kinds[METRICS_RECONCILE_KINDS] = {
 
 static void put_reconcile(struct render *r, const struct metrics *m)
 {
-    if (m->nreconcile > 0) {
-        put_family(r, "omnisync_reconcile_drift", "gauge",
-                   "Customers by kind of drift found by the last reconcile run, per source.");
-        for (size_t i = 0; i < m->nreconcile; i++) {
-            for (int k = 0; k < METRICS_RECONCILE_KINDS; k++) {
-                put(r, "omnisync_reconcile_drift{source=\"");
-                put_label_value(r, m->reconcile[i].source);
-                put(r, "\",kind=\"%s\"} %lld\n", metrics_reconcile_kinds[k],
-                    m->reconcile[i].drift[k]);
-            }
+    /* The family is announced before the first run too: no series until then. */
+    put_family(r, "omnisync_reconcile_drift", "gauge",
+               "Customers by kind of drift found by the last reconcile run, per source.");
+    for (size_t i = 0; i < m->nreconcile; i++) {
+        for (int k = 0; k < METRICS_RECONCILE_KINDS; k++) {
+            put(r, "omnisync_reconcile_drift{source=\"");
+            put_label_value(r, m->reconcile[i].source);
+            put(r, "\",kind=\"%s\"} %lld\n", metrics_reconcile_kinds[k],
+                m->reconcile[i].drift[k]);
         }
     }
     put_gauge_double(r, "omnisync_reconcile_last_success_timestamp_seconds",
