@@ -491,6 +491,17 @@ struct json_object *reconcile_report_json(const struct reconcile_report *r)
     return o;
 }
 
+/* A value from outside (a primary id) on a terminal: control characters would move the cursor or
+ * forge lines, so they are shown as '?'. */
+static void put_text(FILE *out, const char *s, int width)
+{
+    int n = 0;
+    for (; *s; s++, n++)
+        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
+    for (; n < width; n++)
+        fputc(' ', out);
+}
+
 void reconcile_report_print(const struct reconcile_report *r, FILE *out)
 {
     fprintf(out, "source %s: %lld CRM customers, %lld at Omnidesk, %lld in step\n", r->source,
@@ -504,7 +515,8 @@ void reconcile_report_print(const struct reconcile_report *r, FILE *out)
     fprintf(out, "\n%-24s %-11s %s\n", "PRIMARY ID", "KIND", "FIELDS");
     for (size_t i = 0; i < r->nentries; i++) {
         const struct reconcile_entry *e = &r->entries[i];
-        fprintf(out, "%-24s %-11s ", e->primary_id, reconcile_kind_name(e->kind));
+        put_text(out, e->primary_id, 24);
+        fprintf(out, " %-11s ", reconcile_kind_name(e->kind));
         if (e->rule != NULL) {
             fprintf(out, "%s", e->rule);
         } else {

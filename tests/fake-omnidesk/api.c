@@ -514,6 +514,17 @@ static bool matches_query(const struct customer *c, const char *query)
            (c->lastname && strcasestr(c->lastname, query) != NULL);
 }
 
+static void add_index_entry(struct store *store, struct json_object *items,
+                            const struct customer *c)
+{
+    struct json_object *entry = customer_to_json(c);
+
+    /* The API document's index entries carry no custom fields. */
+    if (!store->settings.index_custom)
+        json_object_object_del(entry, "custom");
+    json_object_array_add(items, entry);
+}
+
 static int do_index(struct store *store, const struct form *fields, struct api_answer *answer)
 {
     char msg[256];
@@ -539,18 +550,29 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
     if (start < 0)
         return answer_invalid(store, answer, "itemStart must be at least 0");
     items = json_object_new_array();
-    for (struct customer *c = store_next(store, 0); c != NULL; c = store_next(store, c->id + 1)) {
-        if (!matches_query(c, query))
-            continue;
-        if (total >= start && total < start + limit) {
-            struct json_object *entry = customer_to_json(c);
+    if (query == NULL) {
+        /* Without a query the total is the count and the page is found in the id table, whose
+           pointers are read without visiting a customer: a page costs a scan of pointers, not
+           a cache miss per customer (20,000 of them made each page take 40 ms). */
+        long long seen = 0;
 
-            /* The API document's index entries carry no custom fields. */
-            if (!store->settings.index_custom)
-                json_object_object_del(entry, "custom");
-            json_object_array_add(items, entry);
+        total = (long long)store->customer_count;
+        for (size_t i = 0; i < store->by_id_len && seen < start + limit; i++) {
+            if (store->by_id[i] == NULL)
+                continue;
+            if (seen >= start)
+                add_index_entry(store, items, store->by_id[i]);
+            seen++;
         }
-        total++;
+    } else {
+        for (struct customer *c = store_next(store, 0); c != NULL;
+             c = store_next(store, c->id + 1)) {
+            if (!matches_query(c, query))
+                continue;
+            if (total >= start && total < start + limit)
+                add_index_entry(store, items, c);
+            total++;
+        }
     }
     fault = start >= store->settings.index_fault_from ? store->settings.index_fault
                                                       : INDEX_FAULT_NONE;
