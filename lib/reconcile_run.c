@@ -142,7 +142,9 @@ static int reader_init(struct reader *rd, const struct reconcile_options *o, cha
     curl_easy_setopt(rd->easy, CURLOPT_HEADERDATA, rd);
     curl_easy_setopt(rd->easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(rd->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION " reconcile");
-    ratelimit_init(&rd->rl, o->rate, 1, mono_ms());
+    /* The daemon's bucket: bursts of up to `rate` requests, so a page that took longer than its
+     * share of a second (or a late wake-up) is made up for, not lost. */
+    ratelimit_init(&rd->rl, o->rate, 0, mono_ms());
     return OMNISYNC_OK;
 }
 
