@@ -150,8 +150,9 @@ int cmd_reconcile(struct cli *cli, int argc, char **argv)
     if (first < 0)
         return CLI_USAGE;
     if (first < argc || o.bad_number) {
-        cli_error(cli, o.bad_number ? "--rate must be a number, 0 or more"
-                                    : "unexpected argument: %s", first < argc ? argv[first] : "");
+        cli_error(cli,
+                  o.bad_number ? "--rate must be a number, 0 or more" : "unexpected argument: %s",
+                  first < argc ? argv[first] : "");
         fprintf(stderr, "%s", usage);
         return CLI_USAGE;
     }

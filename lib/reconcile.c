@@ -209,7 +209,8 @@ int reconcile_page_check(struct json_object *root, long long start, long long li
     }
     page->items = v;
     page->nitems = json_object_array_length(v);
-    if (json_object_object_get_ex(root, "itemStart", &v) && v != NULL && integer_value(v) != start) {
+    if (json_object_object_get_ex(root, "itemStart", &v) && v != NULL &&
+        integer_value(v) != start) {
         snprintf(err, errlen, "the index page asked at itemStart=%lld says another itemStart",
                  start);
         return OMNISYNC_EINVAL;

@@ -51,16 +51,16 @@ struct reconcile_pair {
 /* One customer as Omnidesk holds it. */
 struct reconcile_remote {
     long long id;
-    long long brand_id;   /* 0 when the entry does not say */
-    char *primary_id;     /* NULL when the entry has none: not omnisync's */
-    char *firstname;      /* NULL when absent or null */
+    long long brand_id; /* 0 when the entry does not say */
+    char *primary_id;   /* NULL when the entry has none: not omnisync's */
+    char *firstname;    /* NULL when absent or null */
     char *lastname;
     struct reconcile_pair *channels;
     size_t nchannels;
-    int custom_known;     /* the entry listed its custom fields (an object "custom") */
+    int custom_known; /* the entry listed its custom fields (an object "custom") */
     struct reconcile_pair *custom;
     size_t ncustom;
-    int seen;             /* matched by a CRM row */
+    int seen; /* matched by a CRM row */
 };
 
 /*
@@ -131,8 +131,8 @@ struct reconcile_entry {
     char *rule;                 /* unsendable: field and rule, or NULL */
     struct json_object *values; /* --show-data: {"crm":{...},"omnidesk":{...}}, else NULL */
     /* --repair: the sync_state facts to correct before the repair row is delivered. */
-    int forget_created;         /* missing: Omnidesk no longer has the customer */
-    char *forget_channels[2];   /* channels sync_state knows that Omnidesk lacks */
+    int forget_created;       /* missing: Omnidesk no longer has the customer */
+    char *forget_channels[2]; /* channels sync_state knows that Omnidesk lacks */
 };
 
 struct reconcile_report {
@@ -143,9 +143,9 @@ struct reconcile_report {
     long long counts[RECONCILE_NKINDS];
     struct reconcile_entry *entries;
     size_t nentries, cap;
-    long long pages;         /* index pages read */
-    long long items;         /* item answers read */
-    long long enqueued;      /* --repair: rows enqueued */
+    long long pages;          /* index pages read */
+    long long items;          /* item answers read */
+    long long enqueued;       /* --repair: rows enqueued */
     long long repair_skipped; /* --repair: changed in the CRM during the run: left to delivery */
 };
 

@@ -19,10 +19,10 @@
 #include "ratelimit.h"
 #include "schema.h"
 
-#define BODY_MAX (8u << 20)     /* one index page of 99 customers is far below this */
-#define CRM_PAGE "1000"         /* CRM rows per keyset page */
-#define REPAIR_BATCH 500        /* customers per repair transaction */
-#define MAX_TRIES 6             /* attempts per request before the run gives up */
+#define BODY_MAX (8u << 20) /* one index page of 99 customers is far below this */
+#define CRM_PAGE "1000"     /* CRM rows per keyset page */
+#define REPAIR_BATCH 500    /* customers per repair transaction */
+#define MAX_TRIES 6         /* attempts per request before the run gives up */
 #define RETRY_AFTER_CAP_MS 120000
 
 struct reader {
@@ -123,8 +123,8 @@ static int reader_init(struct reader *rd, const struct reconcile_options *o, cha
     rd->headers = curl_slist_append(NULL, key_header);
     explicit_bzero(key_header, strlen(key_header));
     free(key_header);
-    struct curl_slist *h = rd->headers ? curl_slist_append(rd->headers, "Accept: application/json")
-                                       : NULL;
+    struct curl_slist *h =
+        rd->headers ? curl_slist_append(rd->headers, "Accept: application/json") : NULL;
     rd->easy = curl_easy_init();
     if (h == NULL || rd->easy == NULL) {
         snprintf(err, errlen, "libcurl could not be set up");
@@ -705,8 +705,8 @@ int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconc
     /* Rows newer than this were written while the run read: their customers are not repaired
      * with what this run saw. */
     if (rc == 0)
-        rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res,
-                      err, errlen);
+        rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res, err,
+                      errlen);
     if (rc == 0)
         snprintf(start_id, sizeof(start_id), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);

@@ -32,12 +32,12 @@ struct reconcile_progress {
 };
 
 struct reconcile_options {
-    const struct config *cfg;          /* borrowed, with the API key loaded */
-    const struct config_source *src;   /* borrowed */
-    double rate;                       /* API requests per second; 0 = no limit */
-    int repair;                        /* enqueue repairs for missing and different customers */
-    int show_data;                     /* keep values in the report */
-    volatile sig_atomic_t *stop;       /* set by a signal handler: stop (OMNISYNC_ECANCELED) */
+    const struct config *cfg;        /* borrowed, with the API key loaded */
+    const struct config_source *src; /* borrowed */
+    double rate;                     /* API requests per second; 0 = no limit */
+    int repair;                      /* enqueue repairs for missing and different customers */
+    int show_data;                   /* keep values in the report */
+    volatile sig_atomic_t *stop;     /* set by a signal handler: stop (OMNISYNC_ECANCELED) */
     void (*progress)(void *arg, const struct reconcile_progress *p); /* may be NULL */
     void *arg;
 };

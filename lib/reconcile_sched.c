@@ -91,8 +91,8 @@ static void run_finished(struct reconcile_sched *r)
         return;
     r->running = 0;
     share_rate(r, 0);
-    int ok = r->term_signal == 0 && (r->exit_status == 0 || r->exit_status == 3) &&
-             !r->report_too_big;
+    int ok =
+        r->term_signal == 0 && (r->exit_status == 0 || r->exit_status == 3) && !r->report_too_big;
     int lines = 0;
     if (ok && r->report != NULL) {
         for (char *line = strtok(r->report, "\n"); line != NULL; line = strtok(NULL, "\n")) {

@@ -42,8 +42,8 @@ struct reconcile_sched {
     char *report; /* the child's stdout, capped */
     size_t report_len;
     int report_too_big;
-    int running;       /* a child was started and its exit or EOF is still to come */
-    int exited;        /* the child's exit callback ran */
+    int running; /* a child was started and its exit or EOF is still to come */
+    int exited;  /* the child's exit callback ran */
     int64_t exit_status;
     int term_signal;
     int pipe_open;     /* out is open (closed at EOF) */

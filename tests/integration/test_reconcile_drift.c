@@ -137,8 +137,7 @@ START_TEST(test_reconcile_reports_and_repairs_drift)
     ck_assert_msg(code == 3, "exit %d: %s %s", code, out, err);
     struct json_object *report = json_tokener_parse(out);
     ck_assert_msg(report != NULL, "not JSON: %s", out);
-    ck_assert_str_eq(json_object_get_string(json_object_object_get(report, "source")),
-                     "customers");
+    ck_assert_str_eq(json_object_get_string(json_object_object_get(report, "source")), "customers");
     ck_assert_int_eq(json_object_get_int64(json_object_object_get(report, "crm_customers")), n);
     ck_assert_int_eq(json_object_get_int64(json_object_object_get(report, "omnidesk_customers")),
                      n);
@@ -399,8 +398,7 @@ START_TEST(test_reconcile_in_the_daemon)
         "%s", b.text);
     ck_assert_ptr_null(strstr(b.text, "omnisync_reconcile_last_success_timestamp_seconds 0\n"));
     static char report[8192];
-    ck_assert_msg(promtool_check_metrics(b.text, b.len, report, sizeof(report)) == 0, "%s",
-                  report);
+    ck_assert_msg(promtool_check_metrics(b.text, b.len, report, sizeof(report)) == 0, "%s", report);
     /* Reported, never repaired by the schedule. */
     ck_assert_int_eq(q("SELECT count(*) FROM omnisync.outbox WHERE op = 'reconcile'"), 0);
     ck_assert(proc_stderr_contains(&daemon, "source=customers missing=2 different=0 extra=1"));

@@ -28,8 +28,9 @@ static void setup(void)
 
 #define REMOTE_ANN                                                                                 \
     "{\"id\":7,\"external_primary_id\":\"C1\",\"brand_id\":1,\"firstname\":\"Ann\","               \
-    "\"lastname\":\"Lee\",\"custom\":{\"tier\":\"gold\"},\"channels\":["                            \
-    "{\"type\":\"email\",\"value\":\"A@X.nl\"},{\"type\":\"telephone\",\"value\":\"+31612345678\"},"\
+    "\"lastname\":\"Lee\",\"custom\":{\"tier\":\"gold\"},\"channels\":["                           \
+    "{\"type\":\"email\",\"value\":\"A@X.nl\"},{\"type\":\"telephone\",\"value\":\"+"              \
+    "31612345678\"},"                                                                              \
     "{\"type\":\"email\",\"value\":\"old@x.nl\"}]}"
 
 static void remote_of(const char *json, struct reconcile_remote *r)
@@ -222,8 +223,7 @@ START_TEST(test_page_checks)
     ck_assert_int_eq(check_page("{\"itemStart\":5,\"itemTotal\":3,\"items\":[{},{}]}", 0, -1, err),
                      OMNISYNC_EINVAL);
     /* itemTotal growing: the list moved, or it never ends. */
-    ck_assert_int_eq(check_page("{\"itemTotal\":5,\"items\":[{},{}]}", 2, 3, err),
-                     OMNISYNC_EINVAL);
+    ck_assert_int_eq(check_page("{\"itemTotal\":5,\"items\":[{},{}]}", 2, 3, err), OMNISYNC_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "itemTotal changed from 3 to 5"));
     /* A short page before the end, a page beyond the end with items. */
     ck_assert_int_eq(check_page("{\"itemTotal\":5,\"items\":[{}]}", 0, -1, err), OMNISYNC_EINVAL);
