@@ -287,6 +287,8 @@ static int remote_cmp(const void *a, const void *b)
 static struct reconcile_remote *remotes_find(struct remotes *rs, long long brand, const char *pid)
 {
     struct reconcile_remote key = {.brand_id = brand, .primary_id = (char *)pid};
+    if (rs->n == 0)
+        return NULL;
     return bsearch(&key, rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
 }
 
@@ -370,7 +372,8 @@ static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_re
         if (start + RECONCILE_PAGE_LIMIT >= total)
             break;
     }
-    qsort(rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
+    if (rs->n > 0) /* qsort and bsearch want an array, even of nothing */
+        qsort(rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
     report->omnidesk_customers = (long long)rs->n;
     return OMNISYNC_OK;
 }
@@ -591,7 +594,8 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
         keys[i].brand = atoll(PQgetvalue(res, i, 0));
         keys[i].primary_id = PQgetvalue(res, i, 1);
     }
-    qsort(keys, (size_t)n, sizeof(*keys), open_key_cmp);
+    if (n > 0)
+        qsort(keys, (size_t)n, sizeof(*keys), open_key_cmp);
     for (size_t i = 0; i < report->nentries && n > 0; i++) {
         struct open_key k = {report->entries[i].brand_id, report->entries[i].primary_id};
         if (bsearch(&k, keys, (size_t)n, sizeof(*keys), open_key_cmp) != NULL)
