@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "promtool.h"
+#include "schema.h"
 #include "scenario.h"
 #include "testutil.h"
 
@@ -416,6 +418,60 @@ START_TEST(test_reconcile_in_the_daemon)
 }
 END_TEST
 
+/* The repair statement itself: a customer with an outbox row newer than the run's start (changed
+ * in the CRM while reconcile read) is not repaired; the others are enqueued with their current
+ * state, and sync_state learns what reconcile saw. */
+START_TEST(test_repair_skips_customers_changed_during_the_run)
+{
+    ck_assert_int_eq(scenario_setup(&sc, NULL, NULL), 0);
+    insert_customers(3);
+    scenario_exec(&sc, "UPDATE customers SET last_name = 'Now' WHERE customer_no = 'R00001'");
+    scenario_exec(&sc, "UPDATE omnisync.outbox SET status = 'done'");
+    scenario_exec(&sc, "INSERT INTO omnisync.sync_state (source, brand_id, primary_id, created, "
+                       "omnidesk_id, channels) VALUES "
+                       "('customers', 0, 'R00001', true, 11, '{email:r1@example.com}'), "
+                       "('customers', 0, 'R00003', true, 13, "
+                       "'{email:r3@example.com,telephone:+31610000003}')");
+    long long start = q("SELECT max(id) FROM omnisync.outbox");
+    /* R00002 changes after the run started: its own row carries the newer state. */
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Fresh' WHERE customer_no = 'R00002'");
+
+    struct config cfg;
+    ck_assert_int_eq(config_load(&cfg, sc.config), 0);
+    char *read = NULL, *repair = NULL, err[512];
+    ck_assert_int_eq(
+        schema_reconcile_sql(sc.conn, &cfg.sources[0], &read, &repair, err, sizeof(err)), 0);
+    char start_text[32];
+    snprintf(start_text, sizeof(start_text), "%lld", start);
+    const char *params[] = {
+        "[{\"p\":\"R00001\",\"reset\":true,\"forget\":[]},"
+        "{\"p\":\"R00002\",\"reset\":true,\"forget\":[]},"
+        "{\"p\":\"R00003\",\"reset\":false,\"forget\":[\"email:r3@example.com\"]}]",
+        start_text};
+    PGresult *res = PQexecParams(sc.conn, repair, 2, NULL, params, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(sc.conn));
+    ck_assert_int_eq(PQntuples(res), 2); /* R00001 and R00003, not R00002 */
+    PQclear(res);
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.outbox WHERE op = 'reconcile' AND "
+                       "primary_id = 'R00002'"),
+                     0);
+    /* The state enqueued is the row as it is now. */
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.outbox WHERE op = 'reconcile' AND "
+                       "primary_id = 'R00001' AND new_data->>'lastname' = 'Now'"),
+                     1);
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.sync_state WHERE primary_id = 'R00001' "
+                       "AND NOT created AND omnidesk_id IS NULL AND channels = '{}'"),
+                     1);
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.sync_state WHERE primary_id = 'R00003' "
+                       "AND created AND channels = '{telephone:+31610000003}'"),
+                     1);
+    free(read);
+    free(repair);
+    config_free(&cfg);
+    scenario_teardown(&sc);
+}
+END_TEST
+
 int main(void)
 {
     if (pgrig_global() == NULL)
@@ -425,6 +481,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_reconcile_custom_fields_unsendable_and_pending);
     tcase_add_test(tc, test_reconcile_incomplete_read_is_an_error);
+    tcase_add_test(tc, test_repair_skips_customers_changed_during_the_run);
     tcase_add_test(tc, test_reconcile_in_the_daemon);
     tcase_add_test(tc, test_reconcile_reports_and_repairs_drift);
     suite_add_tcase(s, tc);
