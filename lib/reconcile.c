@@ -399,9 +399,12 @@ struct json_object *reconcile_values(const struct mapping_plan *plan,
                                      const struct reconcile_diff *diff)
 {
     struct json_object *o = json_object_new_object();
-    struct json_object *crm = json_object_new_object();
+    /* An extra customer has no CRM side. */
+    struct json_object *crm = diff->kind == RECONCILE_EXTRA ? NULL : json_object_new_object();
     struct json_object *omnidesk = remote ? json_object_new_object() : NULL;
-    if (diff->kind == RECONCILE_UNSENDABLE) {
+    if (crm == NULL) {
+        /* nothing from the CRM */
+    } else if (diff->kind == RECONCILE_UNSENDABLE) {
         add_text(crm, "error", plan->error);
     } else {
         add_text(crm, "firstname", plan->firstname);
