@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "reconcile_run.h"
 #include "outbox.h"
 
 struct outbox_opts {
@@ -337,8 +338,9 @@ int cmd_status(struct cli *cli, int argc, char **argv)
     int rc = CLI_ERROR;
     if (conn != NULL) {
         char err[512];
-        PGresult *counts = NULL, *failures = NULL, *processes = NULL;
-        if (outbox_status(conn, &counts, &failures, &processes, err, sizeof(err)) != 0) {
+        PGresult *counts = NULL, *failures = NULL, *processes = NULL, *reconciled = NULL;
+        if (outbox_status(conn, &counts, &failures, &processes, err, sizeof(err)) != 0 ||
+            reconcile_last_runs(conn, &reconciled, err, sizeof(err)) != 0) {
             rc = fail(cli, err);
         } else if (o.as_json) {
             printf("{\"sources\":\n");
@@ -347,6 +349,8 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             cli_print_result(failures, 1, NULL);
             printf(",\"processes\":\n");
             cli_print_result(processes, 1, NULL);
+            printf(",\"reconcile\":\n");
+            cli_print_result(reconciled, 1, NULL);
             printf("}\n");
             rc = CLI_OK;
         } else {
@@ -355,11 +359,14 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             cli_print_result(processes, 0, "  none running (none seen in the last minute)");
             printf("\nrecent failures:\n");
             cli_print_result(failures, 0, "  none");
+            printf("\nlast reconcile:\n");
+            cli_print_result(reconciled, 0, "  never run: see omnisync reconcile --help");
             rc = CLI_OK;
         }
         PQclear(counts);
         PQclear(failures);
         PQclear(processes);
+        PQclear(reconciled);
         PQfinish(conn);
     }
     config_free(&cfg);

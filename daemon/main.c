@@ -23,6 +23,8 @@ const struct cli_command cli_commands[] = {
     {"replay", "failed rows back to pending (ids or --failed); --dry-run", cmd_replay},
     {"skip", "give rows up on purpose, with --reason", cmd_skip},
     {"backfill", "enqueue every existing row of a source (initial sync), resumable", cmd_backfill},
+    {"reconcile", "read Omnidesk back and compare with the CRM; --repair enqueues the drift",
+     cmd_reconcile},
     {"pause", "stop sending (every process, within a second); changes keep queueing", cmd_pause},
     {"resume", "start sending again after a pause", cmd_resume},
     {"purges", "list, release or skip purges held by the purge guard", cmd_purges},

@@ -141,6 +141,9 @@ static const struct key keys[] = {
      NULL, NULL},
     {"health", "listen", KEY_STRING, CFG(listen), "127.0.0.1:9187", 0, 0, 0, NOENUM, check_listen,
      NULL},
+    /* Empty (the default): reconcile only on demand, resolved in check_whole(). */
+    {"reconcile", "interval", KEY_DURATION, CFG(reconcile_interval_ms), "", 1, 0, 0, NOENUM, NULL,
+     NULL},
     {"log", "level", KEY_ENUM, CFG(log_level), "info", 1, 0, 0,
      ENUM(log_levels, "error, warn, info or debug"), NULL, NULL},
     {"log", "format", KEY_ENUM, CFG(log_format), "logfmt", 1, 0, 0,
@@ -890,6 +893,8 @@ static void check_whole(struct config *cfg)
         add_error(cfg, "%s: [delivery] backoff_initial_ms: larger than backoff_max_ms", cfg->path);
     if (cfg->payload_retention_ms == UINT64_MAX)
         cfg->payload_retention_ms = cfg->retention_ms;
+    if (cfg->reconcile_interval_ms == UINT64_MAX)
+        cfg->reconcile_interval_ms = 0; /* only on demand */
     if (cfg->nsources == 0)
         add_error(cfg, "%s: no [source NAME] section: nothing to sync", cfg->path);
     for (size_t i = 0; i < cfg->nsources; i++) {

@@ -88,6 +88,9 @@ struct config {
     int health_port; /* -1 when disabled */
     int health_loopback; /* health_host is a loopback address */
 
+    /* [reconcile] */
+    uint64_t reconcile_interval_ms; /* 0 = only on demand */
+
     /* [log] */
     enum log_level log_level;
     enum log_format log_format;

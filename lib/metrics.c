@@ -372,6 +372,29 @@ static void put_http_requests(struct render *r, const struct metrics *m)
     }
 }
 
+const char *const metrics_reconcile_kinds[METRICS_RECONCILE_KINDS] = {
+    "missing", "different", "extra", "unsendable", "pending",
+};
+
+static void put_reconcile(struct render *r, const struct metrics *m)
+{
+    /* The family is announced before the first run too: no series until then. */
+    put_family(r, "omnisync_reconcile_drift", "gauge",
+               "Customers by kind of drift found by the last reconcile run, per source.");
+    for (size_t i = 0; i < m->nreconcile; i++) {
+        for (int k = 0; k < METRICS_RECONCILE_KINDS; k++) {
+            put(r, "omnisync_reconcile_drift{source=\"");
+            put_label_value(r, m->reconcile[i].source);
+            put(r, "\",kind=\"%s\"} %lld\n", metrics_reconcile_kinds[k],
+                m->reconcile[i].drift[k]);
+        }
+    }
+    put_gauge_double(r, "omnisync_reconcile_last_success_timestamp_seconds",
+                     "Unix time the last reconcile run of this process completed; 0 before the "
+                     "first.",
+                     m->reconcile_last_success_timestamp_seconds);
+}
+
 int metrics_render(const struct metrics *m, const char *version, char **out, size_t *len)
 {
     struct render r = {0};
@@ -444,6 +467,7 @@ int metrics_render(const struct metrics *m, const char *version, char **out, siz
     put_gauge_double(&r, "omnisync_last_success_timestamp_seconds",
                      "Unix time of the last successful delivery; 0 before the first.",
                      m->last_success_timestamp_seconds);
+    put_reconcile(&r, m);
 
     put_family(&r, "omnisync_build_info", "gauge", "The running omnisync version; always 1.");
     put(&r, "omnisync_build_info{version=\"");

@@ -43,6 +43,8 @@ enum metrics_status {
 #define METRICS_ENDPOINTS 8 /* omnidesk_endpoint values */
 #define METRICS_CODES 16    /* distinct HTTP codes tracked per endpoint; more go to "other" */
 #define METRICS_BUCKETS 14
+#define METRICS_RECONCILE_SOURCES 32 /* CONFIG_MAX_SOURCES */
+#define METRICS_RECONCILE_KINDS 5
 
 struct metrics_histogram {
     unsigned long long buckets[METRICS_BUCKETS]; /* cumulative counts are computed at render */
@@ -85,7 +87,18 @@ struct metrics {
     struct metrics_source_counter names_transliterated[METRICS_SOURCES];
     double api_pause_seconds; /* left of a pause the API asked for (Retry-After); 0 = none */
     double outbox_counted_at; /* Unix time of the last count that answered; 0 = none yet */
+    /* The last reconcile run the daemon made ([reconcile] interval): drift per source and kind
+     * (missing, different, extra, unsendable, pending). Not rendered before the first. */
+    struct metrics_reconcile {
+        char source[64];
+        long long drift[METRICS_RECONCILE_KINDS];
+    } reconcile[METRICS_RECONCILE_SOURCES];
+    size_t nreconcile;
+    double reconcile_last_success_timestamp_seconds; /* 0 = never */
 };
+
+/* The kinds of omnisync_reconcile_drift{kind}, in the order of metrics_reconcile.drift. */
+extern const char *const metrics_reconcile_kinds[METRICS_RECONCILE_KINDS];
 
 /* Zeroes everything and marks the code slots unused. */
 void metrics_init(struct metrics *m);

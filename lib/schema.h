@@ -35,6 +35,22 @@ int schema_migrate(PGconn *conn, const struct config *cfg, schema_report_cb repo
 int schema_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
                         size_t errlen) OMNISYNC_MUST_CHECK;
 
+/*
+ * The two statements of `omnisync reconcile` for `src`, built like the backfill's (names checked
+ * against the catalog and quoted; *read and *repair malloc'd; 0 or a negative code with err set):
+ *  - *read: the next page of CRM rows in primary id order ($1 the last key done, NULL to start;
+ *    $2 the page size): (key text, mapped columns as jsonb text, brand bigint).
+ *  - *repair: enqueues op 'reconcile' rows carrying each listed customer's current state, read
+ *    in the same statement: $1 a jsonb array of {"p": primary id, "reset": bool, "forget":
+ *    [channel keys]}, $2 the highest outbox id when the run started. A customer with an outbox
+ *    row newer than $2 (changed in the CRM meanwhile) is left alone: that row carries newer data.
+ *    For those enqueued, sync_state learns what reconcile saw (reset: the customer is gone at
+ *    Omnidesk; forget: channels it lacks), so delivery creates or re-adds them. It returns one
+ *    row per enqueued customer.
+ */
+int schema_reconcile_sql(PGconn *conn, const struct config_source *src, char **read, char **repair,
+                         char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
 /* The highest applied schema version, 0 when omnisync's schema is absent, or a negative code. */
 int schema_version(PGconn *conn, char *err, size_t errlen);
 

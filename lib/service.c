@@ -28,6 +28,8 @@
 #include "listener.h"
 #include "log.h"
 #include "omnidesk.h"
+#include "ratelimit.h"
+#include "reconcile_sched.h"
 #include "retention.h"
 #include "schema.h"
 
@@ -51,6 +53,7 @@ struct service {
     struct metrics metrics;
     struct health health;
     int health_on;
+    struct reconcile_sched reconcile; /* [reconcile] interval: runs as a child process */
     int counting;       /* the outbox count query is running */
     uint64_t counted_at; /* loop time of the last count */
     uv_signal_t sigterm, sigint, sighup;
@@ -132,6 +135,18 @@ static void retention_closed(struct retention *r)
     component_closed(container_of(r, struct service, retention));
 }
 
+static void reconcile_closed(struct reconcile_sched *r)
+{
+    component_closed(container_of(r, struct service, reconcile));
+}
+
+/* While a scheduled reconcile reads, deliveries leave it its share of the rate. */
+static void set_delivery_rate(void *arg, double rate_per_sec)
+{
+    struct service *s = arg;
+    ratelimit_set_rate(&s->dispatcher.rate, rate_per_sec, 0, uv_now(&s->loop));
+}
+
 static void client_closed(struct omnidesk *c)
 {
     struct service *s = container_of(c, struct service, client);
@@ -166,6 +181,8 @@ static void close_all(struct service *s)
         s->open++;
         health_close(&s->health, health_closed);
     }
+    s->open++;
+    reconcile_sched_close(&s->reconcile, reconcile_closed);
     retention_close(&s->retention, retention_closed);
     if (!s->client_gone)
         omnidesk_close(&s->client, 1, client_closed);
@@ -280,6 +297,7 @@ static void reload(struct service *s)
     config_free(&next);
     log_configure(s->cfg->log_level, s->cfg->log_format);
     dispatcher_reload(&s->dispatcher);
+    reconcile_sched_reload(&s->reconcile);
     log_info("configuration reloaded restart_needed=%zu", notes);
 }
 
@@ -564,6 +582,12 @@ int service_run(struct config *cfg, const char *config_path)
     for (size_t i = 0; i < cfg->nsources; i++)
         metrics_add_source(&s->metrics, cfg->sources[i].name);
     s->dispatcher.metrics = &s->metrics;
+    if (reconcile_sched_init(&s->reconcile, &s->loop, cfg, config_path, &s->metrics) != 0) {
+        log_error("cannot start: the reconcile timer");
+        goto out;
+    }
+    s->reconcile.set_delivery_rate = set_delivery_rate;
+    s->reconcile.arg = s;
     if (cfg->health_port >= 0) {
         struct health_source src = {
             .metrics = &s->metrics,

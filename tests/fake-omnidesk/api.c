@@ -514,6 +514,17 @@ static bool matches_query(const struct customer *c, const char *query)
            (c->lastname && strcasestr(c->lastname, query) != NULL);
 }
 
+static void add_index_entry(struct store *store, struct json_object *items,
+                            const struct customer *c)
+{
+    struct json_object *entry = customer_to_json(c);
+
+    /* The API document's index entries carry no custom fields. */
+    if (!store->settings.index_custom)
+        json_object_object_del(entry, "custom");
+    json_object_array_add(items, entry);
+}
+
 static int do_index(struct store *store, const struct form *fields, struct api_answer *answer)
 {
     char msg[256];
@@ -524,6 +535,7 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
     long long total = 0;
     struct json_object *o;
     struct json_object *items;
+    enum index_fault fault;
 
     if (validate(fields, RULES(index_rules), msg, sizeof(msg)) != 0)
         return answer_invalid(store, answer, msg);
@@ -538,18 +550,50 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
     if (start < 0)
         return answer_invalid(store, answer, "itemStart must be at least 0");
     items = json_object_new_array();
-    for (struct customer *c = store_next(store, 0); c != NULL; c = store_next(store, c->id + 1)) {
-        if (!matches_query(c, query))
-            continue;
-        if (total >= start && total < start + limit)
-            json_object_array_add(items, customer_to_json(c));
-        total++;
+    if (query == NULL) {
+        /* Without a query the total is the count and the page is found in the id table, whose
+           pointers are read without visiting a customer: a page costs a scan of pointers, not
+           a cache miss per customer (20,000 of them made each page take 40 ms). */
+        long long seen = 0;
+
+        total = (long long)store->customer_count;
+        for (size_t i = 0; i < store->by_id_len && seen < start + limit; i++) {
+            if (store->by_id[i] == NULL)
+                continue;
+            if (seen >= start)
+                add_index_entry(store, items, store->by_id[i]);
+            seen++;
+        }
+    } else {
+        for (struct customer *c = store_next(store, 0); c != NULL;
+             c = store_next(store, c->id + 1)) {
+            if (!matches_query(c, query))
+                continue;
+            if (total >= start && total < start + limit)
+                add_index_entry(store, items, c);
+            total++;
+        }
+    }
+    fault = start >= store->settings.index_fault_from ? store->settings.index_fault
+                                                      : INDEX_FAULT_NONE;
+    if (fault == INDEX_FAULT_GROWING_TOTAL) {
+        /* Each page says there is one page more than the last: it never ends. */
+        total = start + limit + 1;
+        while ((long long)json_object_array_length(items) < limit)
+            json_object_array_add(items, json_object_get(json_object_array_get_idx(items, 0)));
     }
     o = json_object_new_object();
     json_object_object_add(o, "type", json_object_new_string("result"));
     json_object_object_add(o, "itemStart", json_object_new_int64(start));
-    json_object_object_add(o, "itemTotal", json_object_new_int64(total));
+    if (fault != INDEX_FAULT_MISSING_FIELD)
+        json_object_object_add(o, "itemTotal", json_object_new_int64(total));
     json_object_object_add(o, "itemLimit", json_object_new_int64(limit));
+    if (fault == INDEX_FAULT_WRONG_SHAPE) {
+        struct json_object *wrapped = json_object_new_object();
+
+        json_object_object_add(wrapped, "list", items);
+        items = wrapped;
+    }
     json_object_object_add(o, "items", items);
     return answer_json(answer, 200, o);
 }

@@ -1,5 +1,6 @@
 /*
- * control: /_fake/state, /_fake/log, /_fake/stats, /_fake/faults, /_fake/reset (see control.h).
+ * control: /_fake/state, /_fake/log, /_fake/stats, /_fake/faults, /_fake/reset and
+ * /_fake/customers/{add,change,delete} (see control.h).
  */
 #include "control.h"
 
@@ -129,6 +130,138 @@ static void answer_error(struct control_answer *answer, int status, const char *
     answer->body = api_error_body(message, &answer->body_len);
 }
 
+/* `len` bytes of JSON text parsed whole, or NULL. */
+static struct json_object *parse_body(const char *body, size_t len)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+
+    if (o != NULL && (tok->char_offset != (int)len || !json_object_is_type(o, json_type_object))) {
+        json_object_put(o);
+        o = NULL;
+    }
+    if (tok != NULL)
+        json_tokener_free(tok);
+    return o;
+}
+
+/* A string member of `o`, or NULL. */
+static const char *member_text(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* Removes every channel of `type` ("*" for all). */
+static void drop_channels(struct customer *c, const char *type)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < c->channel_count; i++) {
+        if (strcmp(type, "*") == 0 || strcmp(c->channels[i].type, type) == 0) {
+            free(c->channels[i].type);
+            free(c->channels[i].value);
+        } else {
+            c->channels[kept++] = c->channels[i];
+        }
+    }
+    c->channel_count = kept;
+}
+
+/* Names, custom fields, channels of `o` applied to `c`; -1 with a message on a bad member. */
+static int apply_changes(struct customer *c, struct json_object *o, const char **why)
+{
+    struct json_object *v;
+    const char *text;
+
+    if ((text = member_text(o, "firstname")) != NULL && customer_set_name(&c->firstname, text))
+        return *why = "out of memory", -1;
+    if ((text = member_text(o, "lastname")) != NULL && customer_set_name(&c->lastname, text))
+        return *why = "out of memory", -1;
+    if (json_object_object_get_ex(o, "drop_channels", &v)) {
+        if (!json_object_is_type(v, json_type_array))
+            return *why = "drop_channels must be an array of channel types", -1;
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            drop_channels(c, json_object_get_string(json_object_array_get_idx(v, i)));
+    }
+    if (json_object_object_get_ex(o, "channels", &v)) {
+        if (!json_object_is_type(v, json_type_array))
+            return *why = "channels must be an array of {type, value}", -1;
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            struct json_object *ch = json_object_array_get_idx(v, i);
+            const char *type = member_text(ch, "type");
+            const char *value = member_text(ch, "value");
+
+            if (type == NULL || value == NULL)
+                return *why = "channels must be an array of {type, value}", -1;
+            if (customer_add_channel(c, type, value) < 0)
+                return *why = "too many channels", -1;
+        }
+    }
+    if (json_object_object_get_ex(o, "custom", &v)) {
+        if (!json_object_is_type(v, json_type_object))
+            return *why = "custom must be an object of strings", -1;
+        json_object_object_foreach(v, name, value)
+        {
+            if (customer_set_custom(c, name, json_object_get_string(value)) != 0)
+                return *why = "too many custom fields", -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Changes behind omnisync's back, as an agent or another integration would: add a customer,
+ * change one (names, custom fields, "drop_channels": types to remove, "channels" to add), delete
+ * one. The body is a JSON object naming the customer by "brand_id" and "external_primary_id".
+ */
+static void customers_route(struct store *store, const char *action, const char *body, size_t len,
+                            struct control_answer *answer)
+{
+    struct json_object *o = parse_body(body, len);
+    struct json_object *v;
+    const char *external_id = o ? member_text(o, "external_primary_id") : NULL;
+    const char *why = NULL;
+    long long brand = 0;
+    struct customer *c;
+
+    if (o == NULL || external_id == NULL || external_id[0] == '\0' ||
+        !json_object_object_get_ex(o, "brand_id", &v) || !json_object_is_type(v, json_type_int)) {
+        answer_error(answer, 400, "a JSON object with brand_id and external_primary_id is needed");
+        json_object_put(o);
+        return;
+    }
+    brand = json_object_get_int64(v);
+    c = store_find(store, brand, external_id);
+    if (strcmp(action, "add") == 0) {
+        if (c != NULL) {
+            answer_error(answer, 409, "that customer exists");
+        } else if ((c = store_add(store, brand, external_id)) == NULL) {
+            answer_error(answer, 500, "out of memory");
+        } else if (apply_changes(c, o, &why) != 0) {
+            answer_error(answer, 400, why);
+        } else {
+            answer_json(answer, 200, customer_to_json(c));
+        }
+    } else if (c == NULL) {
+        answer_error(answer, 404, "no such customer");
+    } else if (strcmp(action, "delete") == 0) {
+        store_remove(store, c);
+        answer_json(answer, 200, json_object_new_object());
+    } else if (strcmp(action, "change") == 0) {
+        if (apply_changes(c, o, &why) != 0)
+            answer_error(answer, 400, why);
+        else
+            answer_json(answer, 200, customer_to_json(c));
+    } else {
+        answer_error(answer, 404, "unknown control route");
+    }
+    json_object_put(o);
+}
+
 void control_handle(struct store *store, struct MHD_Connection *connection, const char *method,
                     const char *path, const char *body, size_t len, struct control_answer *answer)
 {
@@ -166,6 +299,8 @@ void control_handle(struct store *store, struct MHD_Connection *connection, cons
         json_object_object_add(o, "type", json_object_new_string("result"));
         json_object_object_add(o, "message", json_object_new_string("reset"));
         answer_json(answer, 200, o);
+    } else if (post && strncmp(path, "/_fake/customers/", 17) == 0) {
+        customers_route(store, path + 17, body ? body : "", len, answer);
     } else {
         answer_error(answer, 404, "unknown control route");
     }

@@ -19,6 +19,13 @@ static const char *const shape_names[] = {
     [SEARCH_SHAPE_ITEMS] = "items",
 };
 
+static const char *const index_fault_names[] = {
+    [INDEX_FAULT_NONE] = "none",
+    [INDEX_FAULT_WRONG_SHAPE] = "wrong_shape",
+    [INDEX_FAULT_MISSING_FIELD] = "missing_field",
+    [INDEX_FAULT_GROWING_TOTAL] = "growing_total",
+};
+
 void settings_defaults(struct settings *settings, const char *api_key)
 {
     memset(settings, 0, sizeof(*settings));
@@ -27,6 +34,7 @@ void settings_defaults(struct settings *settings, const char *api_key)
     snprintf(settings->api_key, sizeof(settings->api_key), "%s", api_key);
     settings->search_shape = SEARCH_SHAPE_CUSTOMER;
     settings->paths = ALL_PATHS;
+    settings->index_custom = true;
 }
 
 /* A header value we are willing to send or compare: printable ASCII, no CR/LF. */
@@ -204,6 +212,32 @@ static int merge_key(struct settings *s, const char *key, struct json_object *va
             goto bad;
         return 0;
     }
+    if (strcmp(key, "index_custom") == 0) {
+        if (!json_object_is_type(value, json_type_boolean))
+            goto bad;
+        s->index_custom = json_object_get_boolean(value);
+        return 0;
+    }
+    if (strcmp(key, "index_fault") == 0) {
+        const char *text;
+
+        if (!json_object_is_type(value, json_type_string))
+            goto bad;
+        text = json_object_get_string(value);
+        for (size_t i = 0; i < sizeof(index_fault_names) / sizeof(index_fault_names[0]); i++) {
+            if (strcmp(text, index_fault_names[i]) == 0) {
+                s->index_fault = (enum index_fault)i;
+                return 0;
+            }
+        }
+        goto bad;
+    }
+    if (strcmp(key, "index_fault_from") == 0) {
+        if (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) < 0)
+            goto bad;
+        s->index_fault_from = json_object_get_int64(value);
+        return 0;
+    }
     snprintf(err, err_size, "unknown setting %s", key);
     return -1;
 bad:
@@ -275,5 +309,9 @@ struct json_object *settings_to_json(const struct settings *s)
                                       json_object_new_string(endpoint_name((enum endpoint)ep)));
     }
     json_object_object_add(o, "paths", paths);
+    json_object_object_add(o, "index_custom", json_object_new_boolean(s->index_custom));
+    json_object_object_add(o, "index_fault",
+                           json_object_new_string(index_fault_names[s->index_fault]));
+    json_object_object_add(o, "index_fault_from", json_object_new_int64(s->index_fault_from));
     return o;
 }

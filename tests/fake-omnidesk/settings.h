@@ -22,6 +22,14 @@ enum search_shape {
     SEARCH_SHAPE_ITEMS     /* {"type":"result","items":[{"id":N,...}]} */
 };
 
+/* Bad index pages, for reconcile's tests (from the page at itemStart >= index_fault_from). */
+enum index_fault {
+    INDEX_FAULT_NONE,
+    INDEX_FAULT_WRONG_SHAPE,   /* "items" is an object, not an array */
+    INDEX_FAULT_MISSING_FIELD, /* no "itemTotal" */
+    INDEX_FAULT_GROWING_TOTAL  /* itemTotal grows with every page: an index that never ends */
+};
+
 struct settings {
     long latency_ms;    /* fixed delay before an API request is looked at */
     long jitter_ms;     /* uniform extra delay in [0, jitter_ms] */
@@ -39,6 +47,9 @@ struct settings {
     char api_key[SETTINGS_KEY_MAX];             /* the accepted apiKey header */
     double rate;                                /* token bucket, requests per second; 0 = off */
     enum search_shape search_shape;
+    bool index_custom;             /* index entries list "custom" (the API document's omit it) */
+    enum index_fault index_fault;
+    long long index_fault_from;    /* itemStart from which index_fault applies */
     unsigned paths; /* bit (1u << endpoint) for each endpoint faults apply to */
 };
 

@@ -87,6 +87,7 @@ START_TEST(test_minimal_defaults)
     ck_assert_int_eq(cfg.max_purges_per_hour, 100);
     ck_assert_uint_eq(cfg.retention_ms, 7ULL * 86400000);
     ck_assert_uint_eq(cfg.payload_retention_ms, cfg.retention_ms);
+    ck_assert_uint_eq(cfg.reconcile_interval_ms, 0); /* reconcile only on demand */
     ck_assert_str_eq(cfg.health_host, "127.0.0.1");
     ck_assert_int_eq(cfg.health_port, 9187);
     ck_assert_int_eq(cfg.health_loopback, 1);
@@ -126,6 +127,8 @@ START_TEST(test_full_design_example)
         "payload_retention = 15m\n"
         "[health]\n"
         "listen = [::1]:0\n"
+        "[reconcile]\n"
+        "interval = 24h\n"
         "[log]\n"
         "level = debug\n"
         "format = json\n"
@@ -151,6 +154,7 @@ START_TEST(test_full_design_example)
     ck_assert_int_eq(cfg.max_purges_per_hour, 0);
     ck_assert_uint_eq(cfg.retention_ms, 12ULL * 3600000);
     ck_assert_uint_eq(cfg.payload_retention_ms, 15ULL * 60000);
+    ck_assert_uint_eq(cfg.reconcile_interval_ms, 24ULL * 3600000);
     ck_assert_str_eq(cfg.health_host, "::1");
     ck_assert_int_eq(cfg.health_port, 0);
     ck_assert_int_eq(cfg.health_loopback, 1);

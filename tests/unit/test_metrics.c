@@ -126,6 +126,11 @@ static void fill(struct metrics *m)
     m->purges_held = 1;
     m->api_key_refused = 0;
     m->last_success_timestamp_seconds = 1700000000.25;
+    m->nreconcile = 1;
+    snprintf(m->reconcile[0].source, sizeof(m->reconcile[0].source), "customers");
+    m->reconcile[0].drift[0] = 20; /* missing */
+    m->reconcile[0].drift[2] = 3;  /* extra */
+    m->reconcile_last_success_timestamp_seconds = 1700000100.5;
 }
 
 /* Every family of DESIGN §7, with its type. */
@@ -149,6 +154,8 @@ static const struct {
     {"omnisync_api_key_refused", "gauge"},
     {"omnisync_api_pause_seconds", "gauge"},
     {"omnisync_last_success_timestamp_seconds", "gauge"},
+    {"omnisync_reconcile_drift", "gauge"},
+    {"omnisync_reconcile_last_success_timestamp_seconds", "gauge"},
     {"omnisync_build_info", "gauge"},
 };
 
@@ -195,6 +202,10 @@ START_TEST(render_known_values_exactly)
     ck_assert_line(text, "omnisync_api_pause_seconds 0");
     ck_assert_line(text, "omnisync_last_success_timestamp_seconds 1700000000.25");
     ck_assert_line(text, "omnisync_build_info{version=\"1.2.3\"} 1");
+    ck_assert_line(text, "omnisync_reconcile_drift{source=\"customers\",kind=\"missing\"} 20");
+    ck_assert_line(text, "omnisync_reconcile_drift{source=\"customers\",kind=\"extra\"} 3");
+    ck_assert_line(text, "omnisync_reconcile_drift{source=\"customers\",kind=\"pending\"} 0");
+    ck_assert_line(text, "omnisync_reconcile_last_success_timestamp_seconds 1700000100.5");
     ck_assert_line(text, "omnisync_delivery_seconds_bucket{le=\"0.01\"} 0");
     ck_assert_line(text, "omnisync_delivery_seconds_bucket{le=\"0.025\"} 1");
     ck_assert_line(text, "omnisync_delivery_seconds_bucket{le=\"0.5\"} 2");

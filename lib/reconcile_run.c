@@ -1,0 +1,736 @@
+/*
+ * reconcile_run: one run over the API and the database. See reconcile_run.h.
+ *
+ * It never logs or prints a value it read (names, emails, phones): errors name the page, the
+ * customer's Omnidesk id or the field. The API key goes only into the apiKey header.
+ */
+#include "reconcile_run.h"
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "schema.h"
+
+#define BODY_MAX (8u << 20) /* one index page of 99 customers is far below this */
+#define CRM_PAGE "1000"     /* CRM rows per keyset page */
+#define REPAIR_BATCH 500    /* customers per repair transaction */
+#define MAX_TRIES 6         /* attempts per request before the run gives up */
+#define RETRY_AFTER_CAP_MS 120000
+
+struct reader {
+    const struct reconcile_options *o;
+    CURL *easy;
+    struct curl_slist *headers;
+    char base[1024];
+    struct ratelimit rl;
+    char *body;
+    size_t body_len;
+    int body_too_big;
+    long long retry_after_ms;
+    struct timespec started;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void nap_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct reader *rd = arg;
+    size_t n = size * nmemb;
+    if (rd->body_len + n > BODY_MAX) {
+        rd->body_too_big = 1;
+        return 0; /* aborts the transfer: a page this big is not an index page */
+    }
+    char *grown = realloc(rd->body, rd->body_len + n + 1);
+    if (grown == NULL)
+        return 0;
+    rd->body = grown;
+    memcpy(rd->body + rd->body_len, ptr, n);
+    rd->body_len += n;
+    rd->body[rd->body_len] = '\0';
+    return n;
+}
+
+/* Retry-After: delay-seconds or an HTTP-date. */
+static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
+{
+    struct reader *rd = arg;
+    size_t n = size * nitems;
+    if (n > 12 && strncasecmp(line, "Retry-After:", 12) == 0) {
+        char value[128];
+        size_t len = n - 12 < sizeof(value) - 1 ? n - 12 : sizeof(value) - 1;
+        memcpy(value, line + 12, len);
+        value[len] = '\0';
+        char *v = value;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        v[strcspn(v, "\r\n")] = '\0';
+        if (isdigit((unsigned char)*v)) {
+            long long s = atoll(v);
+            rd->retry_after_ms = s > RETRY_AFTER_CAP_MS / 1000 ? RETRY_AFTER_CAP_MS : s * 1000;
+        } else {
+            time_t when = curl_getdate(v, NULL);
+            if (when > 0) {
+                long long ms = ((long long)when - (long long)time(NULL)) * 1000;
+                rd->retry_after_ms = ms < 0 ? 0 : ms > RETRY_AFTER_CAP_MS ? RETRY_AFTER_CAP_MS : ms;
+            }
+        }
+    }
+    return n;
+}
+
+static int reader_init(struct reader *rd, const struct reconcile_options *o, char *err,
+                       size_t errlen)
+{
+    memset(rd, 0, sizeof(*rd));
+    rd->o = o;
+    clock_gettime(CLOCK_MONOTONIC, &rd->started);
+    snprintf(rd->base, sizeof(rd->base), "%s", o->cfg->base_url ? o->cfg->base_url : "");
+    size_t len = strlen(rd->base);
+    while (len > 0 && rd->base[len - 1] == '/')
+        rd->base[--len] = '\0';
+    char *key_header = NULL;
+    if (o->cfg->api_key == NULL || asprintf(&key_header, "apiKey: %s", o->cfg->api_key) < 0) {
+        snprintf(err, errlen, "no API key loaded");
+        return OMNISYNC_ECONFIG;
+    }
+    rd->headers = curl_slist_append(NULL, key_header);
+    explicit_bzero(key_header, strlen(key_header));
+    free(key_header);
+    struct curl_slist *h =
+        rd->headers ? curl_slist_append(rd->headers, "Accept: application/json") : NULL;
+    rd->easy = curl_easy_init();
+    if (h == NULL || rd->easy == NULL) {
+        snprintf(err, errlen, "libcurl could not be set up");
+        return OMNISYNC_EHTTP;
+    }
+    rd->headers = h;
+    curl_easy_setopt(rd->easy, CURLOPT_HTTPHEADER, rd->headers);
+    curl_easy_setopt(rd->easy, CURLOPT_TIMEOUT_MS, (long)o->cfg->timeout_ms);
+    curl_easy_setopt(rd->easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(o->cfg->timeout_ms < 5000 ? o->cfg->timeout_ms : 5000));
+    curl_easy_setopt(rd->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(rd->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(rd->easy, CURLOPT_WRITEDATA, rd);
+    curl_easy_setopt(rd->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(rd->easy, CURLOPT_HEADERDATA, rd);
+    curl_easy_setopt(rd->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(rd->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION " reconcile");
+    /* The daemon's bucket: bursts of up to `rate` requests, so a page that took longer than its
+     * share of a second (or a late wake-up) is made up for, not lost. */
+    ratelimit_init(&rd->rl, o->rate, 0, mono_ms());
+    return OMNISYNC_OK;
+}
+
+static void reader_free(struct reader *rd)
+{
+    if (rd->easy)
+        curl_easy_cleanup(rd->easy);
+    if (rd->headers) {
+        /* The key lives in the first header: wipe it before it is freed. */
+        explicit_bzero(rd->headers->data, strlen(rd->headers->data));
+        curl_slist_free_all(rd->headers);
+    }
+    free(rd->body);
+    memset(rd, 0, sizeof(*rd));
+}
+
+/* The API's message of an error body, made printable and short; "" when there is none. */
+static void api_message(const char *body, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    struct json_object *root = body ? json_tokener_parse(body) : NULL, *m;
+    const char *text = NULL;
+    if (root != NULL && json_object_is_type(root, json_type_object) &&
+        json_object_object_get_ex(root, "message", &m) && json_object_is_type(m, json_type_string))
+        text = json_object_get_string(m);
+    size_t j = 0;
+    for (const char *p = text ? text : ""; *p && j + 1 < outlen && j < 160; p++)
+        out[j++] = (unsigned char)*p < 0x20 || *p == 0x7f ? ' ' : *p;
+    out[j] = '\0';
+    json_object_put(root);
+}
+
+/*
+ * GETs base + path. 0 with *out the parsed JSON; OMNISYNC_ENOTFOUND on 404; otherwise an error
+ * with err set: transient failures (transport, timeout, 408, 425, 429, 5xx, a 2xx that is not
+ * JSON) are retried up to MAX_TRIES times with backoff and Retry-After first.
+ */
+static int http_get_json(struct reader *rd, const char *path, const char *what,
+                         struct json_object **out, char *err, size_t errlen)
+{
+    char url[2048];
+    snprintf(url, sizeof(url), "%s%s", rd->base, path);
+    uint64_t backoff = (uint64_t)rd->o->cfg->backoff_initial_ms;
+    uint64_t backoff_max = (uint64_t)rd->o->cfg->backoff_max_ms;
+    if (backoff_max > 30000)
+        backoff_max = 30000; /* a reader that waits a quarter of an hour helps nobody */
+    *out = NULL;
+    for (int attempt = 1;; attempt++) {
+        if (rd->o->stop != NULL && *rd->o->stop) {
+            snprintf(err, errlen, "interrupted");
+            return OMNISYNC_ECANCELED;
+        }
+        for (uint64_t now = mono_ms(); !ratelimit_take(&rd->rl, now); now = mono_ms())
+            nap_ms(ratelimit_wait_ms(&rd->rl, now) + 1);
+        rd->body_len = 0;
+        rd->body_too_big = 0;
+        rd->retry_after_ms = -1;
+        curl_easy_setopt(rd->easy, CURLOPT_URL, url);
+        CURLcode cc = curl_easy_perform(rd->easy);
+        long status = 0;
+        if (cc == CURLE_OK)
+            curl_easy_getinfo(rd->easy, CURLINFO_RESPONSE_CODE, &status);
+        char reason[256];
+        if (rd->body_too_big) {
+            snprintf(err, errlen, "%s: the answer is larger than %u bytes", what, BODY_MAX);
+            return OMNISYNC_EINVAL;
+        }
+        if (cc != CURLE_OK) {
+            snprintf(reason, sizeof(reason), "%s", curl_easy_strerror(cc));
+        } else if (status == 401 || status == 403) {
+            snprintf(err, errlen,
+                     "%s: Omnidesk refused the API key (HTTP %ld); fix the key or its "
+                     "CUSTOMER_READ permission and run reconcile again",
+                     what, status);
+            return OMNISYNC_EHTTP;
+        } else if (status == 404) {
+            return OMNISYNC_ENOTFOUND;
+        } else if (status >= 200 && status < 300) {
+            struct json_object *root = rd->body_len ? json_tokener_parse(rd->body) : NULL;
+            if (root != NULL) {
+                *out = root;
+                return OMNISYNC_OK;
+            }
+            snprintf(reason, sizeof(reason), "HTTP %ld with a body that is not JSON", status);
+        } else if (status == 408 || status == 425 || status == 429 || status >= 500 ||
+                   status < 200) {
+            char msg[200];
+            api_message(rd->body_len ? rd->body : NULL, msg, sizeof(msg));
+            snprintf(reason, sizeof(reason), "HTTP %ld%s%s", status, msg[0] ? ": " : "", msg);
+        } else {
+            char msg[200];
+            api_message(rd->body_len ? rd->body : NULL, msg, sizeof(msg));
+            snprintf(err, errlen, "%s: HTTP %ld%s%s", what, status, msg[0] ? ": " : "", msg);
+            return OMNISYNC_EHTTP;
+        }
+        if (attempt >= MAX_TRIES) {
+            snprintf(err, errlen, "%s: Omnidesk could not be read after %d attempts (last: %s)",
+                     what, attempt, reason);
+            return OMNISYNC_EHTTP;
+        }
+        uint64_t wait = backoff;
+        if (rd->retry_after_ms >= 0 && (uint64_t)rd->retry_after_ms > wait)
+            wait = (uint64_t)rd->retry_after_ms;
+        log_debug("reconcile: %s failed (%s); retry %d in %llu ms", what, reason, attempt,
+                  (unsigned long long)wait);
+        ratelimit_pause_until(&rd->rl, mono_ms() + wait);
+        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+    }
+}
+
+/* ---- Omnidesk's side ---- */
+
+struct remotes {
+    struct reconcile_remote *v;
+    size_t n, cap;
+};
+
+static void remotes_free(struct remotes *rs)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        reconcile_remote_free(&rs->v[i]);
+    free(rs->v);
+    memset(rs, 0, sizeof(*rs));
+}
+
+/* The brand a customer is keyed under: the outbox's convention, 0 = the configured brand. */
+static long long key_brand(const struct config *cfg, long long brand)
+{
+    return brand == 0 || brand == cfg->brand_id ? 0 : brand;
+}
+
+static int remote_cmp(const void *a, const void *b)
+{
+    const struct reconcile_remote *x = a, *y = b;
+    if (x->brand_id != y->brand_id)
+        return x->brand_id < y->brand_id ? -1 : 1;
+    return strcmp(x->primary_id, y->primary_id);
+}
+
+static struct reconcile_remote *remotes_find(struct remotes *rs, long long brand, const char *pid)
+{
+    struct reconcile_remote key = {.brand_id = brand, .primary_id = (char *)pid};
+    if (rs->n == 0)
+        return NULL;
+    return bsearch(&key, rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
+}
+
+static void report_progress(struct reader *rd, long long pages, long long total_pages,
+                            long long compared, long long crm_estimate)
+{
+    if (rd->o->progress == NULL)
+        return;
+    struct reconcile_progress p = {pages, total_pages, compared, seconds_since(&rd->started), -1};
+    /* The pages are most of the time; the CRM side is a few seconds at most. */
+    if (total_pages > 0 && pages > 0 && pages < total_pages)
+        p.eta_seconds = p.seconds / (double)pages * (double)(total_pages - pages);
+    else if (crm_estimate > 0 && compared > 0 && compared < crm_estimate)
+        p.eta_seconds = 0;
+    rd->o->progress(rd->o->arg, &p);
+}
+
+/* Reads every index page into rs, keeping the customers that are omnisync's. */
+static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
+                      char *err, size_t errlen)
+{
+    const struct config *cfg = rd->o->cfg;
+    long long total = -1, max_pages = 1;
+    int rc = OMNISYNC_OK;
+    for (long long start = 0, page_no = 0;; start += RECONCILE_PAGE_LIMIT, page_no++) {
+        /* itemTotal fixes how many pages there can be: one more means it never ends. */
+        if (total >= 0 && page_no >= max_pages)
+            break;
+        char path[128], what[96];
+        snprintf(path, sizeof(path), "/api/v2/customer?itemStart=%lld&itemLimit=%d", start,
+                 RECONCILE_PAGE_LIMIT);
+        snprintf(what, sizeof(what), "index page at itemStart=%lld", start);
+        struct json_object *root = NULL;
+        rc = http_get_json(rd, path, what, &root, err, errlen);
+        if (rc == OMNISYNC_ENOTFOUND) {
+            snprintf(err, errlen, "%s: HTTP 404 (is base_url right?)", what);
+            rc = OMNISYNC_EHTTP;
+        }
+        if (rc != 0)
+            return rc;
+        struct reconcile_page page;
+        rc = reconcile_page_check(root, start, RECONCILE_PAGE_LIMIT, total, &page, err, errlen);
+        for (size_t i = 0; rc == 0 && i < page.nitems; i++) {
+            struct reconcile_remote r;
+            rc = reconcile_remote_parse(json_object_array_get_idx(page.items, i), &r, err, errlen);
+            if (rc != 0) {
+                char detail[256];
+                snprintf(detail, sizeof(detail), "%s", err);
+                snprintf(err, errlen, "%s: %s", what, detail);
+                break;
+            }
+            if (r.primary_id == NULL ||
+                (rd->o->src->brand_id_column == NULL && key_brand(cfg, r.brand_id) != 0)) {
+                reconcile_remote_free(&r); /* not omnisync's: no external id, another brand */
+                continue;
+            }
+            r.brand_id = key_brand(cfg, r.brand_id);
+            if (rs->n == rs->cap) {
+                size_t cap = rs->cap ? rs->cap * 2 : 1024;
+                struct reconcile_remote *grown = realloc(rs->v, cap * sizeof(*grown));
+                if (grown == NULL) {
+                    reconcile_remote_free(&r);
+                    rc = OMNISYNC_ENOMEM;
+                    snprintf(err, errlen, "out of memory");
+                    break;
+                }
+                rs->v = grown;
+                rs->cap = cap;
+            }
+            rs->v[rs->n++] = r;
+        }
+        json_object_put(root);
+        if (rc != 0)
+            return rc;
+        if (total < 0) {
+            total = page.item_total;
+            max_pages = (total + RECONCILE_PAGE_LIMIT - 1) / RECONCILE_PAGE_LIMIT;
+        }
+        report->pages++;
+        report_progress(rd, report->pages, max_pages, 0, 0);
+        if (start + RECONCILE_PAGE_LIMIT >= total)
+            break;
+    }
+    if (rs->n > 0) /* qsort and bsearch want an array, even of nothing */
+        qsort(rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
+    report->omnidesk_customers = (long long)rs->n;
+    return OMNISYNC_OK;
+}
+
+/* Replaces what `r` knows of custom fields (and names, channels) with the item endpoint's. */
+static int read_item(struct reader *rd, struct reconcile_remote *r, int *gone, char *err,
+                     size_t errlen)
+{
+    char path[128], what[96];
+    long long brand = r->brand_id ? r->brand_id : rd->o->cfg->brand_id;
+    snprintf(path, sizeof(path), "/api/v2/customer/%lld?brandID=%lld", r->id, brand);
+    snprintf(what, sizeof(what), "customer %lld", r->id);
+    struct json_object *root = NULL, *customer = NULL;
+    *gone = 0;
+    int rc = http_get_json(rd, path, what, &root, err, errlen);
+    if (rc == OMNISYNC_ENOTFOUND) {
+        *gone = 1; /* deleted between the index and now */
+        return OMNISYNC_OK;
+    }
+    if (rc != 0)
+        return rc;
+    if (!json_object_is_type(root, json_type_object) ||
+        !json_object_object_get_ex(root, "customer", &customer))
+        customer = root; /* the customer at the top level */
+    struct reconcile_remote fresh;
+    rc = reconcile_remote_parse(customer, &fresh, err, errlen);
+    if (rc == 0) {
+        fresh.brand_id = r->brand_id;
+        fresh.seen = r->seen;
+        free(fresh.primary_id);
+        fresh.primary_id = r->primary_id; /* the key the array is sorted by stays */
+        r->primary_id = NULL;
+        reconcile_remote_free(r);
+        *r = fresh;
+        /* An item that does not list custom fields has none set. */
+        r->custom_known = 1;
+    } else {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", err);
+        snprintf(err, errlen, "%s: %s", what, detail);
+    }
+    json_object_put(root);
+    return rc;
+}
+
+/* ---- the CRM's side ---- */
+
+static void forget_channel(struct reconcile_entry *e, const char *type, const char *value)
+{
+    char *key = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (e->forget_channels[i] == NULL) {
+            if (asprintf(&key, "%s:%s", type, value) >= 0)
+                e->forget_channels[i] = key;
+            return;
+        }
+    }
+}
+
+/* Compares one CRM row (its key, mapped columns as JSON text, outbox brand). */
+static int compare_row(struct reader *rd, struct remotes *rs, const char *key, const char *data,
+                       long long brand, struct reconcile_report *report, char *err, size_t errlen)
+{
+    const struct reconcile_options *o = rd->o;
+    struct json_object *new_data = json_tokener_parse(data);
+    if (new_data == NULL) {
+        snprintf(err, errlen, "CRM row %s: its mapped columns are not JSON", key);
+        return OMNISYNC_EDB;
+    }
+    /* What a delivery would send: the row as one full-state change, through mapping and
+     * validation (and so through any name normalisation the source configures). */
+    struct mapping_row row = {.id = 0, .op = "reconcile", .old_data = NULL, .new_data = new_data};
+    struct mapping_plan plan;
+    size_t planned = 0;
+    int n = mapping_plan_rows(o->cfg, o->src, &row, 1, &plan, &planned);
+    if (n < 0) {
+        json_object_put(new_data);
+        snprintf(err, errlen, "out of memory");
+        return OMNISYNC_ENOMEM;
+    }
+    int rc = OMNISYNC_OK;
+    if (plan.kind != MAPPING_UPSERT && plan.kind != MAPPING_INVALID)
+        goto out; /* flagged for erasure: omnisync would purge it, not send it */
+    report->crm_customers++;
+    long long want_brand = key_brand(o->cfg, brand);
+    struct reconcile_remote *remote = remotes_find(rs, want_brand, key);
+    if (remote != NULL && remote->seen)
+        remote = NULL; /* two CRM rows with one key cannot both match */
+    if (remote != NULL && plan.kind == MAPPING_UPSERT && reconcile_needs_item(&plan, remote)) {
+        int gone = 0;
+        rc = read_item(rd, remote, &gone, err, errlen);
+        report->items++;
+        if (rc != 0)
+            goto out;
+        if (gone) {
+            remote->seen = 1; /* not extra either: it is gone */
+            remote = NULL;
+        }
+    }
+    if (remote != NULL)
+        remote->seen = 1;
+    struct reconcile_diff diff;
+    enum reconcile_kind kind = reconcile_compare(&plan, remote, &diff);
+    if (kind == RECONCILE_IN_STEP) {
+        report->in_step++;
+        goto out;
+    }
+    rc = reconcile_report_add(report, key, brand, &diff,
+                              o->show_data ? reconcile_values(&plan, remote, &diff) : NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    struct reconcile_entry *e = &report->entries[report->nentries - 1];
+    e->forget_created = kind == RECONCILE_MISSING;
+    for (size_t i = 0; i < diff.nfields; i++) {
+        if (strcmp(diff.fields[i], "email") == 0)
+            forget_channel(e, "email", plan.email);
+        else if (strcmp(diff.fields[i], "telephone") == 0)
+            forget_channel(e, "telephone", plan.telephone);
+    }
+out:
+    mapping_plan_free(&plan);
+    json_object_put(new_data);
+    return rc;
+}
+
+static int read_crm(struct reader *rd, PGconn *conn, const char *sql, struct remotes *rs,
+                    struct reconcile_report *report, long long pages_total, char *err,
+                    size_t errlen)
+{
+    char *last = NULL;
+    int rc = OMNISYNC_OK;
+    for (;;) {
+        if (rd->o->stop != NULL && *rd->o->stop) {
+            snprintf(err, errlen, "interrupted");
+            rc = OMNISYNC_ECANCELED;
+            break;
+        }
+        PGresult *res = NULL;
+        const char *params[] = {last, CRM_PAGE};
+        rc = db_query(conn, sql, 2, params, &res, err, errlen);
+        if (rc != 0)
+            break;
+        int rows = PQntuples(res);
+        for (int i = 0; i < rows && rc == 0; i++)
+            rc = compare_row(rd, rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                             atoll(PQgetvalue(res, i, 2)), report, err, errlen);
+        if (rc == 0 && rows > 0) {
+            free(last);
+            last = strdup(PQgetvalue(res, rows - 1, 0));
+            if (last == NULL)
+                rc = OMNISYNC_ENOMEM;
+        }
+        PQclear(res);
+        if (rc != 0 || rows < atoi(CRM_PAGE))
+            break;
+        report_progress(rd, report->pages, pages_total, report->crm_customers, 0);
+    }
+    free(last);
+    return rc;
+}
+
+/* Customers of Omnidesk that no CRM row matched. */
+static int add_extra(struct reader *rd, struct remotes *rs, struct reconcile_report *report)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        const struct reconcile_remote *r = &rs->v[i];
+        if (r->seen)
+            continue;
+        struct reconcile_diff diff = {.kind = RECONCILE_EXTRA};
+        struct json_object *values = NULL;
+        if (rd->o->show_data) {
+            struct mapping_plan none = {.kind = MAPPING_NOTHING};
+            values = reconcile_values(&none, r, &diff);
+        }
+        if (reconcile_report_add(report, r->primary_id, r->brand_id, &diff, values) != 0)
+            return OMNISYNC_ENOMEM;
+    }
+    return OMNISYNC_OK;
+}
+
+/* ---- the outbox ---- */
+
+struct open_key {
+    long long brand;
+    char *primary_id;
+};
+
+static int open_key_cmp(const void *a, const void *b)
+{
+    const struct open_key *x = a, *y = b;
+    if (x->brand != y->brand)
+        return x->brand < y->brand ? -1 : 1;
+    return strcmp(x->primary_id, y->primary_id);
+}
+
+/* Customers with rows not yet delivered are `pending`: delivery is on its way. Read after both
+ * sides, so a change made during the run counts too. */
+static int mark_pending(PGconn *conn, const char *source, struct reconcile_report *report,
+                        char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    const char *params[] = {source};
+    int rc = db_query(conn,
+                      "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
+                      "WHERE source = $1 AND status IN ('pending', 'held')",
+                      1, params, &res, err, errlen);
+    if (rc != 0)
+        return rc;
+    int n = PQntuples(res);
+    struct open_key *keys = n ? calloc((size_t)n, sizeof(*keys)) : NULL;
+    if (n > 0 && keys == NULL) {
+        PQclear(res);
+        return OMNISYNC_ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        keys[i].brand = atoll(PQgetvalue(res, i, 0));
+        keys[i].primary_id = PQgetvalue(res, i, 1);
+    }
+    if (n > 0)
+        qsort(keys, (size_t)n, sizeof(*keys), open_key_cmp);
+    for (size_t i = 0; i < report->nentries && n > 0; i++) {
+        struct open_key k = {report->entries[i].brand_id, report->entries[i].primary_id};
+        if (bsearch(&k, keys, (size_t)n, sizeof(*keys), open_key_cmp) != NULL)
+            reconcile_report_set_pending(report, i);
+    }
+    free(keys);
+    PQclear(res);
+    return OMNISYNC_OK;
+}
+
+static struct json_object *repair_item(const struct reconcile_entry *e)
+{
+    struct json_object *w = json_object_new_object();
+    json_object_object_add(w, "p", json_object_new_string(e->primary_id));
+    json_object_object_add(w, "reset", json_object_new_boolean(e->forget_created));
+    struct json_object *forget = json_object_new_array();
+    for (int i = 0; i < 2; i++) {
+        if (e->forget_channels[i] != NULL)
+            json_object_array_add(forget, json_object_new_string(e->forget_channels[i]));
+    }
+    json_object_object_add(w, "forget", forget);
+    return w;
+}
+
+/* Enqueues one 'reconcile' row per missing or different customer, in batches, each batch one
+ * transaction. */
+static int repair(PGconn *conn, const char *sql, const char *start_id,
+                  struct reconcile_report *report, char *err, size_t errlen)
+{
+    size_t i = 0;
+    int rc = OMNISYNC_OK;
+    while (rc == 0 && i < report->nentries) {
+        struct json_object *batch = json_object_new_array();
+        size_t wanted = 0;
+        for (; i < report->nentries && wanted < REPAIR_BATCH; i++) {
+            const struct reconcile_entry *e = &report->entries[i];
+            if (e->kind != RECONCILE_MISSING && e->kind != RECONCILE_DIFFERENT)
+                continue;
+            json_object_array_add(batch, repair_item(e));
+            wanted++;
+        }
+        if (wanted > 0) {
+            PGresult *res = NULL;
+            const char *params[] = {json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN),
+                                    start_id};
+            rc = db_exec(conn, "BEGIN", err, errlen);
+            if (rc == 0)
+                rc = db_query(conn, sql, 2, params, &res, err, errlen);
+            long long n = rc == 0 ? PQntuples(res) : 0;
+            PQclear(res);
+            if (rc == 0)
+                rc = db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
+            if (rc != 0) {
+                char ignored[128];
+                if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {
+                    /* the connection is gone; the server rolled back */
+                }
+            } else {
+                report->enqueued += n;
+                report->repair_skipped += (long long)wanted - n;
+            }
+        }
+        json_object_put(batch);
+    }
+    return rc;
+}
+
+/* The run's figures, for `omnisync status`: an operator action like backfill's, no values. */
+static int record_run(PGconn *conn, const struct reconcile_report *r, int repaired, char *err,
+                      size_t errlen)
+{
+    char summary[256];
+    snprintf(summary, sizeof(summary),
+             "crm=%lld omnidesk=%lld in_step=%lld missing=%lld different=%lld extra=%lld "
+             "unsendable=%lld pending=%lld%s",
+             r->crm_customers, r->omnidesk_customers, r->in_step, r->counts[RECONCILE_MISSING],
+             r->counts[RECONCILE_DIFFERENT], r->counts[RECONCILE_EXTRA],
+             r->counts[RECONCILE_UNSENDABLE], r->counts[RECONCILE_PENDING],
+             repaired ? " repair" : "");
+    char enq[64] = "";
+    if (repaired)
+        snprintf(enq, sizeof(enq), " enqueued=%lld", r->enqueued);
+    char reason[320];
+    snprintf(reason, sizeof(reason), "%s%s", summary, enq);
+    const char *params[] = {r->source, reason};
+    return db_query(conn,
+                    "INSERT INTO omnisync.operator_action (action, source, reason) "
+                    "VALUES ('reconcile', $1, $2)",
+                    2, params, NULL, err, errlen);
+}
+
+int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen)
+{
+    return db_query(conn,
+                    "SELECT DISTINCT ON (source) source, at AS finished_at, db_user, reason AS "
+                    "figures FROM omnisync.operator_action WHERE action = 'reconcile' "
+                    "ORDER BY source, at DESC",
+                    0, NULL, out, err, errlen);
+}
+
+int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
+                  char *err, size_t errlen)
+{
+    struct reader rd;
+    struct remotes rs = {0};
+    char *read_sql = NULL, *repair_sql = NULL, start_id[32] = "0";
+    PGresult *res = NULL;
+    int rc = reader_init(&rd, o, err, errlen);
+    if (rc == 0)
+        rc = schema_reconcile_sql(conn, o->src, &read_sql, &repair_sql, err, errlen);
+    /* Rows newer than this were written while the run read: their customers are not repaired
+     * with what this run saw. */
+    if (rc == 0)
+        rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res, err,
+                      errlen);
+    if (rc == 0)
+        snprintf(start_id, sizeof(start_id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (rc == 0)
+        rc = read_index(&rd, &rs, report, err, errlen);
+    if (rc == 0)
+        rc = read_crm(&rd, conn, read_sql, &rs, report, report->pages, err, errlen);
+    if (rc == 0)
+        rc = add_extra(&rd, &rs, report);
+    if (rc == 0)
+        rc = mark_pending(conn, o->src->name, report, err, errlen);
+    if (rc == 0 && o->repair)
+        rc = repair(conn, repair_sql, start_id, report, err, errlen);
+    if (rc == 0)
+        rc = record_run(conn, report, o->repair, err, errlen);
+    if (rc == OMNISYNC_ENOMEM && err[0] == '\0')
+        snprintf(err, errlen, "out of memory");
+    free(read_sql);
+    free(repair_sql);
+    remotes_free(&rs);
+    reader_free(&rd);
+    return rc;
+}

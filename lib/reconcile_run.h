@@ -1,0 +1,59 @@
+/*
+ * reconcile_run: one reconcile run, reading both sides (DESIGN §5, issue 19).
+ *
+ * Reads every customer of the configured brand from Omnidesk's index endpoint
+ * (GET /api/v2/customer?itemStart=N&itemLimit=99, page by page, at `rate` requests per second,
+ * honouring Retry-After, retrying transient failures with capped backoff) and the item endpoint
+ * for customers whose index entry does not list their custom fields; then the CRM table through
+ * the source's mapping in keyset pages, comparing each row as reconcile.c does. Outbox rows not
+ * yet delivered make their customer `pending`. With `repair`, missing and different customers
+ * get one outbox row of op 'reconcile' each, carrying the CRM's current state.
+ *
+ * A run that could not read every page is an error and enqueues nothing: a partial read would
+ * call every customer on the unread pages missing. Blocking: it runs in a command (or a child
+ * process of the daemon), never on the daemon's loop.
+ */
+#ifndef OMNISYNC_RECONCILE_RUN_H
+#define OMNISYNC_RECONCILE_RUN_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include "config.h"
+#include "errors.h"
+#include "reconcile.h"
+
+struct reconcile_progress {
+    long long pages_read;
+    long long pages_total; /* -1 until the first page said itemTotal */
+    long long compared;    /* CRM customers compared so far */
+    double seconds;        /* since the run started */
+    double eta_seconds;    /* estimate of the time left, -1 when unknown */
+};
+
+struct reconcile_options {
+    const struct config *cfg;        /* borrowed, with the API key loaded */
+    const struct config_source *src; /* borrowed */
+    double rate;                     /* API requests per second; 0 = no limit */
+    int repair;                      /* enqueue repairs for missing and different customers */
+    int show_data;                   /* keep values in the report */
+    volatile sig_atomic_t *stop;     /* set by a signal handler: stop (OMNISYNC_ECANCELED) */
+    void (*progress)(void *arg, const struct reconcile_progress *p); /* may be NULL */
+    void *arg;
+};
+
+/*
+ * Runs one reconcile of o->src over `conn`, filling `report` (initialised by the caller, freed by
+ * the caller in every case). Returns 0, or a negative code with the reason in err: OMNISYNC_EHTTP
+ * (Omnidesk could not be read: down, key refused, every retry failed), OMNISYNC_EINVAL (an answer
+ * of the wrong shape, an index that never ends), OMNISYNC_EDB, OMNISYNC_ENOMEM,
+ * OMNISYNC_ECANCELED. On failure nothing has been enqueued.
+ */
+int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
+                  char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* The last completed run per source (source, finished_at, db_user, figures), for `status`.
+ * *out is the caller's to PQclear. 0 or OMNISYNC_EDB with err set. */
+int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+#endif
