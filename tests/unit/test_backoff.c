@@ -414,6 +414,7 @@ static Suite *backoff_suite(void)
     TCase *tc;
 
     tc = tcase_create("delay");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, cap_doubles_then_stops_at_max);
     tcase_add_test(tc, cap_never_overflows);
     tcase_add_test(tc, cap_degenerate_policies);
@@ -426,6 +427,7 @@ static Suite *backoff_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("retry_after");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, retry_after_delta_seconds);
     tcase_add_test(tc, retry_after_clamps_to_max);
     tcase_add_test(tc, retry_after_http_dates);

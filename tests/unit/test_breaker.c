@@ -506,12 +506,14 @@ static Suite *breaker_suite(void)
     TCase *tc;
 
     tc = tcase_create("config");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, config_defaults);
     tcase_add_test(tc, config_is_normalised);
     tcase_add_test(tc, state_names);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("opening");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, scattered_failures_do_not_open);
     tcase_add_test(tc, too_few_requests_to_judge);
     tcase_add_test(tc, threshold_is_inclusive);
@@ -522,6 +524,7 @@ static Suite *breaker_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("open");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, open_allows_no_delivery_and_ignores_stragglers);
     tcase_add_test(tc, probe_only_when_due_and_only_one);
     tcase_add_test(tc, probe_intervals_grow_to_the_cap);
@@ -531,6 +534,7 @@ static Suite *breaker_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("probe");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, successful_probe_closes_and_clears_history);
     tcase_add_test(tc, permanent_probe_answer_closes);
     tcase_add_test(tc, failed_probe_reopens);

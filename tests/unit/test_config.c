@@ -635,6 +635,7 @@ static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_minimal_defaults);
     tcase_add_test(tc, test_full_design_example);

@@ -566,6 +566,7 @@ int main(void)
 {
     Suite *s = suite_create("log");
     TCase *tc = tcase_create("log");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, test_logfmt_line);
     tcase_add_test(tc, test_json_line);
     tcase_add_test(tc, test_level_filter);

@@ -337,6 +337,7 @@ int main(void)
 {
     Suite *s = suite_create("mapping");
     TCase *tc = tcase_create("mapping");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_checked_fixture(tc, setup, validate_close);
     tcase_add_test(tc, test_coalesced_upsert);
     tcase_add_test(tc, test_channel_only_change_needs_no_update);

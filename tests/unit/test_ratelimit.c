@@ -402,6 +402,7 @@ static Suite *ratelimit_suite(void)
     TCase *tc;
 
     tc = tcase_create("bucket");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, init_burst_defaults);
     tcase_add_test(tc, burst_then_refill_exactly);
     tcase_add_test(tc, explicit_burst_smaller_than_rate);
@@ -414,6 +415,7 @@ static Suite *ratelimit_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("reload");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, set_rate_keeps_tokens_capped);
     tcase_add_test(tc, set_rate_between_limited_and_unlimited);
     tcase_add_test(tc, set_rate_keeps_pause);
@@ -421,6 +423,7 @@ static Suite *ratelimit_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pause");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, pause_blocks_then_lets_one_through);
     tcase_add_test(tc, pause_is_never_shortened);
     tcase_add_test(tc, pause_in_the_past_changes_nothing);

@@ -270,6 +270,7 @@ int main(void)
 {
     Suite *s = suite_create("reconcile");
     TCase *tc = tcase_create("reconcile");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_in_step_and_missing);
     tcase_add_test(tc, test_different_names_fields);

@@ -41,6 +41,7 @@ int main(void)
 {
     Suite *s = suite_create("textcut");
     TCase *tc = tcase_create("cuts");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, test_boundary);
     tcase_add_test(tc, test_prefix_and_printf);
     suite_add_tcase(s, tc);

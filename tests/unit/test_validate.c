@@ -946,6 +946,7 @@ static Suite *validate_suite(void)
     TCase *tc;
 
     tc = tcase_create("name");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, name_valid_examples);
     tcase_add_test(tc, name_invalid_examples);
     tcase_add_test(tc, name_required_and_min_length);
@@ -955,23 +956,27 @@ static Suite *validate_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("telephone");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, telephone_valid);
     tcase_add_test(tc, telephone_min_length);
     tcase_add_test(tc, telephone_invalid);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("email");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, email_valid);
     tcase_add_test(tc, email_invalid);
     tcase_add_test(tc, email_length_limit);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("channel_id");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, channel_id_valid);
     tcase_add_test(tc, channel_id_invalid);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("normalize");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_test(tc, normalize_name_trims_and_collapses);
     tcase_add_test(tc, normalize_name_capacity);
     tcase_add_test(tc, normalize_name_bad_arguments);
@@ -982,6 +987,7 @@ static Suite *validate_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("transliterate");
+    tcase_set_timeout(tc, 60); /* CPU-bound cases on a loaded CI machine */
     tcase_add_checked_fixture(tc, NULL, close_transliterator);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, translit_each_script);
