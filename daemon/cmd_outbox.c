@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "outbox.h"
+#include "operator.h"
 
 struct outbox_opts {
     struct outbox_filter filter;
