@@ -145,8 +145,6 @@ struct json_object *outbox_outcome_json(const struct delivery_outcome *d)
     json_object_object_add(o, "delay_ms", json_object_new_int64(d->delay_ms));
     json_object_object_add(o, "spend", json_object_new_int(d->spend));
     json_object_object_add(o, "purged", json_object_new_boolean(d->purged));
-    if (d->refused)
-        json_object_object_add(o, "refused", json_object_new_boolean(1));
     struct json_object *attempts = json_object_new_array();
     for (size_t i = 0; i < d->nattempts; i++)
         json_object_array_add(attempts, attempt_json(&d->attempts[i]));

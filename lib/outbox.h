@@ -75,7 +75,6 @@ struct delivery_outcome {
     long long delay_ms;              /* retry: next attempt after this */
     int spend;                       /* the outcome spends an attempt of its rows */
     int purged;                      /* the customer was purged */
-    int refused;                     /* replaces an outcome the database refused (recorder) */
     int names_transliterated;        /* for metrics only: names sent transliterated */
     struct outbox_sync *sync;        /* NULL: sync_state unchanged (owned) */
     struct outbox_attempt *attempts; /* the plan's requests (owned) */
