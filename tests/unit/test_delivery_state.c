@@ -13,6 +13,8 @@
 #include "delivery.h"
 #include "outbox.h"
 
+/* The table reads best one scenario to a few lines. */
+// clang-format off
 #define ANN "{\"primary_id\":\"C1\",\"firstname\":\"Ann\",\"lastname\":\"Lee\",\"email\":\"a@x.nl\",\"telephone\":\"+31612345678\"}"
 #define ANNE "{\"primary_id\":\"C1\",\"firstname\":\"Anne\",\"lastname\":\"Lee\",\"email\":\"a@x.nl\",\"telephone\":\"+31612345678\"}"
 #define ANN_NEW_MAIL "{\"primary_id\":\"C1\",\"firstname\":\"Ann\",\"lastname\":\"Lee\",\"email\":\"b@x.nl\",\"telephone\":\"+31612345678\"}"
@@ -217,6 +219,8 @@ static const struct scenario scenarios[] = {
      {{OUTBOX_RETRY, 1, "HTTP", 1, 0}, {OUTBOX_RETRY, 0, NULL, 1, -1}}},
 };
 
+// clang-format on
+
 static const char *endpoint_name(int e)
 {
     return e == RESERVE ? "reserve" : e == END ? "end" : omnidesk_endpoint_name(e);
@@ -300,8 +304,8 @@ static void run(const struct scenario *sc)
         ck_assert_msg((int)o->nrows == w->nrows, "%s: outcome %zu: %zu rows", sc->name, i,
                       o->nrows);
         ck_assert_int_eq(o->sent_id, o->rows[o->nrows - 1]);
-        const char *text = o->status == OUTBOX_DONE || o->status == OUTBOX_HELD ? o->result
-                                                                                : o->error;
+        const char *text =
+            o->status == OUTBOX_DONE || o->status == OUTBOX_HELD ? o->result : o->error;
         if (w->text != NULL)
             ck_assert_msg(text != NULL && strstr(text, w->text) != NULL,
                           "%s: outcome %zu: \"%s\", expected \"%s\"", sc->name, i,
