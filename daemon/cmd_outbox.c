@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "operator.h"
 #include "reconcile_run.h"
-#include "outbox.h"
 
 struct outbox_opts {
     struct outbox_filter filter;

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "outbox.h"
+#include "operator.h"
 
 struct pause_opts {
     const char *source;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "outbox.h"
+#include "operator.h"
 
 static const char usage[] =
     "usage: omnisync [--config FILE] purges list [--json]\n"

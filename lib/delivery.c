@@ -18,7 +18,6 @@
 #include "textcut.h"
 #include "validate.h"
 
-enum plan_step { STEP_SEND, STEP_RESERVE, STEP_DONE, STEP_FAILED, STEP_HELD };
 
 static uint64_t default_random(void)
 {
@@ -32,6 +31,42 @@ static double now_epoch(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* ---- the state ---- */
+
+static const char *const state_names[DELIVERY_STATE_COUNT] = {
+    [DELIVERY_STATE_NEXT] = "next",
+    [DELIVERY_STATE_LOOKUP] = "lookup",
+    [DELIVERY_STATE_CREATE] = "create",
+    [DELIVERY_STATE_UPDATE] = "update",
+    [DELIVERY_STATE_ADD_CHANNEL] = "add_channel",
+    [DELIVERY_STATE_RESERVE] = "reserve",
+    [DELIVERY_STATE_PURGE] = "purge",
+    [DELIVERY_STATE_DONE] = "done",
+    [DELIVERY_STATE_FAILED] = "failed",
+    [DELIVERY_STATE_STOPPED] = "stopped",
+    [DELIVERY_STATE_HELD] = "held",
+    [DELIVERY_STATE_FINISHED] = "finished",
+};
+
+const char *delivery_state_name(enum delivery_state state)
+{
+    return (unsigned)state < DELIVERY_STATE_COUNT ? state_names[state] : "?";
+}
+
+/* Every change of state goes through here (as curl's multi.c mstate()), traced at debug level
+ * with the row the current plan sends. */
+static void set_state(struct delivery *d, enum delivery_state state)
+{
+    if (d->state == state)
+        return;
+    long long id = d->current < d->nplans ? d->plans[d->current].sent_id
+                   : d->nrows > 0         ? d->rows[0].id
+                                          : 0;
+    log_debug("delivery state outbox_id=%lld from=%s to=%s", id, delivery_state_name(d->state),
+              delivery_state_name(state));
+    d->state = state;
 }
 
 /* ---- what we know of the customer ---- */
@@ -70,39 +105,33 @@ static void sync_forget(struct delivery_sync *s)
     s->omnidesk_id = 0;
 }
 
-static void sync_parse(struct delivery_sync *s, const char *json)
+static void sync_load(struct delivery_sync *s, const struct outbox_sync *from)
 {
-    if (json == NULL)
+    if (from == NULL)
         return;
-    struct json_object *obj = json_tokener_parse(json), *v;
-    if (obj == NULL)
-        return;
-    if (json_object_object_get_ex(obj, "created", &v))
-        s->created = json_object_get_boolean(v);
-    if (json_object_object_get_ex(obj, "create_unknown", &v))
-        s->create_unknown = json_object_get_boolean(v);
-    if (json_object_object_get_ex(obj, "omnidesk_id", &v) && v != NULL)
-        s->omnidesk_id = json_object_get_int64(v);
-    if (json_object_object_get_ex(obj, "channels", &v) && json_object_is_type(v, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(v); i++)
-            sync_add(s, json_object_get_string(json_object_array_get_idx(v, i)));
-    }
-    json_object_put(obj);
+    s->created = from->created;
+    s->create_unknown = from->create_unknown;
+    s->omnidesk_id = from->omnidesk_id;
+    for (size_t i = 0; i < from->nchannels; i++)
+        sync_add(s, from->channels[i]);
 }
 
-static struct json_object *sync_json(const struct delivery_sync *s, int reset)
+/* A copy of what is known now, for an outcome; NULL when out of memory. */
+static struct outbox_sync *sync_copy(const struct delivery_sync *s, int reset)
 {
-    struct json_object *obj = json_object_new_object();
-    json_object_object_add(obj, "reset", json_object_new_boolean(reset));
-    json_object_object_add(obj, "created", json_object_new_boolean(s->created));
-    json_object_object_add(obj, "create_unknown", json_object_new_boolean(s->create_unknown));
-    json_object_object_add(obj, "omnidesk_id",
-                           s->omnidesk_id > 0 ? json_object_new_int64(s->omnidesk_id) : NULL);
-    struct json_object *channels = json_object_new_array();
-    for (size_t i = 0; i < s->nchannels; i++)
-        json_object_array_add(channels, json_object_new_string(s->channels[i]));
-    json_object_object_add(obj, "channels", channels);
-    return obj;
+    struct outbox_sync *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->reset = reset;
+    c->created = s->created;
+    c->create_unknown = s->create_unknown;
+    c->omnidesk_id = s->omnidesk_id;
+    c->channels = s->nchannels ? calloc(s->nchannels, sizeof(*c->channels)) : NULL;
+    for (size_t i = 0; c->channels != NULL && i < s->nchannels; i++) {
+        if ((c->channels[i] = strdup(s->channels[i])) != NULL)
+            c->nchannels++;
+    }
+    return c;
 }
 
 static void start_plan(struct delivery *d);
@@ -111,7 +140,7 @@ static void start_plan(struct delivery *d);
 
 int delivery_init(struct delivery *d, const struct config *cfg, const struct config_source *src,
                   long long brand_id, const char *primary_id, struct delivery_row *rows,
-                  size_t nrows, const char *sync_text)
+                  size_t nrows, const struct outbox_sync *sync)
 {
     memset(d, 0, sizeof(*d));
     d->cfg = cfg;
@@ -126,10 +155,8 @@ int delivery_init(struct delivery *d, const struct config *cfg, const struct con
         nrows = DELIVERY_MAX_ROWS;
     memcpy(d->rows, rows, nrows * sizeof(rows[0]));
     d->nrows = nrows;
-    sync_parse(&d->sync, sync_text);
-    d->outcomes = json_object_new_array();
-    d->attempts = json_object_new_array();
-    if (d->primary_id == NULL || d->outcomes == NULL || d->attempts == NULL)
+    sync_load(&d->sync, sync);
+    if (d->primary_id == NULL)
         goto fail;
 
     struct mapping_row mrows[DELIVERY_MAX_ROWS];
@@ -161,9 +188,12 @@ void delivery_free(struct delivery *d)
     }
     d->nrows = 0;
     sync_forget(&d->sync);
-    json_object_put(d->attempts);
-    json_object_put(d->outcomes);
-    d->attempts = d->outcomes = NULL;
+    free(d->attempts);
+    d->attempts = NULL;
+    d->nattempts = d->attempts_cap = 0;
+    for (size_t i = 0; i < d->noutcomes; i++)
+        delivery_outcome_free(&d->outcomes[i]);
+    d->noutcomes = 0;
     free(d->primary_id);
     d->primary_id = NULL;
 }
@@ -174,18 +204,17 @@ void delivery_free(struct delivery *d)
 static void start_plan(struct delivery *d)
 {
     d->verify_first = 0;
-    d->current_failed = 0;
     d->searched = d->created_now = d->create_rejected = d->update_done = d->recreated = 0;
-    d->purge_reserved = d->purge_gone = d->purge_done = 0;
+    d->purge_reserved = d->purge_done = 0;
     d->channels_added = 0;
     d->last_status = 0;
     d->last_error[0] = '\0';
     d->retry_after_ms = -1;
     d->stop = DELIVERY_STOP_NONE;
-    json_object_put(d->attempts);
-    d->attempts = json_object_new_array();
+    d->nattempts = 0;
     if (d->current >= d->nplans)
         return;
+    set_state(d, DELIVERY_STATE_NEXT);
     /* A retry, rows a dead process held, or a create whose outcome is unknown (whatever
      * released its rows afterwards: a breaker, a drain, the database away) may find that an
      * earlier attempt applied: look the customer up first instead of trusting sync_state. */
@@ -205,67 +234,74 @@ static void advance(struct delivery *d)
     start_plan(d);
 }
 
-static struct json_object *row_ids(const struct delivery *d, size_t first, size_t last)
-{
-    struct json_object *ids = json_object_new_array();
-    for (size_t i = first; i <= last && i < d->nrows; i++)
-        json_object_array_add(ids, json_object_new_int64(d->rows[i].id));
-    return ids;
-}
-
 /* The operation an outcome of the current plan stands for, as a metrics label. */
-static const char *outcome_op(const struct delivery *d)
+static enum metrics_op outcome_op(const struct delivery *d)
 {
     if (d->current >= d->nplans)
-        return "none";
+        return METRICS_OP_NONE;
     const struct mapping_plan *p = &d->plans[d->current];
     switch (p->kind) {
     case MAPPING_PURGE:
-        return "purge";
+        return METRICS_OP_PURGE;
     case MAPPING_TRUNCATE:
-        return "truncate";
+        return METRICS_OP_TRUNCATE;
     case MAPPING_NOTHING:
-        return "none";
+        return METRICS_OP_NONE;
     default:
         if (d->created_now)
-            return "create";
+            return METRICS_OP_CREATE;
         if (d->update_done)
-            return "update";
+            return METRICS_OP_UPDATE;
         if (d->channels_added > 0 && d->sync.created)
-            return "add_channel";
-        return d->sync.created ? "update" : "create";
+            return METRICS_OP_ADD_CHANNEL;
+        return d->sync.created ? METRICS_OP_UPDATE : METRICS_OP_CREATE;
     }
 }
 
-/* Appends one outcome for rows[first..last]. */
-static void add_outcome(struct delivery *d, size_t first, size_t last, const char *status,
-                        const char *result, const char *error, int http_status, long long delay_ms,
-                        int spend, int purged, int with_sync)
+static char *copy_text(const char *s)
 {
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "source", json_object_new_string(d->source_name));
-    json_object_object_add(o, "brand_id", json_object_new_int64(d->brand_id));
-    json_object_object_add(o, "primary_id", json_object_new_string(d->primary_id));
-    json_object_object_add(o, "rows", row_ids(d, first, last));
-    json_object_object_add(o, "sent_id", json_object_new_int64(d->rows[last].id));
-    json_object_object_add(o, "status", json_object_new_string(status));
-    /* For metrics only (record_outcomes ignores them): what was done, and since when the
-     * oldest change of these rows waited. */
-    json_object_object_add(o, "op", json_object_new_string(outcome_op(d)));
-    json_object_object_add(o, "first_created", json_object_new_double(d->rows[first].created_epoch));
-    if (result != NULL)
-        json_object_object_add(o, "result", json_object_new_string(result));
-    if (error != NULL && *error != '\0')
-        json_object_object_add(o, "error", json_object_new_string(error));
-    if (http_status > 0)
-        json_object_object_add(o, "http_status", json_object_new_int(http_status));
-    json_object_object_add(o, "delay_ms", json_object_new_int64(delay_ms));
-    json_object_object_add(o, "spend", json_object_new_int(spend));
-    json_object_object_add(o, "purged", json_object_new_boolean(purged));
-    json_object_object_add(o, "attempts", json_object_get(d->attempts));
-    if (with_sync)
-        json_object_object_add(o, "sync", sync_json(&d->sync, purged));
-    json_object_array_add(d->outcomes, o);
+    return s != NULL ? strdup(s) : NULL;
+}
+
+/*
+ * Appends the outcome of rows[first..last] with `status`, spending an attempt or not; the
+ * caller fills in what else it says (result, error, delay, sync). It carries the current plan's
+ * requests. Never NULL: an outcome that cannot be allocated in full still names its rows if it
+ * can (a row it cannot name stays leased and is delivered again after its lease).
+ */
+static struct delivery_outcome *add_outcome(struct delivery *d, size_t first, size_t last,
+                                            enum outbox_status status, int spend)
+{
+    static struct delivery_outcome lost; /* never recorded: only when the bound is wrong */
+    if (d->noutcomes >= DELIVERY_MAX_OUTCOMES) {
+        log_error("too many outcomes for one delivery outbox_id=%lld", d->rows[last].id);
+        delivery_outcome_free(&lost);
+        return &lost;
+    }
+    struct delivery_outcome *o = &d->outcomes[d->noutcomes++];
+    memset(o, 0, sizeof(*o));
+    o->status = status;
+    o->op = outcome_op(d);
+    o->source = d->source_name;
+    o->brand_id = d->brand_id;
+    o->primary_id = d->primary_id;
+    o->rows = malloc((last - first + 1) * sizeof(*o->rows));
+    for (size_t i = first; o->rows != NULL && i <= last && i < d->nrows; i++)
+        o->rows[o->nrows++] = d->rows[i].id;
+    o->sent_id = d->rows[last].id;
+    o->first_created = d->rows[first].created_epoch;
+    o->spend = spend;
+    if (d->nattempts > 0 && (o->attempts = malloc(d->nattempts * sizeof(*o->attempts))) != NULL) {
+        memcpy(o->attempts, d->attempts, d->nattempts * sizeof(*o->attempts));
+        o->nattempts = d->nattempts;
+    }
+    return o;
+}
+
+/* The outcome says what is known of the customer now (reset: it is gone). */
+static void with_sync(const struct delivery *d, struct delivery_outcome *o, int reset)
+{
+    o->sync = sync_copy(&d->sync, reset);
 }
 
 static int plan_max_attempts(const struct delivery *d, const struct mapping_plan *p)
@@ -282,12 +318,12 @@ static int plan_max_attempts(const struct delivery *d, const struct mapping_plan
 static void release_rest(struct delivery *d, size_t from, long long delay_ms)
 {
     if (from < d->nplans) {
-        size_t first = d->plans[from].first;
-        add_outcome(d, first, d->plans[d->nplans - 1].last, "retry", NULL, NULL, 0, delay_ms, 0, 0,
-                    0);
+        struct delivery_outcome *o =
+            add_outcome(d, d->plans[from].first, d->plans[d->nplans - 1].last, OUTBOX_RETRY, 0);
+        o->delay_ms = delay_ms;
     }
     if (d->nplanned_rows < d->nrows)
-        add_outcome(d, d->nplanned_rows, d->nrows - 1, "retry", NULL, NULL, 0, 0, 0, 0, 0);
+        add_outcome(d, d->nplanned_rows, d->nrows - 1, OUTBOX_RETRY, 0);
     d->current = d->nplans;
     d->nplanned_rows = d->nrows; /* recorded */
 }
@@ -323,6 +359,7 @@ static void warn_primary_id_changed(const struct delivery *d, const struct mappi
 static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
 {
     long long delay = d->retry_after_ms > 0 ? d->retry_after_ms : 0;
+    struct delivery_outcome *o;
     if (d->stop == DELIVERY_STOP_TRANSIENT) {
         int attempts = plan_max_attempts(d, p) + 1;
         if (attempts >= d->cfg->max_attempts) {
@@ -332,7 +369,10 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
             log_warn("delivery failed: attempts exhausted outbox_id=%lld primary_id=%s "
                      "attempts=%d status=%d",
                      p->sent_id, d->primary_id, attempts, d->last_status);
-            add_outcome(d, p->first, p->last, "failed", NULL, error, d->last_status, 0, 1, 0, 1);
+            o = add_outcome(d, p->first, p->last, OUTBOX_FAILED, 1);
+            o->error = copy_text(error);
+            o->http_status = d->last_status;
+            with_sync(d, o, 0);
             advance(d);
             return;
         }
@@ -344,10 +384,15 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
         log_info("delivery will be retried outbox_id=%lld primary_id=%s attempt=%d status=%d "
                  "retry_in_ms=%lld",
                  p->sent_id, d->primary_id, attempts, d->last_status, delay);
-        add_outcome(d, p->first, p->last, "retry", NULL, d->last_error, d->last_status, delay, 1,
-                    0, 1);
+        o = add_outcome(d, p->first, p->last, OUTBOX_RETRY, 1);
+        o->error = copy_text(d->last_error);
+        o->http_status = d->last_status;
+        o->delay_ms = delay;
+        with_sync(d, o, 0);
     } else {
-        add_outcome(d, p->first, p->last, "retry", NULL, NULL, 0, delay, 0, 0, 1);
+        o = add_outcome(d, p->first, p->last, OUTBOX_RETRY, 0);
+        o->delay_ms = delay;
+        with_sync(d, o, 0);
     }
     /* Later plans of this customer wait behind this one, whatever happens to it. */
     release_rest(d, d->current + 1, 0);
@@ -371,13 +416,12 @@ static void begin_request(struct delivery_request *r, enum omnidesk_endpoint end
     r->nfields = 0;
 }
 
-static enum plan_step search(struct delivery *d, const struct mapping_plan *p,
-                             struct delivery_request *r)
+static void search(struct delivery *d, const struct mapping_plan *p, struct delivery_request *r)
 {
     begin_request(r, OMNIDESK_SEARCH);
     add_field(r, "primary_id", p->primary_id);
     add_field(r, "brand_id", d->brand_text);
-    return STEP_SEND;
+    set_state(d, DELIVERY_STATE_LOOKUP);
 }
 
 static const char *nonempty(const char *s)
@@ -385,8 +429,7 @@ static const char *nonempty(const char *s)
     return s != NULL && *s != '\0' ? s : NULL;
 }
 
-static enum plan_step create(struct delivery *d, const struct mapping_plan *p,
-                             struct delivery_request *r)
+static void create(struct delivery *d, const struct mapping_plan *p, struct delivery_request *r)
 {
     begin_request(r, OMNIDESK_CREATE);
     add_field(r, "brand_id", d->brand_text);
@@ -399,18 +442,18 @@ static enum plan_step create(struct delivery *d, const struct mapping_plan *p,
         add_field(r, "extra_telephone", p->telephone);
     for (size_t i = 0; i < p->ncustom; i++)
         add_field(r, p->custom[i].param, p->custom[i].value);
-    return STEP_SEND;
+    set_state(d, DELIVERY_STATE_CREATE);
 }
 
-static enum plan_step update(struct delivery *d, const struct mapping_plan *p,
-                             struct delivery_request *r)
+static void update(struct delivery *d, const struct mapping_plan *p, struct delivery_request *r)
 {
     if (nonempty(p->firstname) == NULL || nonempty(p->lastname) == NULL) {
         textcut_printf(d->last_error, sizeof(d->last_error),
                  "updateCustomer requires firstname and lastname; the CRM row has %s",
                  nonempty(p->firstname) ? "no lastname" : "no firstname");
         d->last_status = 0;
-        return STEP_FAILED;
+        set_state(d, DELIVERY_STATE_FAILED);
+        return;
     }
     begin_request(r, OMNIDESK_UPDATE);
     add_field(r, "externalPrimaryID", p->primary_id);
@@ -420,26 +463,29 @@ static enum plan_step update(struct delivery *d, const struct mapping_plan *p,
     /* Full state: a custom field emptied in the CRM is emptied at Omnidesk. */
     for (size_t i = 0; i < p->ncustom; i++)
         add_field(r, p->custom[i].param, p->custom[i].value ? p->custom[i].value : "");
-    return STEP_SEND;
+    set_state(d, DELIVERY_STATE_UPDATE);
 }
 
-static enum plan_step next_upsert(struct delivery *d, const struct mapping_plan *p,
-                                  struct delivery_request *r)
+/* From NEXT, an upsert: what is known of the customer decides the next request or the end. */
+static void next_upsert(struct delivery *d, const struct mapping_plan *p,
+                        struct delivery_request *r)
 {
-    if (d->current_failed)
-        return STEP_FAILED;
-    if (d->verify_first && !d->searched)
-        return search(d, p, r);
+    if (d->verify_first && !d->searched) {
+        search(d, p, r);
+        return;
+    }
     if (!d->sync.created) {
         if (d->create_rejected && d->searched) {
             /* Refused, and not there: the create's own answer is the reason to report. */
             textcut_printf(d->last_error, sizeof(d->last_error), "%s", d->reject_error);
             d->last_status = d->reject_status;
-            return STEP_FAILED;
+            set_state(d, DELIVERY_STATE_FAILED);
+        } else if (d->create_rejected) {
+            search(d, p, r);
+        } else {
+            create(d, p, r);
         }
-        if (d->create_rejected)
-            return search(d, p, r);
-        return create(d, p, r);
+        return;
     }
     int need_update = p->names_changed || d->create_rejected || d->verify_first;
     /* updateCustomer takes only both names. A customer the lookup found although sync_state
@@ -450,8 +496,10 @@ static enum plan_step next_upsert(struct delivery *d, const struct mapping_plan 
     int nameless = nonempty(p->firstname) == NULL || nonempty(p->lastname) == NULL;
     if (nameless && !d->create_rejected && !(p->names_changed && d->known_created))
         need_update = 0;
-    if (need_update && !d->update_done && !d->created_now)
-        return update(d, p, r);
+    if (need_update && !d->update_done && !d->created_now) {
+        update(d, p, r);
+        return;
+    }
     for (; d->channels_added < p->nchannels; d->channels_added++) {
         const struct mapping_channel *c = &p->channels[d->channels_added];
         char key[1100];
@@ -462,36 +510,36 @@ static enum plan_step next_upsert(struct delivery *d, const struct mapping_plan 
         add_field(r, "brand_id", d->brand_text);
         add_field(r, "primary_id", p->primary_id);
         add_field(r, strcmp(c->type, "email") == 0 ? "extra_email" : "extra_telephone", c->value);
-        return STEP_SEND;
+        set_state(d, DELIVERY_STATE_ADD_CHANNEL);
+        return;
     }
-    return STEP_DONE;
+    set_state(d, DELIVERY_STATE_DONE);
 }
 
-static enum plan_step next_purge(struct delivery *d, const struct mapping_plan *p,
-                                 struct delivery_request *r)
+/* From NEXT, a purge: the guard first, then the purge by id (a lookup finds the id). */
+static void next_purge(struct delivery *d, const struct mapping_plan *p, struct delivery_request *r)
 {
-    if (d->current_failed)
-        return STEP_FAILED;
-    if (d->purge_done || d->purge_gone)
-        return STEP_DONE;
-    if (d->cfg->max_purges_per_hour > 0 && !d->purge_reserved)
-        return STEP_RESERVE;
+    if (d->cfg->max_purges_per_hour > 0 && !d->purge_reserved) {
+        set_state(d, DELIVERY_STATE_RESERVE);
+        return;
+    }
     if (d->cfg->purge_endpoint == CONFIG_PURGE_LEGACY) {
         begin_request(r, OMNIDESK_PURGE_LEGACY);
         add_field(r, "external_id", p->primary_id);
         add_field(r, "brand_id", d->brand_text);
-        return STEP_SEND;
+        set_state(d, DELIVERY_STATE_PURGE);
+        return;
     }
     if (d->sync.omnidesk_id <= 0) {
-        if (d->searched) {
-            d->purge_gone = 1;
-            return STEP_DONE;
-        }
-        return search(d, p, r);
+        if (d->searched)
+            set_state(d, DELIVERY_STATE_DONE); /* not there: already gone */
+        else
+            search(d, p, r);
+        return;
     }
     begin_request(r, OMNIDESK_PURGE);
     r->customer_id = d->sync.omnidesk_id;
-    return STEP_SEND;
+    set_state(d, DELIVERY_STATE_PURGE);
 }
 
 static void count_result(const struct delivery *d, const struct mapping_plan *p, char *out,
@@ -500,12 +548,8 @@ static void count_result(const struct delivery *d, const struct mapping_plan *p,
     size_t added = 0;
     (void)p;
     /* channels_added walked every planned channel; count those the request log shows sent. */
-    for (size_t i = 0; i < json_object_array_length(d->attempts); i++) {
-        struct json_object *a = json_object_array_get_idx(d->attempts, i), *v;
-        if (json_object_object_get_ex(a, "step", &v) &&
-            strcmp(json_object_get_string(v), "addChannelOnly") == 0 &&
-            json_object_object_get_ex(a, "outcome", &v) &&
-            strcmp(json_object_get_string(v), "ok") == 0)
+    for (size_t i = 0; i < d->nattempts; i++) {
+        if (d->attempts[i].endpoint == OMNIDESK_ADD_CHANNEL && d->attempts[i].class == OMNIDESK_OK)
             added++;
     }
     const char *base = d->created_now   ? "created"
@@ -548,100 +592,139 @@ static void note_transliterated(const struct delivery *d, const struct mapping_p
  * (record_outcomes ignores the key). */
 static void count_transliterated(struct delivery *d, const struct mapping_plan *p)
 {
-    size_t n = json_object_array_length(d->outcomes);
+    size_t n = d->noutcomes;
     unsigned sent = sent_transliterated(d, p);
     int names = (sent & MAPPING_NAME_FIRSTNAME ? 1 : 0) + (sent & MAPPING_NAME_LASTNAME ? 1 : 0);
     if (names > 0 && n > 0)
-        json_object_object_add(json_object_array_get_idx(d->outcomes, n - 1),
-                               "names_transliterated", json_object_new_int(names));
+        d->outcomes[n - 1].names_transliterated = names;
 }
 
+/* DONE: the plan's outcome, and on to the next plan. */
+static void record_done(struct delivery *d, const struct mapping_plan *p)
+{
+    char result[200];
+    struct delivery_outcome *o;
+    if (p->kind == MAPPING_PURGE) {
+        snprintf(result, sizeof(result), "%s",
+                 d->purge_done ? "purged" : "already gone at Omnidesk");
+        sync_forget(&d->sync);
+        log_info("customer purged outbox_id=%lld primary_id=%s result=\"%s\"", p->sent_id,
+                 d->primary_id, result);
+        o = add_outcome(d, p->first, p->last, OUTBOX_DONE, 1);
+        o->result = copy_text(result);
+        o->http_status = d->last_status;
+        o->purged = 1;
+        with_sync(d, o, 1);
+    } else {
+        count_result(d, p, result, sizeof(result));
+        note_transliterated(d, p, result, sizeof(result));
+        if (p->primary_id_changed)
+            warn_primary_id_changed(d, p);
+        log_info("delivered outbox_id=%lld primary_id=%s rows=%zu result=\"%s\"", p->sent_id,
+                 d->primary_id, p->last - p->first + 1, result);
+        o = add_outcome(d, p->first, p->last, OUTBOX_DONE, 1);
+        o->result = copy_text(result);
+        o->http_status = d->last_status;
+        with_sync(d, o, 0);
+        count_transliterated(d, p);
+    }
+    advance(d);
+}
+
+/* FAILED: a permanent answer (or a row the API cannot take); on to the next plan. */
+static void record_failed(struct delivery *d, const struct mapping_plan *p)
+{
+    log_warn("delivery failed outbox_id=%lld primary_id=%s status=%d", p->sent_id, d->primary_id,
+             d->last_status);
+    struct delivery_outcome *o = add_outcome(d, p->first, p->last, OUTBOX_FAILED, 1);
+    o->error = copy_text(d->last_error);
+    o->http_status = d->last_status;
+    with_sync(d, o, 0);
+    advance(d);
+}
+
+/* A plan with nothing to send: its outcome at once. */
+static void record_unsent(struct delivery *d, const struct mapping_plan *p)
+{
+    struct delivery_outcome *o;
+    switch (p->kind) {
+    case MAPPING_TRUNCATE:
+        log_warn("TRUNCATE of the CRM table seen: no purges sent; run omnisync backfill to "
+                 "resync outbox_id=%lld source=%s",
+                 p->sent_id, d->source_name);
+        set_state(d, DELIVERY_STATE_DONE);
+        o = add_outcome(d, p->first, p->last, OUTBOX_DONE, 1);
+        o->result = copy_text("truncate: no purges sent; resync with omnisync backfill");
+        break;
+    case MAPPING_NOTHING:
+        set_state(d, DELIVERY_STATE_DONE);
+        o = add_outcome(d, p->first, p->last, OUTBOX_DONE, 1);
+        o->result = copy_text("nothing to send (delete ignored: on_delete = ignore)");
+        break;
+    case MAPPING_INVALID:
+    default:
+        log_warn("row not sent: %s outbox_id=%lld primary_id=%s", p->log_error, p->sent_id,
+                 d->primary_id);
+        set_state(d, DELIVERY_STATE_FAILED);
+        o = add_outcome(d, p->first, p->last, OUTBOX_FAILED, 1);
+        o->error = copy_text(p->error);
+        break;
+    }
+    advance(d);
+}
+
+/*
+ * The loop of the state machine: ends of plans are recorded here, and from NEXT the plan's kind
+ * and what is known choose the next request. A request state seen here (the dispatcher asks
+ * again without an answer) decides afresh, as NEXT does.
+ */
 enum delivery_next delivery_next(struct delivery *d, struct delivery_request *r)
 {
     while (d->current < d->nplans) {
         struct mapping_plan *p = &d->plans[d->current];
-        if (d->stop != DELIVERY_STOP_NONE) {
+        switch (d->state) {
+        case DELIVERY_STATE_STOPPED:
             finish_stopped(d, p);
             continue;
+        case DELIVERY_STATE_DONE:
+            record_done(d, p);
+            continue;
+        case DELIVERY_STATE_FAILED:
+            record_failed(d, p);
+            continue;
+        default:
+            break;
         }
-        enum plan_step step;
-        char result[200];
         switch (p->kind) {
         case MAPPING_TRUNCATE:
-            log_warn("TRUNCATE of the CRM table seen: no purges sent; run omnisync backfill to "
-                     "resync outbox_id=%lld source=%s",
-                     p->sent_id, d->source_name);
-            add_outcome(d, p->first, p->last, "done",
-                        "truncate: no purges sent; resync with omnisync backfill", NULL, 0, 0, 1,
-                        0, 0);
-            advance(d);
-            continue;
         case MAPPING_NOTHING:
-            add_outcome(d, p->first, p->last, "done",
-                        "nothing to send (delete ignored: on_delete = ignore)", NULL, 0, 0, 1, 0,
-                        0);
-            advance(d);
-            continue;
         case MAPPING_INVALID:
-            log_warn("row not sent: %s outbox_id=%lld primary_id=%s", p->log_error, p->sent_id,
-                     d->primary_id);
-            add_outcome(d, p->first, p->last, "failed", NULL, p->error, 0, 0, 1, 0, 0);
-            advance(d);
+            record_unsent(d, p);
             continue;
         case MAPPING_UPSERT:
-            step = next_upsert(d, p, r);
+            next_upsert(d, p, r);
             break;
         case MAPPING_PURGE:
         default:
-            step = next_purge(d, p, r);
+            next_purge(d, p, r);
             break;
         }
-        switch (step) {
-        case STEP_SEND:
+        switch (d->state) {
+        case DELIVERY_STATE_LOOKUP:
+        case DELIVERY_STATE_CREATE:
+        case DELIVERY_STATE_UPDATE:
+        case DELIVERY_STATE_ADD_CHANNEL:
+        case DELIVERY_STATE_PURGE:
             return DELIVERY_SEND;
-        case STEP_RESERVE:
+        case DELIVERY_STATE_RESERVE:
             return DELIVERY_RESERVE_PURGE;
-        case STEP_DONE:
-            if (p->kind == MAPPING_PURGE) {
-                snprintf(result, sizeof(result), "%s",
-                         d->purge_done ? "purged" : "already gone at Omnidesk");
-                sync_forget(&d->sync);
-                log_info("customer purged outbox_id=%lld primary_id=%s result=\"%s\"", p->sent_id,
-                         d->primary_id, result);
-                add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 1, 1);
-            } else {
-                count_result(d, p, result, sizeof(result));
-                note_transliterated(d, p, result, sizeof(result));
-                if (p->primary_id_changed)
-                    warn_primary_id_changed(d, p);
-                log_info("delivered outbox_id=%lld primary_id=%s rows=%zu result=\"%s\"",
-                         p->sent_id, d->primary_id, p->last - p->first + 1, result);
-                add_outcome(d, p->first, p->last, "done", result, NULL, d->last_status, 0, 1, 0, 1);
-                count_transliterated(d, p);
-            }
-            break;
-        case STEP_FAILED:
-            log_warn("delivery failed outbox_id=%lld primary_id=%s status=%d", p->sent_id,
-                     d->primary_id, d->last_status);
-            add_outcome(d, p->first, p->last, "failed", NULL, d->last_error, d->last_status, 0, 1,
-                        0, 1);
-            break;
-        case STEP_HELD:
-            snprintf(result, sizeof(result),
-                     "held by the purge guard (max_purges_per_hour = %lld); release with "
-                     "omnisync purges release",
-                     d->cfg->max_purges_per_hour);
-            log_warn("purge held by the guard outbox_id=%lld primary_id=%s max_per_hour=%lld",
-                     p->sent_id, d->primary_id, d->cfg->max_purges_per_hour);
-            add_outcome(d, p->first, p->last, "held", result, NULL, 0, 0, 0, 0, 0);
-            release_rest(d, d->current + 1, 0);
-            continue;
+        default:
+            continue; /* DONE or FAILED: recorded at the top */
         }
-        advance(d);
     }
-    if (!d->finished) {
+    if (d->state != DELIVERY_STATE_FINISHED) {
         release_rest(d, d->nplans, 0);
-        d->finished = 1;
+        set_state(d, DELIVERY_STATE_FINISHED);
     }
     return DELIVERY_DONE;
 }
@@ -651,6 +734,7 @@ void delivery_on_reservation(struct delivery *d, int granted)
     struct mapping_plan *p = &d->plans[d->current];
     if (granted) {
         d->purge_reserved = 1;
+        set_state(d, DELIVERY_STATE_NEXT);
         return;
     }
     char result[200];
@@ -660,7 +744,9 @@ void delivery_on_reservation(struct delivery *d, int granted)
              d->cfg->max_purges_per_hour);
     log_warn("purge held by the guard outbox_id=%lld primary_id=%s max_per_hour=%lld", p->sent_id,
              d->primary_id, d->cfg->max_purges_per_hour);
-    add_outcome(d, p->first, p->last, "held", result, NULL, 0, 0, 0, 0, 0);
+    set_state(d, DELIVERY_STATE_HELD);
+    struct delivery_outcome *o = add_outcome(d, p->first, p->last, OUTBOX_HELD, 0);
+    o->result = copy_text(result);
     release_rest(d, d->current + 1, 0);
 }
 
@@ -670,20 +756,26 @@ void delivery_release(struct delivery *d, const char *why)
         return;
     d->stop = DELIVERY_STOP_RELEASE;
     textcut_printf(d->last_error, sizeof(d->last_error), "%s", why);
+    set_state(d, DELIVERY_STATE_STOPPED);
 }
 
 static void log_attempt(struct delivery *d, const struct omnidesk_response *resp)
 {
-    struct json_object *a = json_object_new_object();
-    json_object_object_add(a, "at", json_object_new_double(now_epoch() - resp->seconds));
-    json_object_object_add(a, "step", json_object_new_string(omnidesk_endpoint_name(resp->endpoint)));
-    if (resp->http_status > 0)
-        json_object_object_add(a, "http_status", json_object_new_int((int)resp->http_status));
-    json_object_object_add(a, "outcome", json_object_new_string(omnidesk_class_name(resp->class)));
-    if (resp->error[0])
-        json_object_object_add(a, "error", json_object_new_string(resp->error));
-    json_object_object_add(a, "duration_ms", json_object_new_int((int)(resp->seconds * 1000)));
-    json_object_array_add(d->attempts, a);
+    if (d->nattempts == d->attempts_cap) {
+        size_t cap = d->attempts_cap ? d->attempts_cap * 2 : 4;
+        struct outbox_attempt *more = realloc(d->attempts, cap * sizeof(*more));
+        if (more == NULL)
+            return; /* the request goes unlogged in omnisync.delivery_attempt; delivery goes on */
+        d->attempts = more;
+        d->attempts_cap = cap;
+    }
+    struct outbox_attempt *a = &d->attempts[d->nattempts++];
+    a->at = now_epoch() - resp->seconds;
+    a->endpoint = resp->endpoint;
+    a->class = resp->class;
+    a->http_status = resp->http_status > 0 ? (int)resp->http_status : 0;
+    a->duration_ms = (int)(resp->seconds * 1000);
+    snprintf(a->error, sizeof(a->error), "%s", resp->error);
 }
 
 /*
@@ -733,6 +825,13 @@ static int vanished(struct delivery *d)
     return 1;
 }
 
+/* A transient answer or a release: the plan stops, and delivery_next() records why. */
+static void stop(struct delivery *d, enum delivery_stop how)
+{
+    d->stop = how;
+    set_state(d, DELIVERY_STATE_STOPPED);
+}
+
 void delivery_on_response(struct delivery *d, const struct omnidesk_response *resp)
 {
     struct mapping_plan *p = &d->plans[d->current];
@@ -748,11 +847,11 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
             d->sync.create_unknown = 1;
         d->retry_after_ms = resp->retry_after_ms;
         /* A 429 says we were too fast, not that this row is at fault. */
-        d->stop = resp->http_status == 429 ? DELIVERY_STOP_RELEASE : DELIVERY_STOP_TRANSIENT;
+        stop(d, resp->http_status == 429 ? DELIVERY_STOP_RELEASE : DELIVERY_STOP_TRANSIENT);
         return;
     }
     if (resp->class == OMNIDESK_AUTH) {
-        d->stop = DELIVERY_STOP_RELEASE;
+        stop(d, DELIVERY_STOP_RELEASE);
         return;
     }
 
@@ -769,8 +868,10 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
                 sync_forget(&d->sync);
             d->sync.create_unknown = 0; /* not there: the lost create did not apply */
         } else {
-            d->stop = DELIVERY_STOP_TRANSIENT; /* a 4xx to a lookup: retry rather than guess */
+            stop(d, DELIVERY_STOP_TRANSIENT); /* a 4xx to a lookup: retry rather than guess */
+            return;
         }
+        set_state(d, DELIVERY_STATE_NEXT);
         break;
     case OMNIDESK_CREATE:
         if (resp->class == OMNIDESK_OK) {
@@ -796,6 +897,7 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
             d->searched = 0;
             d->verify_first = 0;
         }
+        set_state(d, DELIVERY_STATE_NEXT);
         break;
     case OMNIDESK_UPDATE:
     case OMNIDESK_ADD_CHANNEL:
@@ -813,24 +915,28 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
                      "outbox_id=%lld primary_id=%s",
                      p->sent_id, d->primary_id);
         } else {
-            /* Permanent: the next delivery_next() reports the failure. */
+            /* Permanent: delivery_next() reports the failure. */
             d->create_rejected = 0;
-            d->current_failed = 1;
+            set_state(d, DELIVERY_STATE_FAILED);
+            break;
         }
+        set_state(d, DELIVERY_STATE_NEXT);
         break;
     case OMNIDESK_PURGE:
     case OMNIDESK_PURGE_LEGACY:
         if (resp->class == OMNIDESK_OK) {
             d->purge_done = 1;
+            set_state(d, DELIVERY_STATE_DONE);
         } else if (resp->class == OMNIDESK_NOT_FOUND) {
             if (resp->endpoint == OMNIDESK_PURGE && !d->searched) {
                 /* A stale id: look the customer up once before calling it gone. */
                 d->sync.omnidesk_id = 0;
+                set_state(d, DELIVERY_STATE_NEXT);
             } else {
-                d->purge_gone = 1;
+                set_state(d, DELIVERY_STATE_DONE); /* already gone */
             }
         } else {
-            d->current_failed = 1;
+            set_state(d, DELIVERY_STATE_FAILED);
         }
         break;
     case OMNIDESK_PROBE:

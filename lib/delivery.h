@@ -9,7 +9,7 @@
  *
  * It performs no I/O itself: the dispatcher asks delivery_next() for the next request, sends it
  * and feeds the answer to delivery_on_response(). When delivery_next() says DELIVERY_DONE, the
- * outcomes (one per segment) are ready for the recorder in delivery->outcomes.
+ * outcomes (one per segment) are ready for the recorder in delivery->outcomes[0..noutcomes).
  */
 #ifndef OMNISYNC_DELIVERY_H
 #define OMNISYNC_DELIVERY_H
@@ -20,9 +20,12 @@
 #include "config.h"
 #include "mapping.h"
 #include "omnidesk.h"
+#include "outbox.h"
 
 #define DELIVERY_MAX_ROWS 256
 #define DELIVERY_MAX_KNOWN 64
+/* One per plan, and the release of the rest (plans, and rows beyond the planned ones). */
+#define DELIVERY_MAX_OUTCOMES (MAPPING_MAX_PLANS + 2)
 
 struct delivery_row {
     long long id;
@@ -56,6 +59,39 @@ struct delivery_request {
     size_t nfields;
 };
 
+/*
+ * Where the current plan is (modelled on curl's multi.c: one field, changed in one function,
+ * set_state(), which traces every change at debug level). From NEXT, what is known of the
+ * customer (sync) and the plan's progress choose a request state or an end; an answer moves a
+ * request state back to NEXT, or to an end. delivery_next() records the ends DONE, FAILED and
+ * STOPPED as outcomes and starts the next plan in NEXT; HELD (the purge guard said no) and
+ * STOPPED release the plans after the current one; FINISHED: every row has its outcome.
+ *
+ *   NEXT -> LOOKUP | CREATE | UPDATE | ADD_CHANNEL | RESERVE | PURGE | DONE | FAILED
+ *   LOOKUP | CREATE | UPDATE | ADD_CHANNEL -> NEXT | FAILED | STOPPED
+ *   PURGE -> DONE | NEXT (a stale id: look it up) | FAILED | STOPPED
+ *   RESERVE -> NEXT (granted) | HELD | STOPPED (the database did not answer)
+ *   any state of a plan -> STOPPED (delivery_release)
+ *   DONE | FAILED | STOPPED -> NEXT (next plan) ; last plan -> FINISHED
+ */
+enum delivery_state {
+    DELIVERY_STATE_NEXT,        /* deciding the current plan's next step */
+    DELIVERY_STATE_LOOKUP,      /* searchCustomer sent */
+    DELIVERY_STATE_CREATE,      /* createCustomer sent */
+    DELIVERY_STATE_UPDATE,      /* updateCustomer sent */
+    DELIVERY_STATE_ADD_CHANNEL, /* addChannelOnly sent (channels[channels_added]) */
+    DELIVERY_STATE_RESERVE,     /* the purge guard asked */
+    DELIVERY_STATE_PURGE,       /* a purge sent */
+    DELIVERY_STATE_DONE,        /* the plan is done; its outcome is due */
+    DELIVERY_STATE_FAILED,      /* a permanent answer; its outcome is due */
+    DELIVERY_STATE_STOPPED,     /* retry later (see stop); its outcome is due */
+    DELIVERY_STATE_HELD,        /* the purge guard holds the plan; the rest is released */
+    DELIVERY_STATE_FINISHED,    /* every row has its outcome */
+    DELIVERY_STATE_COUNT
+};
+
+const char *delivery_state_name(enum delivery_state state);
+
 /* How the delivery of the current segment ended, when it ended early. */
 enum delivery_stop {
     DELIVERY_STOP_NONE,
@@ -83,7 +119,8 @@ struct delivery {
     size_t nplanned_rows; /* rows beyond are released for a later claim */
     size_t current;       /* plan in progress */
 
-    /* Progress of the current plan. */
+    enum delivery_state state; /* of the current plan; change it with set_state() only */
+    /* What is known of the current plan's progress (facts, not where it is: see state). */
     int verify_first;    /* look the customer up before creating: an earlier attempt may have */
     int searched;
     int created_now;     /* this plan created the customer */
@@ -94,29 +131,28 @@ struct delivery {
     int known_created;   /* sync_state said the customer exists when the plan started */
     int recreated;       /* the customer vanished at Omnidesk once already: do not loop */
     int purge_reserved;
-    int purge_gone;      /* the purge found the customer already gone */
-    int purge_done;
-    int current_failed;  /* a permanent answer: the plan ends in failed */
+    int purge_done;      /* DONE by a purge (else the customer was already gone) */
     size_t channels_added;
     int last_status;     /* HTTP status of the last answer */
     char last_error[512];
     long long retry_after_ms;
     enum delivery_stop stop;
 
-    struct json_object *attempts; /* this plan's requests, for delivery_attempt */
-    struct json_object *outcomes; /* array of outcomes for omnisync.record_outcomes() */
+    struct outbox_attempt *attempts; /* this plan's requests, for omnisync.delivery_attempt */
+    size_t nattempts, attempts_cap;
+    struct delivery_outcome outcomes[DELIVERY_MAX_OUTCOMES]; /* for the recorder */
+    size_t noutcomes;
     double started;               /* when the delivery was claimed (epoch seconds) */
-    int finished;
 };
 
 /*
  * Prepares `d` for the customer of rows[0..nrows) (already parsed; `d` takes ownership of the
- * rows' JSON). `sync_json` is the customer's sync_state row as JSON text, or NULL. Returns 0 or a
+ * rows' JSON). `sync` is what the customer's sync_state row says (copied), or NULL. Returns 0 or a
  * negative code (OMNISYNC_ENOMEM); on failure the rows' JSON has been released.
  */
 int delivery_init(struct delivery *d, const struct config *cfg, const struct config_source *src,
                   long long brand_id, const char *primary_id, struct delivery_row *rows,
-                  size_t nrows, const char *sync_json) OMNISYNC_MUST_CHECK;
+                  size_t nrows, const struct outbox_sync *sync) OMNISYNC_MUST_CHECK;
 
 /* Decides what happens next. Never blocks. */
 enum delivery_next delivery_next(struct delivery *d, struct delivery_request *request);

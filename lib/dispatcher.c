@@ -16,6 +16,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "outbox.h"
 
 #define AUTH_PROBE_MIN_MS 5000
 #define AUTH_PROBE_MAX_MS 300000
@@ -193,71 +194,60 @@ static void on_recorded(struct recorder *r, size_t n, int dropped)
     claim(d);
 }
 
-static enum metrics_op op_of(struct json_object *o)
-{
-    struct json_object *v;
-    const char *name = json_object_object_get_ex(o, "op", &v) ? json_object_get_string(v) : "none";
-    for (int op = 0; op < METRICS_OP_COUNT; op++) {
-        if (strcmp(metrics_op_name((enum metrics_op)op), name) == 0)
-            return (enum metrics_op)op;
-    }
-    return METRICS_OP_NONE;
-}
-
 /* Metrics of one outcome: its op and result, how long the delivery took and how long the
  * oldest change it carried waited since its commit. Released rows (no attempt) are not counted. */
-static void observe_outcome(struct dispatcher *d, const struct delivery *dl, struct json_object *o,
-                            const char *status)
+static void observe_outcome(struct dispatcher *d, const struct delivery *dl,
+                            const struct delivery_outcome *o)
 {
-    struct json_object *v;
     if (d->metrics == NULL)
         return;
     enum metrics_result result;
-    if (strcmp(status, "done") == 0)
+    switch (o->status) {
+    case OUTBOX_DONE:
         result = METRICS_RESULT_DONE;
-    else if (strcmp(status, "failed") == 0)
+        break;
+    case OUTBOX_FAILED:
         result = METRICS_RESULT_FAILED;
-    else if (strcmp(status, "held") == 0)
+        break;
+    case OUTBOX_HELD:
         result = METRICS_RESULT_HELD;
-    else if (json_object_object_get_ex(o, "spend", &v) && json_object_get_int(v))
+        break;
+    case OUTBOX_RETRY:
+    default:
+        if (!o->spend)
+            return;
         result = METRICS_RESULT_RETRY;
-    else
-        return;
-    metrics_count_delivery(d->metrics, op_of(o), result);
+        break;
+    }
+    metrics_count_delivery(d->metrics, o->op, result);
     double now = epoch_now();
     metrics_observe(&d->metrics->delivery_seconds, now - dl->started);
-    if (result == METRICS_RESULT_DONE && json_object_object_get_ex(o, "first_created", &v))
-        metrics_observe(&d->metrics->commit_to_delivery_seconds, now - json_object_get_double(v));
+    if (result == METRICS_RESULT_DONE)
+        metrics_observe(&d->metrics->commit_to_delivery_seconds, now - o->first_created);
 }
 
-static void count_outcomes(struct dispatcher *d, const struct delivery *dl,
-                           struct json_object *outcomes)
+static void count_outcomes(struct dispatcher *d, const struct delivery *dl)
 {
-    for (size_t i = 0; i < json_object_array_length(outcomes); i++) {
-        struct json_object *o = json_object_array_get_idx(outcomes, i), *v;
-        if (!json_object_object_get_ex(o, "status", &v))
-            continue;
-        const char *status = json_object_get_string(v);
-        observe_outcome(d, dl, o, status);
-        if (strcmp(status, "done") == 0) {
+    for (size_t i = 0; i < dl->noutcomes; i++) {
+        const struct delivery_outcome *o = &dl->outcomes[i];
+        observe_outcome(d, dl, o);
+        if (o->status == OUTBOX_DONE) {
             d->stats.last_success_at = epoch_now();
-            if (d->metrics != NULL && json_object_object_get_ex(o, "names_transliterated", &v))
+            if (d->metrics != NULL && o->names_transliterated > 0)
                 metrics_count_transliterated(d->metrics, dl->source_name,
-                                             (unsigned long long)json_object_get_int(v));
-        } else if (strcmp(status, "failed") == 0 &&
-                   json_object_object_get_ex(o, "sent_id", &v)) {
+                                             (unsigned long long)o->names_transliterated);
+        } else if (o->status == OUTBOX_FAILED) {
             /* The row's error may quote a value: health names the row, not the error. */
             snprintf(d->stats.last_error, sizeof(d->stats.last_error),
-                     "outbox row %lld failed; see omnisync outbox show",
-                     (long long)json_object_get_int64(v));
+                     "outbox row %lld failed; see omnisync outbox show", o->sent_id);
         }
     }
 }
 
 static void finish(struct dispatcher *d, struct delivery *dl)
 {
-    count_outcomes(d, dl, dl->outcomes);
-    recorder_add(&d->recorder, dl->outcomes);
+    count_outcomes(d, dl);
+    recorder_add(&d->recorder, dl->outcomes, dl->noutcomes);
     delivery_free(dl);
     free(dl);
 }
@@ -417,7 +407,7 @@ static void on_reserved(struct dbloop *db, const PGresult *res, const char *err,
         log_warn("purge guard query failed; the purge waits error=\"%s\"", err);
         delivery_release(dl, "database unavailable");
     } else {
-        delivery_on_reservation(dl, strcmp(PQgetvalue(res, 0, 0), "t") == 0);
+        delivery_on_reservation(dl, outbox_reservation_granted(res));
     }
     push_front(d, dl);
     pump(d);
@@ -425,12 +415,8 @@ static void on_reserved(struct dbloop *db, const PGresult *res, const char *err,
 
 static int reserve_purge(struct dispatcher *d, struct delivery *dl)
 {
-    char id[24], limit[24];
-    snprintf(id, sizeof(id), "%lld", dl->plans[dl->current].sent_id);
-    snprintf(limit, sizeof(limit), "%lld", d->cfg->max_purges_per_hour);
-    const char *params[] = {id, limit, d->process};
-    int rc = dbloop_query(d->db, "SELECT omnisync.reserve_purge($1, $2, $3)", 3, params,
-                          DBLOOP_FAIL_FAST, on_reserved, dl);
+    int rc = outbox_reserve_purge(d->db, dl->plans[dl->current].sent_id,
+                                  d->cfg->max_purges_per_hour, d->process, on_reserved, dl);
     if (rc == 0)
         d->nactive++;
     return rc;
@@ -498,34 +484,32 @@ static void pump(struct dispatcher *d)
 
 /* ---- claiming ---- */
 
-static int parse_json(const PGresult *res, int row, int col, struct json_object **out)
+static int parse_json(const char *text, struct json_object **out)
 {
     *out = NULL;
-    if (PQgetisnull(res, row, col))
+    if (text == NULL)
         return 0;
-    *out = json_tokener_parse(PQgetvalue(res, row, col));
+    *out = json_tokener_parse(text);
     return *out ? 0 : -1;
 }
 
 struct claimed {
-    int row;
-    long long head;
-    long long id;
+    struct outbox_row row;
 };
 
 static int by_customer(const void *a, const void *b)
 {
-    const struct claimed *x = a, *y = b;
-    if (x->head != y->head)
-        return x->head < y->head ? -1 : 1;
+    const struct outbox_row *x = &((const struct claimed *)a)->row;
+    const struct outbox_row *y = &((const struct claimed *)b)->row;
+    if (x->head_id != y->head_id)
+        return x->head_id < y->head_id ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static void start_delivery(struct dispatcher *d, const PGresult *res, const struct claimed *c,
-                           size_t n)
+static void start_delivery(struct dispatcher *d, const struct claimed *c, size_t n)
 {
-    int first = c[0].row;
-    const char *source = PQgetvalue(res, first, 2);
+    const struct outbox_row *first = &c[0].row;
+    const char *source = first->source;
     const struct config_source *src = config_find_source(d->cfg, source);
     struct delivery_row *rows = calloc(n, sizeof(*rows));
     struct delivery *dl = calloc(1, sizeof(*dl));
@@ -539,23 +523,26 @@ static void start_delivery(struct dispatcher *d, const PGresult *res, const stru
     }
     size_t nrows = 0;
     for (size_t i = 0; i < n && nrows < DELIVERY_MAX_ROWS; i++) {
-        int r = c[i].row;
+        const struct outbox_row *r = &c[i].row;
         struct delivery_row *row = &rows[nrows];
-        row->id = c[i].id;
-        snprintf(row->op, sizeof(row->op), "%s", PQgetvalue(res, r, 5));
-        row->attempts = atoi(PQgetvalue(res, r, 8));
-        row->orphaned = strcmp(PQgetvalue(res, r, 9), "t") == 0;
-        row->created_epoch = atof(PQgetvalue(res, r, 10));
-        if (parse_json(res, r, 6, &row->old_data) != 0 || parse_json(res, r, 7, &row->new_data) != 0)
+        row->id = r->id;
+        snprintf(row->op, sizeof(row->op), "%s", r->op);
+        row->attempts = r->attempts;
+        row->orphaned = r->orphaned;
+        row->created_epoch = r->created_epoch;
+        if (parse_json(r->old_data, &row->old_data) != 0 ||
+            parse_json(r->new_data, &row->new_data) != 0)
             log_error("unparsable payload outbox_id=%lld", row->id);
         nrows++;
     }
-    const char *sync = PQgetisnull(res, first, 11) ? NULL : PQgetvalue(res, first, 11);
-    int rc = delivery_init(dl, d->cfg, src, atoll(PQgetvalue(res, first, 3)),
-                           PQgetvalue(res, first, 4), rows, nrows, sync);
+    struct outbox_sync sync;
+    if (outbox_sync_parse(first->sync, &sync) != 0)
+        log_error("unparsable sync state outbox_id=%lld", first->id);
+    int rc = delivery_init(dl, d->cfg, src, first->brand_id, first->primary_id, rows, nrows, &sync);
+    outbox_sync_clear(&sync);
     free(rows);
     if (rc != 0) {
-        log_error("cannot start a delivery: out of memory outbox_id=%lld", c[0].id);
+        log_error("cannot start a delivery: out of memory outbox_id=%lld", first->id);
         free(dl);
         return;
     }
@@ -584,18 +571,20 @@ static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, 
         log_error("out of memory reading claimed rows; they are claimed again after the lease");
         n = 0;
     }
-    for (int i = 0; i < n; i++) {
-        c[i].row = i;
-        c[i].head = atoll(PQgetvalue(res, i, 1));
-        c[i].id = atoll(PQgetvalue(res, i, 0));
+    struct outbox_claim_columns cols;
+    if (n > 0 && outbox_claim_columns(res, &cols) != 0) {
+        log_error("the claim's answer lacks a column; its rows are claimed again after the lease");
+        n = 0;
     }
+    for (int i = 0; i < n; i++)
+        outbox_claim_row(res, &cols, i, &c[i].row);
     if (n > 0)
         qsort(c, (size_t)n, sizeof(*c), by_customer);
     for (int i = 0; i < n;) {
         int j = i;
-        while (j < n && c[j].head == c[i].head)
+        while (j < n && c[j].row.head_id == c[i].row.head_id)
             j++;
-        start_delivery(d, res, &c[i], (size_t)(j - i));
+        start_delivery(d, &c[i], (size_t)(j - i));
         customers++;
         i = j;
     }
@@ -636,36 +625,29 @@ static void claim(struct dispatcher *d)
     d->more_due = 0;
     d->last_claim_limit = limit;
 
-    char limit_text[16], lease[24], per_customer[16];
-    snprintf(limit_text, sizeof(limit_text), "%u", limit);
-    snprintf(lease, sizeof(lease), "%" PRIu64, dispatcher_lease_ms(d->cfg));
-    snprintf(per_customer, sizeof(per_customer), "%d", DELIVERY_MAX_ROWS);
-    char sources[4096];
-    size_t len = 0;
-    sources[len++] = '{';
-    for (size_t i = 0; i < d->cfg->nsources && len < sizeof(sources) - 64; i++)
-        len += (size_t)snprintf(sources + len, sizeof(sources) - len, "%s%s", i ? "," : "",
-                                d->cfg->sources[i].name);
-    snprintf(sources + len, sizeof(sources) - len, "}");
-    /* A claim looks at no more than this many rows: blocked customers (in backoff, leased by
+    const char *names[CONFIG_MAX_SOURCES];
+    size_t nsources = 0;
+    for (size_t i = 0; i < d->cfg->nsources && i < CONFIG_MAX_SOURCES; i++)
+        names[nsources++] = d->cfg->sources[i].name;
+    /* A claim looks at no more than `scan` rows: blocked customers (in backoff, leased by
      * another process) are skipped, and a backlog of them must not make each claim slow. */
-    const char *scan = "10000";
-    const char *params[] = {limit_text, lease, d->process, per_customer, sources, scan};
-    int rc = dbloop_query(d->db, DISPATCHER_CLAIM_STATEMENT, 6, params,
-                          DBLOOP_FAIL_FAST | DBLOOP_PREPARED, on_claimed, d);
+    struct outbox_claim c = {
+        .limit = limit,
+        .lease_ms = dispatcher_lease_ms(d->cfg),
+        .process = d->process,
+        .per_customer = DELIVERY_MAX_ROWS,
+        .sources = names,
+        .nsources = nsources,
+        .scan = 10000,
+    };
+    int rc = outbox_claim(d->db, &c, on_claimed, d);
     if (rc == 0)
         d->claiming = 1;
 }
 
 int dispatcher_prepare_sql(char *out, size_t len)
 {
-    /* Prepared once per connection: the claim runs at every wake-up, and planning it each time
-     * would cost more than running it. */
-    int n = snprintf(out, len,
-                     "PREPARE " DISPATCHER_CLAIM_STATEMENT
-                     " (integer, bigint, text, integer, text[], integer) AS "
-                     "SELECT * FROM omnisync.claim($1, $2, $3, $4, $5, $6)");
-    return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
+    return outbox_claim_prepare_sql(out, len);
 }
 
 void dispatcher_wake(struct dispatcher *d)
@@ -733,18 +715,7 @@ static void on_renew_timer(uv_timer_t *t)
     struct dispatcher *d = t->data;
     if (d->nready + d->nactive == 0 && recorder_idle(&d->recorder))
         return;
-    char lease[24];
-    snprintf(lease, sizeof(lease), "%" PRIu64, dispatcher_lease_ms(d->cfg));
-    const char *params[] = {d->process, lease};
-    /* SKIP LOCKED: the recorder, on its own connection, may be writing outcomes of these rows
-     * right now, in another order; waiting for its row locks could deadlock. A row skipped is
-     * being recorded, and if that fails it is renewed next time: a third of the lease later,
-     * with two thirds of it left. */
-    if (dbloop_query(d->db,
-                     "UPDATE omnisync.outbox SET locked_until = now() + $2::bigint * "
-                     "interval '1 millisecond' WHERE id IN (SELECT id FROM omnisync.outbox "
-                     "WHERE locked_by = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED)",
-                     2, params, DBLOOP_FAIL_FAST, on_renewed, d) != 0)
+    if (outbox_renew_leases(d->db, d->process, dispatcher_lease_ms(d->cfg), on_renewed, d) != 0)
         log_warn("cannot queue the lease renewal");
 }
 

@@ -95,7 +95,7 @@ uint64_t dispatcher_api_pause_ms(const struct dispatcher *d);
 /* Ends such a pause now (`why`, borrowed: "SIGHUP", "omnisync resume" for the log) and wakes. */
 void dispatcher_end_api_pause(struct dispatcher *d, const char *why);
 unsigned dispatcher_in_flight(const struct dispatcher *d);
-#define DISPATCHER_CLAIM_STATEMENT "omnisync_claim"
+#define DISPATCHER_CLAIM_STATEMENT OUTBOX_CLAIM_STATEMENT
 /* The statement the work connection must run after each connect (its on_connect_sql). */
 int dispatcher_prepare_sql(char *out, size_t len) OMNISYNC_MUST_CHECK;
 /* The lease this process takes on claimed rows. */

@@ -1,420 +1,468 @@
 /*
- * outbox: operator actions. See outbox.h. Never deletes a row and never touches a row a daemon
- * holds in flight (pending rows are not operator business here; held rows are never leased).
+ * outbox: the daemon's statements on the omnisync tables. See outbox.h.
+ *
+ * The only file of the daemon with SQL text on omnisync.outbox, process, control and sync_state,
+ * and the only one that knows the keys of an outcome's JSON (sql/ reads the same keys in
+ * omnisync.record_outcomes()).
  */
 #include "outbox.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "db.h"
+/* ---- outcomes ---- */
 
-static int begin(PGconn *conn, char *err, size_t errlen)
+void outbox_sync_clear(struct outbox_sync *s)
 {
-    return db_exec(conn, "BEGIN", err, errlen);
+    for (size_t i = 0; i < s->nchannels; i++)
+        free(s->channels[i]);
+    free(s->channels);
+    memset(s, 0, sizeof(*s));
 }
 
-static int finish(PGconn *conn, int rc, char *err, size_t errlen)
+int outbox_sync_parse(const char *json, struct outbox_sync *s)
 {
-    char ignored[128];
-    if (rc == 0)
-        return db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
-    if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {
-        /* The session is unusable anyway; the server rolls back when it closes. */
-    }
-    return rc;
-}
-
-int outbox_set_paused(PGconn *conn, const char *source, int paused, const char *reason,
-                      char *err, size_t errlen)
-{
-    const char *params[] = {source ? source : "*", paused ? "true" : "false", reason};
-    int rc = begin(conn, err, errlen);
-    if (rc != 0)
-        return rc;
-    rc = db_query(conn,
-                  "INSERT INTO omnisync.control AS c (scope, paused, reason) VALUES ($1, $2, $3) "
-                  "ON CONFLICT (scope) DO UPDATE SET paused = EXCLUDED.paused, "
-                  "changed_by = session_user, changed_at = now(), reason = EXCLUDED.reason",
-                  3, params, NULL, err, errlen);
-    /* A running daemon ends a pause the API asked for (Retry-After) on this ring: it lives in
-     * memory only. Delivered at commit, so only a recorded resume rings. */
-    if (rc == 0 && !paused)
-        rc = db_query(conn, "SELECT pg_notify('omnisync', 'resume')", 0, NULL, NULL, err, errlen);
-    if (rc == 0) {
-        const char *p2[] = {paused ? "pause" : "resume", source, reason};
-        rc = db_query(conn,
-                      "INSERT INTO omnisync.operator_action (action, source, reason) "
-                      "VALUES ($1, $2, $3)",
-                      3, p2, NULL, err, errlen);
-    }
-    return finish(conn, rc, err, errlen);
-}
-
-int outbox_pause_flags(PGconn *conn, PGresult **out, char *err, size_t errlen)
-{
-    return db_query(conn,
-                    "SELECT CASE scope WHEN '*' THEN 'all sources' ELSE scope END AS scope, "
-                    "paused, changed_by, date_trunc('second', changed_at) AS changed_at, reason "
-                    "FROM omnisync.control ORDER BY scope",
-                    0, NULL, out, err, errlen);
-}
-
-int outbox_held_purges(PGconn *conn, PGresult **out, char *err, size_t errlen)
-{
-    return db_query(conn,
-                    "SELECT id, source, primary_id, op, "
-                    "date_trunc('second', created_at) AS created_at, result AS why "
-                    "FROM omnisync.outbox WHERE status = 'held' ORDER BY id",
-                    0, NULL, out, err, errlen);
-}
-
-/* "{1,2,3}" for ids[0..n): a bigint[] literal passed as one parameter, never pasted into SQL. */
-static char *id_array(const long long *ids, size_t n)
-{
-    size_t cap = 3 + n * 21;
-    char *text = malloc(cap);
-    if (text == NULL)
-        return NULL;
-    size_t len = 0;
-    text[len++] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(text + len, cap - len, "%s%lld", i ? "," : "", ids[i]);
-    snprintf(text + len, cap - len, "}");
-    return text;
-}
-
-int outbox_release_purges(PGconn *conn, const long long *ids, size_t n, int all, int skip,
-                          const char *reason, long long *changed, char **not_held, char *err,
-                          size_t errlen)
-{
-    PGresult *res = NULL;
-    char *array = id_array(ids, n);
-    *changed = 0;
-    *not_held = NULL;
-    if (array == NULL)
-        return OMNISYNC_ENOMEM;
-    int rc = begin(conn, err, errlen);
-    if (rc != 0)
-        goto out;
-    if (!all) {
-        const char *p[] = {array};
-        rc = db_query(conn,
-                      "SELECT string_agg(i::text, ', ' ORDER BY i) FROM unnest($1::bigint[]) i "
-                      "WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.id = i AND "
-                      "o.status = 'held')",
-                      1, p, &res, err, errlen);
-        if (rc == 0 && !PQgetisnull(res, 0, 0)) {
-            *not_held = strdup(PQgetvalue(res, 0, 0));
-            rc = OMNISYNC_ENOTFOUND;
-            snprintf(err, errlen, "not held: %s", *not_held ? *not_held : "some ids");
-        }
-        PQclear(res);
-        res = NULL;
-        if (rc != 0)
-            goto done;
-    }
-    /* A released purge waits for the guard again only if the budget is still spent: the
-     * operator's release is the decision, so it bypasses the guard by reserving for it now. */
-    const char *p[] = {all ? NULL : array, skip ? "skip" : "release", reason};
-    rc = db_query(conn,
-                  "WITH moved AS ("
-                  " UPDATE omnisync.outbox SET "
-                  "  status = CASE WHEN $2 = 'skip' THEN 'skipped' ELSE 'pending' END, "
-                  "  next_attempt_at = now(), action = $2, action_by = session_user, "
-                  "  action_at = now(), action_reason = $3, "
-                  "  result = CASE WHEN $2 = 'skip' THEN 'skipped by ' || session_user "
-                  "                ELSE 'released by ' || session_user END "
-                  " WHERE status = 'held' AND ($1::bigint[] IS NULL OR id = ANY ($1::bigint[])) "
-                  " RETURNING id, source), "
-                  "logged AS (INSERT INTO omnisync.operator_action (action, outbox_id, source, reason) "
-                  " SELECT 'purge ' || $2, id, source, $3 FROM moved), "
-                  "reserved AS (INSERT INTO omnisync.delivery_attempt (outbox_id, step, outcome, error) "
-                  " SELECT id, 'purge_reserved', 'ok', 'released by an operator' FROM moved "
-                  " WHERE $2 = 'release') "
-                  "SELECT count(*) FROM moved",
-                  3, p, &res, err, errlen);
-    if (rc == 0)
-        *changed = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-done:
-    rc = finish(conn, rc, err, errlen);
-out:
-    free(array);
-    return rc;
-}
-
-int outbox_check_filter(PGconn *conn, const struct outbox_filter *f, char **since_sql, char *err,
-                        size_t errlen)
-{
-    static const char *const statuses[] = {"pending", "held", "done", "failed", "skipped"};
-    *since_sql = NULL;
-    if (f->status != NULL) {
-        int ok = 0;
-        for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
-            ok |= strcmp(f->status, statuses[i]) == 0;
-        if (!ok) {
-            snprintf(err, errlen,
-                     "--status %s: expected pending, held, done, failed or skipped", f->status);
-            return OMNISYNC_EINVAL;
-        }
-    }
-    if (f->limit < 0) {
-        snprintf(err, errlen, "--limit must be a positive number");
-        return OMNISYNC_EINVAL;
-    }
-    if (f->since == NULL)
+    memset(s, 0, sizeof(*s));
+    if (json == NULL)
         return OMNISYNC_OK;
-    /* "2h" means two hours ago; anything else must be a timestamp PostgreSQL understands. */
-    uint64_t ms;
-    PGresult *res = NULL;
-    char buf[64];
-    const char *params[1];
-    const char *sql;
-    if (config_parse_duration(f->since, &ms) == 0) {
-        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)ms);
-        params[0] = buf;
-        sql = "SELECT (now() - $1::bigint * interval '1 millisecond')::text";
-    } else {
-        params[0] = f->since;
-        sql = "SELECT $1::timestamptz::text";
-    }
-    char sub[256];
-    if (db_query(conn, sql, 1, params, &res, sub, sizeof(sub)) != 0) {
-        snprintf(err, errlen, "--since %s: not a time (use 2026-11-23 10:00, or a duration: 2h, 7d)",
-                 f->since);
+    struct json_object *obj = json_tokener_parse(json), *v;
+    if (obj == NULL)
         return OMNISYNC_EINVAL;
-    }
-    *since_sql = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return *since_sql ? OMNISYNC_OK : OMNISYNC_ENOMEM;
-}
-
-/* The WHERE clause shared by list and replay --failed: parameters $1..$5. */
-#define FILTER_SQL                                                                                 \
-    "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR source = $2) AND "               \
-    "($3::text IS NULL OR primary_id = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) "   \
-    "AND ($5::text IS NULL OR strpos(last_error, $5) > 0)"
-
-int outbox_list(PGconn *conn, const struct outbox_filter *f, PGresult **out, char *err,
-                size_t errlen)
-{
-    char *since = NULL;
-    int rc = outbox_check_filter(conn, f, &since, err, errlen);
-    if (rc != 0)
-        return rc;
-    char limit[24];
-    snprintf(limit, sizeof(limit), "%lld", f->limit > 0 ? f->limit : 50);
-    const char *params[] = {f->status, f->source, f->primary_id, since, f->error, limit};
-    rc = db_query(conn,
-                  "SELECT id, source, primary_id, op, status, attempts, "
-                  "date_trunc('second', created_at) AS created_at, "
-                  "left(coalesce(last_error, result, ''), 120) AS outcome "
-                  "FROM omnisync.outbox WHERE " FILTER_SQL " ORDER BY id DESC LIMIT $6",
-                  6, params, out, err, errlen);
-    free(since);
-    return rc;
-}
-
-int outbox_show(PGconn *conn, long long id, int show_data, PGresult **row, PGresult **attempts,
-                char *err, size_t errlen)
-{
-    char idtext[24];
-    snprintf(idtext, sizeof(idtext), "%lld", id);
-    const char *params[] = {idtext, show_data ? "t" : "f"};
-    *row = *attempts = NULL;
-    /* Without --show-data the payload shows which fields changed, never their values. */
-    int rc = db_query(
-        conn,
-        "SELECT id, source, brand_id, primary_id, op, status, attempts, txid, created_at, "
-        "next_attempt_at, locked_until, locked_by, last_http_status, last_error, delivered_at, "
-        "result, coalesced_into, superseded_by, scrubbed_at, action, action_by, action_at, "
-        "action_reason, "
-        "CASE WHEN $2::boolean THEN old_data ELSE (SELECT jsonb_object_agg(k, '***') FROM "
-        " jsonb_object_keys(old_data) k) END AS old_data, "
-        "CASE WHEN $2::boolean THEN new_data ELSE (SELECT jsonb_object_agg(k, '***') FROM "
-        " jsonb_object_keys(new_data) k) END AS new_data "
-        "FROM omnisync.outbox WHERE id = $1",
-        2, params, row, err, errlen);
-    if (rc != 0)
-        return rc;
-    if (PQntuples(*row) == 0) {
-        PQclear(*row);
-        *row = NULL;
-        snprintf(err, errlen, "no outbox row %lld", id);
-        return OMNISYNC_ENOTFOUND;
-    }
-    return db_query(conn,
-                    "SELECT at, step, http_status, outcome, error, duration_ms, process "
-                    "FROM omnisync.delivery_attempt WHERE outbox_id = $1 ORDER BY at, id",
-                    1, params, attempts, err, errlen);
-}
-
-/* Acts on the rows of `ids` (or the filter when n = 0) that `applies` selects; rows named by id
- * that it does not select make the action fail, each with why. */
-static int act(PGconn *conn, const char *action, const long long *ids, size_t n,
-               const struct outbox_filter *f, const char *applies, const char *why_not,
-               const char *set, const char *reason, int dry_run, PGresult **rows, char *err,
-               size_t errlen)
-{
-    char *array = NULL, *since = NULL, *sql = NULL;
-    PGresult *res = NULL;
-    *rows = NULL;
-    int rc = OMNISYNC_ENOMEM;
-    if ((array = id_array(ids, n)) == NULL)
-        goto out;
-    if (n == 0 && (rc = outbox_check_filter(conn, f, &since, err, errlen)) != 0)
-        goto out;
-    if ((rc = begin(conn, err, errlen)) != 0)
-        goto out;
-    if (n > 0) {
-        /* Every id must exist and be in a state the action applies to. */
-        const char *p[] = {array};
-        if (asprintf(&sql,
-                     "SELECT string_agg(CASE WHEN o.id IS NULL THEN i || ': no such row' "
-                     "ELSE i || ': ' || %s END, '; ' ORDER BY i) "
-                     "FROM unnest($1::bigint[]) i LEFT JOIN omnisync.outbox o ON o.id = i "
-                     "WHERE o.id IS NULL OR NOT (%s)",
-                     why_not, applies) < 0) {
-            sql = NULL;
+    int rc = OMNISYNC_OK;
+    if (json_object_object_get_ex(obj, "created", &v))
+        s->created = json_object_get_boolean(v);
+    if (json_object_object_get_ex(obj, "create_unknown", &v))
+        s->create_unknown = json_object_get_boolean(v);
+    if (json_object_object_get_ex(obj, "omnidesk_id", &v) && v != NULL)
+        s->omnidesk_id = json_object_get_int64(v);
+    if (json_object_object_get_ex(obj, "channels", &v) && json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        s->channels = n ? calloc(n, sizeof(*s->channels)) : NULL;
+        if (n && s->channels == NULL)
             rc = OMNISYNC_ENOMEM;
-            goto done;
+        for (size_t i = 0; s->channels != NULL && i < n; i++) {
+            const char *c = json_object_get_string(json_object_array_get_idx(v, i));
+            if (c == NULL)
+                continue;
+            if ((s->channels[s->nchannels] = strdup(c)) == NULL) {
+                rc = OMNISYNC_ENOMEM;
+                break;
+            }
+            s->nchannels++;
         }
-        rc = db_query(conn, sql, 1, p, &res, err, errlen);
-        free(sql);
-        sql = NULL;
-        if (rc == 0 && !PQgetisnull(res, 0, 0)) {
-            snprintf(err, errlen, "%s", PQgetvalue(res, 0, 0));
-            rc = strstr(err, "no such row") ? OMNISYNC_ENOTFOUND : OMNISYNC_EINVAL;
-        }
-        PQclear(res);
-        res = NULL;
-        if (rc != 0)
-            goto done;
     }
-    const char *params[] = {f ? f->status : NULL, f ? f->source : NULL, f ? f->primary_id : NULL,
-                            since, f ? f->error : NULL, n ? array : NULL, action, reason,
-                            dry_run ? "t" : "f"};
-    if (asprintf(&sql,
-                 "WITH target AS (SELECT id FROM omnisync.outbox WHERE (%s) AND "
-                 " CASE WHEN $6::bigint[] IS NOT NULL THEN id = ANY ($6::bigint[]) ELSE " FILTER_SQL
-                 " END FOR UPDATE), "
-                 "changed AS (UPDATE omnisync.outbox o SET %s, action = $7, "
-                 " action_by = session_user, action_at = now(), action_reason = $8 "
-                 " FROM target WHERE o.id = target.id AND NOT $9::boolean "
-                 " RETURNING o.id, o.source, o.primary_id, o.status), "
-                 "logged AS (INSERT INTO omnisync.operator_action (action, outbox_id, source, reason) "
-                 " SELECT $7, id, source, $8 FROM changed) "
-                 "SELECT id, source, primary_id, status FROM changed WHERE NOT $9::boolean "
-                 "UNION ALL SELECT o.id, o.source, o.primary_id, o.status FROM omnisync.outbox o "
-                 " JOIN target USING (id) WHERE $9::boolean ORDER BY 1",
-                 applies, set) < 0) {
-        sql = NULL;
-        rc = OMNISYNC_ENOMEM;
-        goto done;
-    }
-    rc = db_query(conn, sql, 9, params, rows, err, errlen);
-    if (rc == 0 && PQntuples(*rows) == 0) {
-        snprintf(err, errlen, "nothing to %s: no row matches", action);
-        rc = OMNISYNC_ENOTFOUND;
-    }
-done:
-    if (rc == 0 && dry_run) {
-        char ignored[128];
-        if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0)
-            rc = OMNISYNC_EDB;
-    } else {
-        rc = finish(conn, rc, err, errlen);
-    }
-out:
-    if (rc != 0) {
-        PQclear(*rows);
-        *rows = NULL;
-    }
-    free(sql);
-    free(array);
-    free(since);
+    json_object_put(obj);
     return rc;
 }
 
-int outbox_replay(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
-                  const char *reason, int dry_run, PGresult **rows, char *err, size_t errlen)
+void delivery_outcome_free(struct delivery_outcome *o)
 {
-    struct outbox_filter failed = f ? *f : (struct outbox_filter){0};
-    failed.status = "failed";
-    return act(conn, "replay", ids, n, &failed, "status = 'failed'",
-               "CASE WHEN o.superseded_by IS NOT NULL THEN 'superseded by ' || o.superseded_by "
-               "|| ': replaying it would send stale data' ELSE 'is ' || o.status || ', not failed' "
-               "END",
-               "status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, "
-               "last_http_status = NULL",
-               reason, dry_run, rows, err, errlen);
+    free(o->rows);
+    free(o->result);
+    free(o->error);
+    if (o->sync != NULL) {
+        outbox_sync_clear(o->sync);
+        free(o->sync);
+    }
+    free(o->attempts);
+    memset(o, 0, sizeof(*o));
 }
 
-int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbox_filter *f,
-                const char *reason, int dry_run, PGresult **rows, char *err, size_t errlen)
+static const char *status_name(enum outbox_status s)
 {
-    /* By filter only a whole source, so that a typo cannot give up every row of the outbox. */
-    if (n == 0 && (f == NULL || f->source == NULL)) {
-        snprintf(err, errlen, "give the ids of the rows to skip, or --source NAME");
-        return OMNISYNC_EINVAL;
+    switch (s) {
+    case OUTBOX_DONE:
+        return "done";
+    case OUTBOX_FAILED:
+        return "failed";
+    case OUTBOX_HELD:
+        return "held";
+    case OUTBOX_RETRY:
+    default:
+        return "retry";
     }
-    if (n == 0 && f->status != NULL && strcmp(f->status, "pending") != 0 &&
-        strcmp(f->status, "failed") != 0 && strcmp(f->status, "held") != 0) {
-        snprintf(err, errlen, "--status %s: skip gives up pending, failed or held rows",
-                 f->status);
-        return OMNISYNC_EINVAL;
-    }
-    return act(conn, "skip", ids, n, f,
-               "status IN ('failed', 'held') OR (status = 'pending' AND (locked_until IS NULL "
-               "OR locked_until < now()))",
-               "CASE WHEN o.status = 'pending' THEN 'is being delivered right now' "
-               "ELSE 'is ' || o.status || ' already' END",
-               "status = 'skipped', result = 'skipped by ' || session_user, locked_until = NULL, "
-               "locked_by = NULL",
-               reason, dry_run, rows, err, errlen);
 }
 
-int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
-                  char *err, size_t errlen)
+static struct json_object *attempt_json(const struct outbox_attempt *a)
 {
-    *counts = *failures = *processes = NULL;
-    int rc = db_query(
-        conn,
-        "SELECT s.source, "
-        " count(*) FILTER (WHERE o.status = 'pending') AS pending, "
-        " count(*) FILTER (WHERE o.status = 'held') AS held, "
-        " count(*) FILTER (WHERE o.status = 'failed') AS failed, "
-        " count(*) FILTER (WHERE o.status = 'done') AS done, "
-        " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "
-        " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "
-        "  'pending'))::bigint, 0) AS oldest_pending_s, "
-        " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
-        "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
-        "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
-        " omnisync.outbox) s LEFT JOIN omnisync.outbox o ON o.source = s.source "
-        "GROUP BY s.source ORDER BY s.source",
-        0, NULL, counts, err, errlen);
-    if (rc == 0)
-        rc = db_query(conn,
-                      "SELECT id, source, primary_id, last_http_status AS http, "
-                      "left(last_error, 100) AS error FROM omnisync.outbox "
-                      "WHERE status = 'failed' ORDER BY id DESC LIMIT 5",
-                      0, NULL, failures, err, errlen);
-    if (rc == 0)
-        rc = db_query(conn,
-                      "SELECT name AS process, date_trunc('second', started_at) AS started_at, "
-                      "extract(epoch FROM now() - seen_at)::int AS seen_s_ago, circuit, api, "
-                      "in_flight FROM omnisync.process WHERE seen_at > now() - interval '1 minute' "
-                      "ORDER BY name",
-                      0, NULL, processes, err, errlen);
-    if (rc != 0) {
-        PQclear(*counts);
-        PQclear(*failures);
-        PQclear(*processes);
-        *counts = *failures = *processes = NULL;
+    struct json_object *o = json_object_new_object();
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "at", json_object_new_double(a->at));
+    json_object_object_add(o, "step", json_object_new_string(omnidesk_endpoint_name(a->endpoint)));
+    if (a->http_status > 0)
+        json_object_object_add(o, "http_status", json_object_new_int(a->http_status));
+    json_object_object_add(o, "outcome", json_object_new_string(omnidesk_class_name(a->class)));
+    if (a->error[0])
+        json_object_object_add(o, "error", json_object_new_string(a->error));
+    json_object_object_add(o, "duration_ms", json_object_new_int(a->duration_ms));
+    return o;
+}
+
+static struct json_object *sync_json(const struct outbox_sync *s)
+{
+    struct json_object *obj = json_object_new_object();
+    if (obj == NULL)
+        return NULL;
+    json_object_object_add(obj, "reset", json_object_new_boolean(s->reset));
+    json_object_object_add(obj, "created", json_object_new_boolean(s->created));
+    json_object_object_add(obj, "create_unknown", json_object_new_boolean(s->create_unknown));
+    json_object_object_add(obj, "omnidesk_id",
+                           s->omnidesk_id > 0 ? json_object_new_int64(s->omnidesk_id) : NULL);
+    struct json_object *channels = json_object_new_array();
+    for (size_t i = 0; i < s->nchannels; i++)
+        json_object_array_add(channels, json_object_new_string(s->channels[i]));
+    json_object_object_add(obj, "channels", channels);
+    return obj;
+}
+
+struct json_object *outbox_outcome_json(const struct delivery_outcome *d)
+{
+    struct json_object *o = json_object_new_object();
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "source", json_object_new_string(d->source));
+    json_object_object_add(o, "brand_id", json_object_new_int64(d->brand_id));
+    json_object_object_add(o, "primary_id", json_object_new_string(d->primary_id));
+    struct json_object *rows = json_object_new_array();
+    for (size_t i = 0; i < d->nrows; i++)
+        json_object_array_add(rows, json_object_new_int64(d->rows[i]));
+    json_object_object_add(o, "rows", rows);
+    json_object_object_add(o, "sent_id", json_object_new_int64(d->sent_id));
+    json_object_object_add(o, "status", json_object_new_string(status_name(d->status)));
+    /* For metrics only (record_outcomes ignores them): what was done, and since when the
+     * oldest change of these rows waited. */
+    json_object_object_add(o, "op", json_object_new_string(metrics_op_name(d->op)));
+    json_object_object_add(o, "first_created", json_object_new_double(d->first_created));
+    if (d->result != NULL)
+        json_object_object_add(o, "result", json_object_new_string(d->result));
+    if (d->error != NULL && *d->error != '\0')
+        json_object_object_add(o, "error", json_object_new_string(d->error));
+    if (d->http_status > 0)
+        json_object_object_add(o, "http_status", json_object_new_int(d->http_status));
+    json_object_object_add(o, "delay_ms", json_object_new_int64(d->delay_ms));
+    json_object_object_add(o, "spend", json_object_new_int(d->spend));
+    json_object_object_add(o, "purged", json_object_new_boolean(d->purged));
+    struct json_object *attempts = json_object_new_array();
+    for (size_t i = 0; i < d->nattempts; i++)
+        json_object_array_add(attempts, attempt_json(&d->attempts[i]));
+    json_object_object_add(o, "attempts", attempts);
+    if (d->sync != NULL)
+        json_object_object_add(o, "sync", sync_json(d->sync));
+    if (d->names_transliterated > 0)
+        json_object_object_add(o, "names_transliterated",
+                               json_object_new_int(d->names_transliterated));
+    return o;
+}
+
+/* A copy of field `key` of `from` into `to`, if there. */
+static void copy_field(struct json_object *to, struct json_object *from, const char *key)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(from, key, &v))
+        json_object_object_add(to, key, json_object_get(v));
+}
+
+struct json_object *outbox_outcome_refusal(struct json_object *refused, const char *sqlstate)
+{
+    struct json_object *o = json_object_new_object(), *v;
+    if (o == NULL)
+        return NULL;
+    static const char *const keys[] = {"source",  "brand_id", "primary_id",   "rows",
+                                       "sent_id", "op",       "first_created"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        copy_field(o, refused, keys[i]);
+    char error[160];
+    snprintf(error, sizeof(error), "the database refused this row's outcome: SQLSTATE %s",
+             *sqlstate ? sqlstate : "unknown");
+    json_object_object_add(o, "status", json_object_new_string("failed"));
+    json_object_object_add(o, "error", json_object_new_string(error));
+    json_object_object_add(o, "delay_ms", json_object_new_int64(0));
+    json_object_object_add(o, "spend", json_object_new_int(1));
+    json_object_object_add(o, "purged", json_object_new_boolean(0));
+    json_object_object_add(o, "refused", json_object_new_boolean(1));
+    struct json_object *sync;
+    if (json_object_object_get_ex(refused, "sync", &sync) && sync != NULL &&
+        !(json_object_object_get_ex(sync, "reset", &v) && json_object_get_boolean(v))) {
+        struct json_object *s = json_object_new_object();
+        json_object_object_add(s, "reset", json_object_new_boolean(0));
+        copy_field(s, sync, "created");
+        copy_field(s, sync, "omnidesk_id");
+        json_object_object_add(s, "channels", json_object_new_array());
+        json_object_object_add(s, "create_unknown", json_object_new_boolean(1));
+        json_object_object_add(o, "sync", s);
     }
-    return rc;
+    return o;
+}
+
+int outbox_outcome_is_refusal(struct json_object *o)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, "refused", &v) && json_object_get_boolean(v);
+}
+
+long long outbox_outcome_sent_id(struct json_object *o)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, "sent_id", &v) ? (long long)json_object_get_int64(v) : 0;
+}
+
+char *outbox_batch_row_ids(struct json_object *batch)
+{
+    size_t cap = 64, len = 0;
+    char *ids = malloc(cap);
+    if (ids == NULL)
+        return NULL;
+    ids[len++] = '{';
+    for (size_t i = 0; i < json_object_array_length(batch); i++) {
+        struct json_object *rows;
+        if (!json_object_object_get_ex(json_object_array_get_idx(batch, i), "rows", &rows))
+            continue;
+        for (size_t j = 0; j < json_object_array_length(rows); j++) {
+            if (cap - len < 24) {
+                char *more = realloc(ids, cap * 2);
+                if (more == NULL) {
+                    free(ids);
+                    return NULL;
+                }
+                ids = more;
+                cap *= 2;
+            }
+            len += (size_t)snprintf(
+                ids + len, cap - len, "%s%lld", len > 1 ? "," : "",
+                (long long)json_object_get_int64(json_object_array_get_idx(rows, j)));
+        }
+    }
+    ids[len++] = '}';
+    ids[len] = '\0';
+    return ids;
+}
+
+/* ---- asynchronous statements ---- */
+
+int outbox_record_outcomes(struct dbloop *db, const char *process, struct json_object *batch,
+                           dbloop_query_cb cb, void *arg)
+{
+    const char *params[] = {process, json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN)};
+    return dbloop_query(db, "SELECT omnisync.record_outcomes($1, $2::jsonb)", 2, params,
+                        DBLOOP_RETRY_ON_RECONNECT, cb, arg);
+}
+
+int outbox_mark_unrecorded(struct dbloop *db, const char *process, const char *ids,
+                           dbloop_query_cb cb, void *arg)
+{
+    const char *params[] = {ids, process};
+    return dbloop_query(db,
+                        "UPDATE omnisync.outbox SET locked_by = $2 || ' (outcome not recorded)' "
+                        "WHERE id = ANY ($1::bigint[]) AND locked_by = $2 AND status = 'pending'",
+                        2, params, DBLOOP_RETRY_ON_RECONNECT, cb, arg);
+}
+
+int outbox_renew_leases(struct dbloop *db, const char *process, unsigned long long lease_ms,
+                        dbloop_query_cb cb, void *arg)
+{
+    char lease[24];
+    snprintf(lease, sizeof(lease), "%llu", lease_ms);
+    const char *params[] = {process, lease};
+    /* SKIP LOCKED: the recorder, on its own connection, may be writing outcomes of these rows
+     * right now, in another order; waiting for its row locks could deadlock. A row skipped is
+     * being recorded, and if that fails it is renewed next time: a third of the lease later,
+     * with two thirds of it left. */
+    return dbloop_query(db,
+                        "UPDATE omnisync.outbox SET locked_until = now() + $2::bigint * "
+                        "interval '1 millisecond' WHERE id IN (SELECT id FROM omnisync.outbox "
+                        "WHERE locked_by = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED)",
+                        2, params, DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_reserve_purge(struct dbloop *db, long long sent_id, long long max_per_hour,
+                         const char *process, dbloop_query_cb cb, void *arg)
+{
+    char id[24], limit[24];
+    snprintf(id, sizeof(id), "%lld", sent_id);
+    snprintf(limit, sizeof(limit), "%lld", max_per_hour);
+    const char *params[] = {id, limit, process};
+    return dbloop_query(db, "SELECT omnisync.reserve_purge($1, $2, $3)", 3, params,
+                        DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_reservation_granted(const PGresult *res)
+{
+    return PQntuples(res) > 0 && PQnfields(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+}
+
+/* ---- the claim ---- */
+
+int outbox_claim_prepare_sql(char *out, size_t len)
+{
+    /* Prepared once per connection: the claim runs at every wake-up, and planning it each time
+     * would cost more than running it. */
+    int n = snprintf(out, len,
+                     "PREPARE " OUTBOX_CLAIM_STATEMENT
+                     " (integer, bigint, text, integer, text[], integer) AS "
+                     "SELECT * FROM omnisync.claim($1, $2, $3, $4, $5, $6)");
+    return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
+}
+
+int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_cb cb, void *arg)
+{
+    char limit[16], lease[24], per_customer[16], scan[16];
+    snprintf(limit, sizeof(limit), "%u", c->limit);
+    snprintf(lease, sizeof(lease), "%llu", c->lease_ms);
+    snprintf(per_customer, sizeof(per_customer), "%d", c->per_customer);
+    snprintf(scan, sizeof(scan), "%d", c->scan);
+    char sources[4096];
+    size_t len = 0;
+    sources[len++] = '{';
+    for (size_t i = 0; i < c->nsources && len < sizeof(sources) - 64; i++)
+        len += (size_t)snprintf(sources + len, sizeof(sources) - len, "%s%s", i ? "," : "",
+                                c->sources[i]);
+    snprintf(sources + len, sizeof(sources) - len, "}");
+    const char *params[] = {limit, lease, c->process, per_customer, sources, scan};
+    return dbloop_query(db, OUTBOX_CLAIM_STATEMENT, 6, params, DBLOOP_FAIL_FAST | DBLOOP_PREPARED,
+                        cb, arg);
+}
+
+int outbox_claim_columns(const PGresult *res, struct outbox_claim_columns *c)
+{
+    c->id = PQfnumber(res, "id");
+    c->head_id = PQfnumber(res, "head_id");
+    c->source = PQfnumber(res, "source");
+    c->brand_id = PQfnumber(res, "brand_id");
+    c->primary_id = PQfnumber(res, "primary_id");
+    c->op = PQfnumber(res, "op");
+    c->old_data = PQfnumber(res, "old_data");
+    c->new_data = PQfnumber(res, "new_data");
+    c->attempts = PQfnumber(res, "attempts");
+    c->orphaned = PQfnumber(res, "orphaned");
+    c->created_epoch = PQfnumber(res, "created_epoch");
+    c->sync = PQfnumber(res, "sync");
+    const int all[] = {c->id,         c->head_id,  c->source,        c->brand_id,
+                       c->primary_id, c->op,       c->old_data,      c->new_data,
+                       c->attempts,   c->orphaned, c->created_epoch, c->sync};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (all[i] < 0)
+            return OMNISYNC_EINVAL;
+    }
+    return OMNISYNC_OK;
+}
+
+static const char *text_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+void outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *c, int row,
+                      struct outbox_row *out)
+{
+    out->id = atoll(PQgetvalue(res, row, c->id));
+    out->head_id = atoll(PQgetvalue(res, row, c->head_id));
+    out->source = PQgetvalue(res, row, c->source);
+    out->brand_id = atoll(PQgetvalue(res, row, c->brand_id));
+    out->primary_id = PQgetvalue(res, row, c->primary_id);
+    out->op = PQgetvalue(res, row, c->op);
+    out->old_data = text_or_null(res, row, c->old_data);
+    out->new_data = text_or_null(res, row, c->new_data);
+    out->attempts = atoi(PQgetvalue(res, row, c->attempts));
+    out->orphaned = strcmp(PQgetvalue(res, row, c->orphaned), "t") == 0;
+    out->created_epoch = atof(PQgetvalue(res, row, c->created_epoch));
+    out->sync = text_or_null(res, row, c->sync);
+}
+
+/* ---- the service's statements ---- */
+
+/* The status of each count column: the columns are named after the statuses, and read by name. */
+int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
+{
+    return dbloop_query(db,
+                        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, "
+                        "count(*) FILTER (WHERE status = 'held') AS held, "
+                        "count(*) FILTER (WHERE status = 'done') AS done, "
+                        "count(*) FILTER (WHERE status = 'failed') AS failed, "
+                        "count(*) FILTER (WHERE status = 'skipped') AS skipped, "
+                        "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE "
+                        "status = 'pending')), 0) AS oldest_pending_age, "
+                        "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) AS paused "
+                        "FROM omnisync.outbox",
+                        0, NULL, DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_counts_read(const PGresult *res, struct outbox_counts *out)
+{
+    if (PQntuples(res) < 1)
+        return OMNISYNC_EINVAL;
+    for (int i = 0; i < METRICS_STATUS_COUNT; i++) {
+        int col = PQfnumber(res, metrics_status_name((enum metrics_status)i));
+        if (col < 0)
+            return OMNISYNC_EINVAL;
+        out->rows[i] = atoll(PQgetvalue(res, 0, col));
+    }
+    int age = PQfnumber(res, "oldest_pending_age"), paused = PQfnumber(res, "paused");
+    if (age < 0 || paused < 0)
+        return OMNISYNC_EINVAL;
+    out->oldest_pending_age_seconds = atof(PQgetvalue(res, 0, age));
+    out->paused = strcmp(PQgetvalue(res, 0, paused), "t") == 0;
+    return OMNISYNC_OK;
+}
+
+int outbox_heartbeat(struct dbloop *db, const struct outbox_heartbeat *h, dbloop_query_cb cb,
+                     void *arg)
+{
+    char in_flight[16];
+    snprintf(in_flight, sizeof(in_flight), "%u", h->in_flight);
+    const char *params[] = {h->process, h->circuit, h->api, in_flight};
+    return dbloop_query(db,
+                        "WITH gone AS (DELETE FROM omnisync.process "
+                        " WHERE seen_at < now() - interval '1 hour') "
+                        "INSERT INTO omnisync.process (name, circuit, api, in_flight) "
+                        "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET seen_at = now(), "
+                        "circuit = EXCLUDED.circuit, api = EXCLUDED.api, "
+                        "in_flight = EXCLUDED.in_flight",
+                        4, params, DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_farewell(struct dbloop *db, const char *process, dbloop_query_cb cb, void *arg)
+{
+    const char *params[] = {process};
+    return dbloop_query(db, "DELETE FROM omnisync.process WHERE name = $1", 1, params,
+                        DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_prune(struct dbloop *db, unsigned long long retention_ms, unsigned long long payload_ms,
+                 int batch, dbloop_query_cb cb, void *arg)
+{
+    char retention[24], payload[24], limit[16];
+    snprintf(retention, sizeof(retention), "%llu", retention_ms);
+    snprintf(payload, sizeof(payload), "%llu", payload_ms);
+    snprintf(limit, sizeof(limit), "%d", batch);
+    const char *params[] = {retention, payload, limit};
+    return dbloop_query(
+        db,
+        "WITH pruned AS ("
+        " DELETE FROM omnisync.outbox WHERE id IN ("
+        "  SELECT id FROM omnisync.outbox WHERE status IN ('done', 'skipped') "
+        "  AND coalesce(delivered_at, action_at, created_at) < "
+        "      now() - $1::bigint * interval '1 millisecond' LIMIT $3) RETURNING 1), "
+        "scrubbed AS ("
+        " UPDATE omnisync.outbox SET old_data = NULL, new_data = NULL, scrubbed_at = now() "
+        " WHERE id IN ("
+        "  SELECT id FROM omnisync.outbox WHERE status IN ('done', 'skipped') "
+        "  AND scrubbed_at IS NULL AND $2::bigint < $1::bigint "
+        "  AND coalesce(delivered_at, action_at, created_at) < "
+        "      now() - $2::bigint * interval '1 millisecond' LIMIT $3) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM pruned) AS pruned, "
+        "(SELECT count(*) FROM scrubbed) AS scrubbed",
+        3, params, DBLOOP_FAIL_FAST, cb, arg);
+}
+
+int outbox_prune_read(const PGresult *res, long long *pruned, long long *scrubbed)
+{
+    int p = PQfnumber(res, "pruned"), s = PQfnumber(res, "scrubbed");
+    if (PQntuples(res) < 1 || p < 0 || s < 0)
+        return OMNISYNC_EINVAL;
+    *pruned = atoll(PQgetvalue(res, 0, p));
+    *scrubbed = atoll(PQgetvalue(res, 0, s));
+    return OMNISYNC_OK;
 }

@@ -64,12 +64,17 @@ size_t recorder_backlog(const struct recorder *r)
     return n;
 }
 
-void recorder_add(struct recorder *r, struct json_object *outcomes)
+void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
 {
-    size_t n = json_object_array_length(outcomes);
-    for (size_t i = 0; i < n; i++)
-        json_object_array_add(r->pending, json_object_get(json_object_array_get_idx(outcomes, i)));
-    json_object_array_del_idx(outcomes, 0, n);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *o = outbox_outcome_json(&outcomes[i]);
+        if (o == NULL || json_object_array_add(r->pending, o) != 0) {
+            json_object_put(o);
+            log_error("out of memory queueing an outcome; its rows are delivered again after "
+                      "their lease outbox_id=%lld",
+                      outcomes[i].sent_id);
+        }
+    }
     if (r->writing == NULL)
         start_write(r);
 }
@@ -110,50 +115,6 @@ static struct json_object *slice(struct json_object *batch, size_t from, size_t 
     return part;
 }
 
-/* A copy of field `key` of `from` into `to`, if there. */
-static void copy_field(struct json_object *to, struct json_object *from, const char *key)
-{
-    struct json_object *v;
-    if (json_object_object_get_ex(from, key, &v))
-        json_object_object_add(to, key, json_object_get(v));
-}
-
-/*
- * The outcome that replaces one the database refused: the row failed, with the SQLSTATE only (the
- * refused text may be what broke it, and the server's message may quote a value), none of the
- * refused outcome's texts, and a sync state that makes the customer's next delivery look it up
- * before it creates anything (whatever the refused outcome knew is not recorded).
- */
-static struct json_object *refusal(struct json_object *refused, const char *sqlstate)
-{
-    struct json_object *o = json_object_new_object(), *v;
-    static const char *const keys[] = {"source", "brand_id", "primary_id", "rows", "sent_id",
-                                       "op", "first_created"};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        copy_field(o, refused, keys[i]);
-    char error[160];
-    snprintf(error, sizeof(error), "the database refused this row's outcome: SQLSTATE %s",
-             *sqlstate ? sqlstate : "unknown");
-    json_object_object_add(o, "status", json_object_new_string("failed"));
-    json_object_object_add(o, "error", json_object_new_string(error));
-    json_object_object_add(o, "delay_ms", json_object_new_int64(0));
-    json_object_object_add(o, "spend", json_object_new_int(1));
-    json_object_object_add(o, "purged", json_object_new_boolean(0));
-    json_object_object_add(o, "refused", json_object_new_boolean(1));
-    struct json_object *sync;
-    if (json_object_object_get_ex(refused, "sync", &sync) && sync != NULL &&
-        !(json_object_object_get_ex(sync, "reset", &v) && json_object_get_boolean(v))) {
-        struct json_object *s = json_object_new_object();
-        json_object_object_add(s, "reset", json_object_new_boolean(0));
-        copy_field(s, sync, "created");
-        copy_field(s, sync, "omnidesk_id");
-        json_object_object_add(s, "channels", json_object_new_array());
-        json_object_object_add(s, "create_unknown", json_object_new_boolean(1));
-        json_object_object_add(o, "sync", s);
-    }
-    return o;
-}
-
 static void on_released(struct dbloop *db, const PGresult *res, const char *err, void *arg)
 {
     (void)db;
@@ -175,41 +136,12 @@ static void on_released(struct dbloop *db, const PGresult *res, const char *err,
  */
 static void release_dropped(struct recorder *r, struct json_object *batch)
 {
-    size_t cap = 64, len = 0;
-    char *ids = malloc(cap);
+    char *ids = outbox_batch_row_ids(batch);
     if (ids == NULL)
-        goto nomem;
-    ids[len++] = '{';
-    for (size_t i = 0; i < json_object_array_length(batch); i++) {
-        struct json_object *rows;
-        if (!json_object_object_get_ex(json_object_array_get_idx(batch, i), "rows", &rows))
-            continue;
-        for (size_t j = 0; j < json_object_array_length(rows); j++) {
-            if (cap - len < 24) {
-                char *more = realloc(ids, cap * 2);
-                if (more == NULL)
-                    goto nomem;
-                ids = more;
-                cap *= 2;
-            }
-            len += (size_t)snprintf(ids + len, cap - len, "%s%lld", len > 1 ? "," : "",
-                                    (long long)json_object_get_int64(
-                                        json_object_array_get_idx(rows, j)));
-        }
-    }
-    ids[len++] = '}';
-    ids[len] = '\0';
-    const char *params[] = {ids, r->process};
-    if (dbloop_query(r->db,
-                     "UPDATE omnisync.outbox SET locked_by = $2 || ' (outcome not recorded)' "
-                     "WHERE id = ANY ($1::bigint[]) AND locked_by = $2 AND status = 'pending'",
-                     2, params, DBLOOP_RETRY_ON_RECONNECT, on_released, r) != 0)
+        on_released(r->db, NULL, "out of memory", r);
+    else if (outbox_mark_unrecorded(r->db, r->process, ids, on_released, r) != 0)
         on_released(r->db, NULL, "cannot queue the statement", r);
     free(ids);
-    return;
-nomem:
-    free(ids);
-    on_released(r->db, NULL, "out of memory", r);
 }
 
 static void dropped(struct recorder *r, size_t n, const char *err)
@@ -244,7 +176,7 @@ static int about_the_data(const char *sqlstate)
  */
 static void refused(struct recorder *r, size_t n, const char *err, const char *sqlstate)
 {
-    struct json_object *batches, *v;
+    struct json_object *batches;
     if (!about_the_data(sqlstate)) {
         if (++r->failures < RECORDER_MAX_FAILURES) {
             log_warn("recording outcomes failed; trying again error=\"%s\" sqlstate=%s "
@@ -276,18 +208,17 @@ static void refused(struct recorder *r, size_t n, const char *err, const char *s
         return;
     }
     struct json_object *o = json_object_array_get_idx(r->writing, 0);
-    if (n == 0 || (json_object_object_get_ex(o, "refused", &v) && json_object_get_boolean(v))) {
+    if (n == 0 || outbox_outcome_is_refusal(o)) {
         dropped(r, n, err);
         return;
     }
-    json_object_object_get_ex(o, "sent_id", &v);
-    r->refused_id = json_object_get_int64(v);
+    r->refused_id = outbox_outcome_sent_id(o);
     log_error("the database refused a row's outcome; the row is marked failed outbox_id=%lld "
               "sqlstate=%s",
               r->refused_id, *sqlstate ? sqlstate : "unknown");
     batches = json_object_new_array();
     struct json_object *one = json_object_new_array();
-    json_object_array_add(one, refusal(o, sqlstate));
+    json_object_array_add(one, outbox_outcome_refusal(o, sqlstate));
     json_object_array_add(batches, one);
     json_object_put(r->writing);
     r->writing = NULL;
@@ -349,10 +280,7 @@ static void start_write(struct recorder *r)
         r->pending = json_object_new_array();
         r->writing_alone = 0;
     }
-    const char *params[] = {r->process,
-                            json_object_to_json_string_ext(r->writing, JSON_C_TO_STRING_PLAIN)};
-    int rc = dbloop_query(r->db, "SELECT omnisync.record_outcomes($1, $2::jsonb)", 2, params,
-                          DBLOOP_RETRY_ON_RECONNECT, written, r);
+    int rc = outbox_record_outcomes(r->db, r->process, r->writing, written, r);
     if (rc != 0) {
         log_error("cannot queue the outcome write error=\"%s\"", omnisync_strerror(rc));
         requeue(r);

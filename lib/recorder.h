@@ -14,6 +14,7 @@
 
 #include "dbloop.h"
 #include "errors.h"
+#include "outbox.h"
 
 struct recorder;
 /* What became of a batch, for the callback. */
@@ -49,9 +50,10 @@ struct recorder {
  * OMNISYNC_ENOMEM (nothing to release then). */
 int recorder_init(struct recorder *r, struct dbloop *db, const char *process, recorder_cb cb,
                   void *data) OMNISYNC_MUST_CHECK;
-/* Queues every element of `outcomes` (a JSON array; its elements are taken over, the array is
- * left empty) and starts a write if none is running. */
-void recorder_add(struct recorder *r, struct json_object *outcomes);
+/* Queues outcomes[0..n) (copied: the caller keeps and frees them) and starts a write if none is
+ * running. An outcome that cannot be queued (out of memory) is logged; its rows stay leased and
+ * are delivered again after their lease. */
+void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, size_t n);
 /* Starts a write of what is queued, if none is running (e.g. once the database is back). */
 void recorder_flush(struct recorder *r);
 /* Nothing queued and nothing being written. */

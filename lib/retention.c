@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "outbox.h"
 
 static void run(struct retention *r);
 
@@ -44,8 +45,9 @@ static void on_batch(struct dbloop *db, const PGresult *res, const char *err, vo
         arm(r, retention_interval_ms(r->cfg));
         return;
     }
-    long long pruned = atoll(PQgetvalue(res, 0, 0));
-    long long scrubbed = atoll(PQgetvalue(res, 0, 1));
+    long long pruned = 0, scrubbed = 0;
+    if (outbox_prune_read(res, &pruned, &scrubbed) != 0)
+        log_warn("retention run answered no counts");
     r->pruned += (unsigned long long)pruned;
     r->scrubbed += (unsigned long long)scrubbed;
     if (pruned || scrubbed)
@@ -59,27 +61,8 @@ static void run(struct retention *r)
 {
     if (r->running)
         return;
-    char retention[24], payload[24], batch[16];
-    snprintf(retention, sizeof(retention), "%" PRIu64, r->cfg->retention_ms);
-    snprintf(payload, sizeof(payload), "%" PRIu64, r->cfg->payload_retention_ms);
-    snprintf(batch, sizeof(batch), "%d", RETENTION_BATCH);
-    const char *params[] = {retention, payload, batch};
-    int rc = dbloop_query(
-        r->db,
-        "WITH pruned AS ("
-        " DELETE FROM omnisync.outbox WHERE id IN ("
-        "  SELECT id FROM omnisync.outbox WHERE status IN ('done', 'skipped') "
-        "  AND coalesce(delivered_at, action_at, created_at) < "
-        "      now() - $1::bigint * interval '1 millisecond' LIMIT $3) RETURNING 1), "
-        "scrubbed AS ("
-        " UPDATE omnisync.outbox SET old_data = NULL, new_data = NULL, scrubbed_at = now() "
-        " WHERE id IN ("
-        "  SELECT id FROM omnisync.outbox WHERE status IN ('done', 'skipped') "
-        "  AND scrubbed_at IS NULL AND $2::bigint < $1::bigint "
-        "  AND coalesce(delivered_at, action_at, created_at) < "
-        "      now() - $2::bigint * interval '1 millisecond' LIMIT $3) RETURNING 1) "
-        "SELECT (SELECT count(*) FROM pruned), (SELECT count(*) FROM scrubbed)",
-        3, params, DBLOOP_FAIL_FAST, on_batch, r);
+    int rc = outbox_prune(r->db, r->cfg->retention_ms, r->cfg->payload_retention_ms,
+                          RETENTION_BATCH, on_batch, r);
     if (rc == 0)
         r->running = 1;
     else

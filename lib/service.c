@@ -28,6 +28,7 @@
 #include "listener.h"
 #include "log.h"
 #include "omnidesk.h"
+#include "outbox.h"
 #include "ratelimit.h"
 #include "reconcile_sched.h"
 #include "retention.h"
@@ -213,9 +214,7 @@ static void drained(struct dispatcher *d)
     else
         log_info("stopped: every request in flight finished and its outcome is recorded");
     /* Leave omnisync status' list of processes, then close. */
-    const char *params[] = {s->process};
-    if (dbloop_query(&s->db, "DELETE FROM omnisync.process WHERE name = $1", 1, params,
-                     DBLOOP_FAIL_FAST, on_farewell, s) != 0)
+    if (outbox_farewell(&s->db, s->process, on_farewell, s) != 0)
         close_all(s);
 }
 
@@ -355,10 +354,13 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     s->counting = 0;
     if (res == NULL)
         return; /* the gauges keep their last values; db_connected tells the rest */
+    struct outbox_counts counts;
+    if (outbox_counts_read(res, &counts) != 0)
+        return;
     for (int i = 0; i < METRICS_STATUS_COUNT; i++)
-        s->metrics.outbox_rows[i] = atoll(PQgetvalue(res, 0, i));
-    s->metrics.oldest_pending_age_seconds = atof(PQgetvalue(res, 0, 5));
-    s->metrics.paused = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
+        s->metrics.outbox_rows[i] = counts.rows[i];
+    s->metrics.oldest_pending_age_seconds = counts.oldest_pending_age_seconds;
+    s->metrics.paused = counts.paused;
     s->metrics.purges_held = s->metrics.outbox_rows[METRICS_STATUS_HELD];
     s->metrics.outbox_rows_known = 1;
     s->metrics.outbox_counted_at = (double)time(NULL);
@@ -371,17 +373,7 @@ static void count_outbox(struct service *s)
     if (s->counting || s->stopping || (s->counted_at && now - s->counted_at < 15000))
         return;
     s->counted_at = now;
-    if (dbloop_query(&s->db,
-                     "SELECT count(*) FILTER (WHERE status = 'pending'), "
-                     "count(*) FILTER (WHERE status = 'held'), "
-                     "count(*) FILTER (WHERE status = 'done'), "
-                     "count(*) FILTER (WHERE status = 'failed'), "
-                     "count(*) FILTER (WHERE status = 'skipped'), "
-                     "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = "
-                     "'pending')), 0), "
-                     "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) "
-                     "FROM omnisync.outbox",
-                     0, NULL, DBLOOP_FAIL_FAST, on_counts, s) == 0)
+    if (outbox_count(&s->db, on_counts, s) == 0)
         s->counting = 1;
 }
 
@@ -462,9 +454,8 @@ static void on_heartbeat(struct dbloop *db, const PGresult *res, const char *err
 /* The process' row in omnisync.process: what only memory knows (circuit, key) for status. */
 static void heartbeat(struct service *s)
 {
-    char in_flight[16], api[96];
+    char api[96];
     uint64_t pause_ms = dispatcher_api_pause_ms(&s->dispatcher);
-    snprintf(in_flight, sizeof(in_flight), "%u", dispatcher_in_flight(&s->dispatcher));
     if (!dispatcher_ready_api(&s->dispatcher)) {
         snprintf(api, sizeof(api), "key refused");
     } else if (pause_ms > 0) {
@@ -478,15 +469,13 @@ static void heartbeat(struct service *s)
     } else {
         snprintf(api, sizeof(api), "ok");
     }
-    const char *params[] = {
-        s->process, breaker_state_name(breaker_get_state(&s->dispatcher.breaker)), api, in_flight};
-    if (dbloop_query(&s->db,
-                     "WITH gone AS (DELETE FROM omnisync.process "
-                     " WHERE seen_at < now() - interval '1 hour') "
-                     "INSERT INTO omnisync.process (name, circuit, api, in_flight) "
-                     "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET seen_at = now(), "
-                     "circuit = EXCLUDED.circuit, api = EXCLUDED.api, in_flight = EXCLUDED.in_flight",
-                     4, params, DBLOOP_FAIL_FAST, on_heartbeat, s) != 0)
+    struct outbox_heartbeat h = {
+        .process = s->process,
+        .circuit = breaker_state_name(breaker_get_state(&s->dispatcher.breaker)),
+        .api = api,
+        .in_flight = dispatcher_in_flight(&s->dispatcher),
+    };
+    if (outbox_heartbeat(&s->db, &h, on_heartbeat, s) != 0)
         log_debug("heartbeat not queued");
 }
 
