@@ -304,14 +304,20 @@ static void with_sync(const struct delivery *d, struct delivery_outcome *o, int 
     o->sync = sync_copy(&d->sync, reset);
 }
 
-static int plan_max_attempts(const struct delivery *d, const struct mapping_plan *p)
+/*
+ * The attempts already spent on what the plan sends: those of its newest row, which carries the
+ * customer's latest state. Older rows coalesced into it ride along; taking their count instead
+ * made a change captured a minute ago fail with a row that had been retrying for hours (the
+ * soak's finding: fresh email and telephone never sent).
+ */
+static int plan_attempts(const struct delivery *d, const struct mapping_plan *p)
 {
-    int max = 0;
-    for (size_t i = p->first; i <= p->last; i++) {
-        if (d->rows[i].attempts > max)
-            max = d->rows[i].attempts;
+    const struct delivery_row *newest = &d->rows[p->first];
+    for (size_t i = p->first + 1; i <= p->last; i++) {
+        if (d->rows[i].id > newest->id)
+            newest = &d->rows[i];
     }
-    return max;
+    return newest->attempts;
 }
 
 /* Releases plans from `from` on, and rows beyond the planned ones, spending no attempt. */
@@ -361,7 +367,7 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
     long long delay = d->retry_after_ms > 0 ? d->retry_after_ms : 0;
     struct delivery_outcome *o;
     if (d->stop == DELIVERY_STOP_TRANSIENT) {
-        int attempts = plan_max_attempts(d, p) + 1;
+        int attempts = plan_attempts(d, p) + 1;
         if (attempts >= d->cfg->max_attempts) {
             char error[700];
             textcut_printf(error, sizeof(error), "gave up after %d attempts: %s", attempts,
