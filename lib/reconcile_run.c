@@ -25,9 +25,9 @@
 #define MAX_TRIES 6         /* attempts per request before the run gives up */
 #define RETRY_AFTER_CAP_MS 120000
 
-#define INDEX_WINDOW 8        /* index pages in flight at most (and at most max_in_flight) */
-#define POLL_MS 100           /* longest wait in the concurrent read: a stop is seen this soon */
-#define RETRY 1               /* classify(): the attempt failed in a way worth another */
+#define INDEX_WINDOW 8 /* index pages in flight at most (and at most max_in_flight) */
+#define POLL_MS 100    /* longest wait in the concurrent read: a stop is seen this soon */
+#define RETRY 1        /* classify(): the attempt failed in a way worth another */
 
 /* One transfer: an easy handle and what its answer brought. */
 struct xfer {
@@ -392,8 +392,8 @@ static void index_what(char *what, size_t len, long long start)
  * Checks the index page at `start` (root, taken) against the request and *total (-1 before the
  * first page, which sets it) and adds its customers that are omnisync's to rs.
  */
-static int take_page(struct reader *rd, struct json_object *root, long long start,
-                     long long *total, struct remotes *rs, char *err, size_t errlen)
+static int take_page(struct reader *rd, struct json_object *root, long long start, long long *total,
+                     struct remotes *rs, char *err, size_t errlen)
 {
     const struct config *cfg = rd->o->cfg;
     char what[96];
@@ -465,8 +465,8 @@ static struct slot *slot_of(struct slot *slots, long long n, CURL *easy)
 static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
                      long long *total, long long max_pages, char *err, size_t errlen)
 {
-    long long window = rd->o->cfg->max_in_flight < INDEX_WINDOW ? rd->o->cfg->max_in_flight
-                                                                 : INDEX_WINDOW;
+    long long window =
+        rd->o->cfg->max_in_flight < INDEX_WINDOW ? rd->o->cfg->max_in_flight : INDEX_WINDOW;
     if (window > max_pages - 1)
         window = max_pages - 1;
     if (window < 1)
@@ -630,8 +630,7 @@ static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_re
 {
     long long total = -1;
     char path[128], what[96];
-    snprintf(path, sizeof(path), "/api/v2/customer?itemStart=0&itemLimit=%d",
-             RECONCILE_PAGE_LIMIT);
+    snprintf(path, sizeof(path), "/api/v2/customer?itemStart=0&itemLimit=%d", RECONCILE_PAGE_LIMIT);
     index_what(what, sizeof(what), 0);
     struct json_object *root = NULL;
     int rc = http_get_json(rd, path, what, &root, err, errlen);
