@@ -25,16 +25,25 @@
 #define MAX_TRIES 6         /* attempts per request before the run gives up */
 #define RETRY_AFTER_CAP_MS 120000
 
-struct reader {
-    const struct reconcile_options *o;
+#define INDEX_WINDOW 8 /* index pages in flight at most (and at most max_in_flight) */
+#define POLL_MS 100    /* longest wait in the concurrent read: a stop is seen this soon */
+#define RETRY 1        /* classify(): the attempt failed in a way worth another */
+
+/* One transfer: an easy handle and what its answer brought. */
+struct xfer {
     CURL *easy;
-    struct curl_slist *headers;
-    char base[1024];
-    struct ratelimit rl;
     char *body;
     size_t body_len;
     int body_too_big;
     long long retry_after_ms;
+};
+
+struct reader {
+    const struct reconcile_options *o;
+    struct xfer x; /* the one-at-a-time requests: the first index page, items */
+    struct curl_slist *headers;
+    char base[1024];
+    struct ratelimit rl;
     struct timespec started;
 };
 
@@ -61,7 +70,7 @@ static double seconds_since(const struct timespec *t0)
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-    struct reader *rd = arg;
+    struct xfer *rd = arg;
     size_t n = size * nmemb;
     if (rd->body_len + n > BODY_MAX) {
         rd->body_too_big = 1;
@@ -80,7 +89,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 /* Retry-After: delay-seconds or an HTTP-date. */
 static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
 {
-    struct reader *rd = arg;
+    struct xfer *rd = arg;
     size_t n = size * nitems;
     if (n > 12 && strncasecmp(line, "Retry-After:", 12) == 0) {
         char value[128];
@@ -105,6 +114,44 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
     return n;
 }
 
+/* An easy handle with the reader's headers, limits and callbacks into `x`. 0 or -1. */
+static int xfer_init(const struct reader *rd, struct xfer *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->easy = curl_easy_init();
+    if (x->easy == NULL)
+        return -1;
+    long timeout_ms = (long)rd->o->cfg->timeout_ms;
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, rd->headers);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 5000 ? timeout_ms : 5000L);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(x->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION " reconcile");
+    return 0;
+}
+
+static void xfer_free(struct xfer *x)
+{
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    free(x->body);
+    memset(x, 0, sizeof(*x));
+}
+
+/* Readies `x` for an attempt at `url`. */
+static void xfer_reset(struct xfer *x, const char *url)
+{
+    x->body_len = 0;
+    x->body_too_big = 0;
+    x->retry_after_ms = -1;
+    curl_easy_setopt(x->easy, CURLOPT_URL, url);
+}
+
 static int reader_init(struct reader *rd, const struct reconcile_options *o, char *err,
                        size_t errlen)
 {
@@ -125,23 +172,15 @@ static int reader_init(struct reader *rd, const struct reconcile_options *o, cha
     free(key_header);
     struct curl_slist *h =
         rd->headers ? curl_slist_append(rd->headers, "Accept: application/json") : NULL;
-    rd->easy = curl_easy_init();
-    if (h == NULL || rd->easy == NULL) {
+    if (h == NULL) {
         snprintf(err, errlen, "libcurl could not be set up");
         return OMNISYNC_EHTTP;
     }
     rd->headers = h;
-    curl_easy_setopt(rd->easy, CURLOPT_HTTPHEADER, rd->headers);
-    curl_easy_setopt(rd->easy, CURLOPT_TIMEOUT_MS, (long)o->cfg->timeout_ms);
-    curl_easy_setopt(rd->easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(o->cfg->timeout_ms < 5000 ? o->cfg->timeout_ms : 5000));
-    curl_easy_setopt(rd->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(rd->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(rd->easy, CURLOPT_WRITEDATA, rd);
-    curl_easy_setopt(rd->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(rd->easy, CURLOPT_HEADERDATA, rd);
-    curl_easy_setopt(rd->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(rd->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION " reconcile");
+    if (xfer_init(rd, &rd->x) != 0) {
+        snprintf(err, errlen, "libcurl could not be set up");
+        return OMNISYNC_EHTTP;
+    }
     /* The daemon's bucket: bursts of up to `rate` requests, so a page that took longer than its
      * share of a second (or a late wake-up) is made up for, not lost. */
     ratelimit_init(&rd->rl, o->rate, 0, mono_ms());
@@ -150,14 +189,12 @@ static int reader_init(struct reader *rd, const struct reconcile_options *o, cha
 
 static void reader_free(struct reader *rd)
 {
-    if (rd->easy)
-        curl_easy_cleanup(rd->easy);
+    xfer_free(&rd->x);
     if (rd->headers) {
         /* The key lives in the first header: wipe it before it is freed. */
         explicit_bzero(rd->headers->data, strlen(rd->headers->data));
         curl_slist_free_all(rd->headers);
     }
-    free(rd->body);
     memset(rd, 0, sizeof(*rd));
 }
 
@@ -178,80 +215,120 @@ static void api_message(const char *body, char *out, size_t outlen)
 }
 
 /*
- * GETs base + path. 0 with *out the parsed JSON; OMNISYNC_ENOTFOUND on 404; otherwise an error
- * with err set: transient failures (transport, timeout, 408, 425, 429, 5xx, a 2xx that is not
- * JSON) are retried up to MAX_TRIES times with backoff and Retry-After first.
+ * What one finished attempt of `x` (curl's code `cc`) amounts to: 0 with *out the parsed JSON;
+ * OMNISYNC_ENOTFOUND on 404; RETRY with `reason` set for a transient failure (transport,
+ * timeout, 408, 425, 429, 5xx, a 2xx that is not JSON); otherwise an error with err set.
+ */
+static int classify(struct xfer *x, CURLcode cc, const char *what, struct json_object **out,
+                    char *reason, size_t reasonlen, char *err, size_t errlen)
+{
+    long status = 0;
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    *out = NULL;
+    if (x->body_too_big) {
+        snprintf(err, errlen, "%s: the answer is larger than %u bytes", what, BODY_MAX);
+        return OMNISYNC_EINVAL;
+    }
+    if (cc != CURLE_OK) {
+        snprintf(reason, reasonlen, "%s", curl_easy_strerror(cc));
+    } else if (status == 401 || status == 403) {
+        snprintf(err, errlen,
+                 "%s: Omnidesk refused the API key (HTTP %ld); fix the key or its "
+                 "CUSTOMER_READ permission and run reconcile again",
+                 what, status);
+        return OMNISYNC_EHTTP;
+    } else if (status == 404) {
+        return OMNISYNC_ENOTFOUND;
+    } else if (status >= 200 && status < 300) {
+        struct json_object *root = x->body_len ? json_tokener_parse(x->body) : NULL;
+        if (root != NULL) {
+            *out = root;
+            return OMNISYNC_OK;
+        }
+        snprintf(reason, reasonlen, "HTTP %ld with a body that is not JSON", status);
+    } else if (status == 408 || status == 425 || status == 429 || status >= 500 || status < 200) {
+        char msg[200];
+        api_message(x->body_len ? x->body : NULL, msg, sizeof(msg));
+        snprintf(reason, reasonlen, "HTTP %ld%s%s", status, msg[0] ? ": " : "", msg);
+    } else {
+        char msg[200];
+        api_message(x->body_len ? x->body : NULL, msg, sizeof(msg));
+        snprintf(err, errlen, "%s: HTTP %ld%s%s", what, status, msg[0] ? ": " : "", msg);
+        return OMNISYNC_EHTTP;
+    }
+    return RETRY;
+}
+
+/* A request's retry state: attempts made and the backoff before the next. */
+struct tries {
+    int attempt;
+    uint64_t backoff;
+};
+
+static void tries_init(const struct reader *rd, struct tries *t)
+{
+    t->attempt = 1;
+    t->backoff = (uint64_t)rd->o->cfg->backoff_initial_ms;
+}
+
+/*
+ * After a transient failure (`reason`) of attempt t->attempt with `retry_after_ms` (-1 = none):
+ * OMNISYNC_EHTTP with err set when that was the last attempt; otherwise 0, having paused the
+ * whole reader (a Retry-After is about the key, not one request) for the backoff or the
+ * Retry-After, whichever is longer.
+ */
+static int tries_next(struct reader *rd, struct tries *t, const char *what, const char *reason,
+                      long long retry_after_ms, char *err, size_t errlen)
+{
+    uint64_t backoff_max = (uint64_t)rd->o->cfg->backoff_max_ms;
+    if (backoff_max > 30000)
+        backoff_max = 30000; /* a reader that waits a quarter of an hour helps nobody */
+    if (t->attempt >= MAX_TRIES) {
+        snprintf(err, errlen, "%s: Omnidesk could not be read after %d attempts (last: %s)", what,
+                 t->attempt, reason);
+        return OMNISYNC_EHTTP;
+    }
+    uint64_t wait = t->backoff;
+    if (retry_after_ms >= 0 && (uint64_t)retry_after_ms > wait)
+        wait = (uint64_t)retry_after_ms;
+    log_debug("reconcile: %s failed (%s); retry %d in %llu ms", what, reason, t->attempt,
+              (unsigned long long)wait);
+    ratelimit_pause_until(&rd->rl, mono_ms() + wait);
+    t->backoff = t->backoff * 2 > backoff_max ? backoff_max : t->backoff * 2;
+    t->attempt++;
+    return OMNISYNC_OK;
+}
+
+/*
+ * GETs base + path, one request at a time. 0 with *out the parsed JSON; OMNISYNC_ENOTFOUND on
+ * 404; otherwise an error with err set: transient failures are retried up to MAX_TRIES times with
+ * backoff and Retry-After first.
  */
 static int http_get_json(struct reader *rd, const char *path, const char *what,
                          struct json_object **out, char *err, size_t errlen)
 {
     char url[2048];
     snprintf(url, sizeof(url), "%s%s", rd->base, path);
-    uint64_t backoff = (uint64_t)rd->o->cfg->backoff_initial_ms;
-    uint64_t backoff_max = (uint64_t)rd->o->cfg->backoff_max_ms;
-    if (backoff_max > 30000)
-        backoff_max = 30000; /* a reader that waits a quarter of an hour helps nobody */
+    struct tries t;
+    tries_init(rd, &t);
     *out = NULL;
-    for (int attempt = 1;; attempt++) {
+    for (;;) {
         if (rd->o->stop != NULL && *rd->o->stop) {
             snprintf(err, errlen, "interrupted");
             return OMNISYNC_ECANCELED;
         }
         for (uint64_t now = mono_ms(); !ratelimit_take(&rd->rl, now); now = mono_ms())
             nap_ms(ratelimit_wait_ms(&rd->rl, now) + 1);
-        rd->body_len = 0;
-        rd->body_too_big = 0;
-        rd->retry_after_ms = -1;
-        curl_easy_setopt(rd->easy, CURLOPT_URL, url);
-        CURLcode cc = curl_easy_perform(rd->easy);
-        long status = 0;
-        if (cc == CURLE_OK)
-            curl_easy_getinfo(rd->easy, CURLINFO_RESPONSE_CODE, &status);
+        xfer_reset(&rd->x, url);
+        CURLcode cc = curl_easy_perform(rd->x.easy);
         char reason[256];
-        if (rd->body_too_big) {
-            snprintf(err, errlen, "%s: the answer is larger than %u bytes", what, BODY_MAX);
-            return OMNISYNC_EINVAL;
-        }
-        if (cc != CURLE_OK) {
-            snprintf(reason, sizeof(reason), "%s", curl_easy_strerror(cc));
-        } else if (status == 401 || status == 403) {
-            snprintf(err, errlen,
-                     "%s: Omnidesk refused the API key (HTTP %ld); fix the key or its "
-                     "CUSTOMER_READ permission and run reconcile again",
-                     what, status);
-            return OMNISYNC_EHTTP;
-        } else if (status == 404) {
-            return OMNISYNC_ENOTFOUND;
-        } else if (status >= 200 && status < 300) {
-            struct json_object *root = rd->body_len ? json_tokener_parse(rd->body) : NULL;
-            if (root != NULL) {
-                *out = root;
-                return OMNISYNC_OK;
-            }
-            snprintf(reason, sizeof(reason), "HTTP %ld with a body that is not JSON", status);
-        } else if (status == 408 || status == 425 || status == 429 || status >= 500 ||
-                   status < 200) {
-            char msg[200];
-            api_message(rd->body_len ? rd->body : NULL, msg, sizeof(msg));
-            snprintf(reason, sizeof(reason), "HTTP %ld%s%s", status, msg[0] ? ": " : "", msg);
-        } else {
-            char msg[200];
-            api_message(rd->body_len ? rd->body : NULL, msg, sizeof(msg));
-            snprintf(err, errlen, "%s: HTTP %ld%s%s", what, status, msg[0] ? ": " : "", msg);
-            return OMNISYNC_EHTTP;
-        }
-        if (attempt >= MAX_TRIES) {
-            snprintf(err, errlen, "%s: Omnidesk could not be read after %d attempts (last: %s)",
-                     what, attempt, reason);
-            return OMNISYNC_EHTTP;
-        }
-        uint64_t wait = backoff;
-        if (rd->retry_after_ms >= 0 && (uint64_t)rd->retry_after_ms > wait)
-            wait = (uint64_t)rd->retry_after_ms;
-        log_debug("reconcile: %s failed (%s); retry %d in %llu ms", what, reason, attempt,
-                  (unsigned long long)wait);
-        ratelimit_pause_until(&rd->rl, mono_ms() + wait);
-        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+        int rc = classify(&rd->x, cc, what, out, reason, sizeof(reason), err, errlen);
+        if (rc != RETRY)
+            return rc;
+        rc = tries_next(rd, &t, what, reason, rd->x.retry_after_ms, err, errlen);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -306,72 +383,273 @@ static void report_progress(struct reader *rd, long long pages, long long total_
     rd->o->progress(rd->o->arg, &p);
 }
 
-/* Reads every index page into rs, keeping the customers that are omnisync's. */
+static void index_what(char *what, size_t len, long long start)
+{
+    snprintf(what, len, "index page at itemStart=%lld", start);
+}
+
+/*
+ * Checks the index page at `start` (root, taken) against the request and *total (-1 before the
+ * first page, which sets it) and adds its customers that are omnisync's to rs.
+ */
+static int take_page(struct reader *rd, struct json_object *root, long long start, long long *total,
+                     struct remotes *rs, char *err, size_t errlen)
+{
+    const struct config *cfg = rd->o->cfg;
+    char what[96];
+    index_what(what, sizeof(what), start);
+    struct reconcile_page page;
+    int rc = reconcile_page_check(root, start, RECONCILE_PAGE_LIMIT, *total, &page, err, errlen);
+    for (size_t i = 0; rc == 0 && i < page.nitems; i++) {
+        struct reconcile_remote r;
+        rc = reconcile_remote_parse(json_object_array_get_idx(page.items, i), &r, err, errlen);
+        if (rc != 0) {
+            char detail[256];
+            snprintf(detail, sizeof(detail), "%s", err);
+            snprintf(err, errlen, "%s: %s", what, detail);
+            break;
+        }
+        if (r.primary_id == NULL ||
+            (rd->o->src->brand_id_column == NULL && key_brand(cfg, r.brand_id) != 0)) {
+            reconcile_remote_free(&r); /* not omnisync's: no external id, another brand */
+            continue;
+        }
+        r.brand_id = key_brand(cfg, r.brand_id);
+        if (rs->n == rs->cap) {
+            size_t cap = rs->cap ? rs->cap * 2 : 1024;
+            struct reconcile_remote *grown = realloc(rs->v, cap * sizeof(*grown));
+            if (grown == NULL) {
+                reconcile_remote_free(&r);
+                rc = OMNISYNC_ENOMEM;
+                snprintf(err, errlen, "out of memory");
+                break;
+            }
+            rs->v = grown;
+            rs->cap = cap;
+        }
+        rs->v[rs->n++] = r;
+    }
+    json_object_put(root);
+    if (rc == 0 && *total < 0)
+        *total = page.item_total;
+    return rc;
+}
+
+/* One index page request of the concurrent read. */
+struct slot {
+    struct xfer x;
+    long long page; /* -1: free */
+    int running;    /* added to the multi handle */
+    struct tries t;
+    char url[1200];
+    char what[96];
+};
+
+static struct slot *slot_of(struct slot *slots, long long n, CURL *easy)
+{
+    for (long long i = 0; i < n; i++) {
+        if (slots[i].x.easy == easy)
+            return &slots[i];
+    }
+    return NULL;
+}
+
+/*
+ * Reads index pages 1 .. max_pages - 1 (the first told itemTotal, so their itemStart offsets are
+ * known) with up to INDEX_WINDOW (and [omnidesk] max_in_flight) requests in flight, each attempt
+ * taking a token from the reader's bucket, as one at a time would: with several in flight the
+ * rate, not the latency, sets the pace. Answers are taken in page order, so the customers, the
+ * checks and the first error are those of a read one page after another; after a failed page no
+ * later page is requested, and the run's error is the first failed page's.
+ */
+static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
+                     long long *total, long long max_pages, char *err, size_t errlen)
+{
+    long long window =
+        rd->o->cfg->max_in_flight < INDEX_WINDOW ? rd->o->cfg->max_in_flight : INDEX_WINDOW;
+    if (window > max_pages - 1)
+        window = max_pages - 1;
+    if (window < 1)
+        window = 1;
+    struct slot *slots = calloc((size_t)window, sizeof(*slots));
+    struct json_object **done = calloc((size_t)max_pages, sizeof(*done));
+    CURLM *multi = curl_multi_init();
+    long long next = 1, processed = 1, failed = max_pages; /* failed: the first page that did */
+    int rc = OMNISYNC_OK, failed_rc = OMNISYNC_OK;
+    char failed_err[512] = "";
+    if (slots == NULL || done == NULL || multi == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = OMNISYNC_ENOMEM;
+        goto out;
+    }
+    for (long long i = 0; i < window; i++) {
+        slots[i].page = -1;
+        if (xfer_init(rd, &slots[i].x) != 0) {
+            snprintf(err, errlen, "libcurl could not be set up");
+            rc = OMNISYNC_EHTTP;
+            goto out;
+        }
+    }
+    while (processed < max_pages) {
+        if (rd->o->stop != NULL && *rd->o->stop) {
+            snprintf(err, errlen, "interrupted");
+            rc = OMNISYNC_ECANCELED;
+            break;
+        }
+        while (processed < failed && processed < max_pages && done[processed] != NULL) {
+            struct json_object *root = done[processed];
+            done[processed] = NULL;
+            rc = take_page(rd, root, processed * RECONCILE_PAGE_LIMIT, total, rs, err, errlen);
+            if (rc != 0)
+                break;
+            report->pages++;
+            report_progress(rd, report->pages, max_pages, 0, 0);
+            processed++;
+        }
+        if (rc != 0)
+            break;
+        if (processed == failed) {
+            rc = failed_rc;
+            snprintf(err, errlen, "%s", failed_err);
+            break;
+        }
+        if (processed >= max_pages)
+            break;
+        /* Start what the window and the bucket allow. */
+        uint64_t now = mono_ms();
+        long wait_ms = POLL_MS;
+        for (long long i = 0; i < window; i++) {
+            struct slot *sl = &slots[i];
+            if (sl->running)
+                continue;
+            if (sl->page < 0) {
+                if (next >= failed)
+                    continue;
+                sl->page = next++;
+                tries_init(rd, &sl->t);
+                long long start = sl->page * RECONCILE_PAGE_LIMIT;
+                snprintf(sl->url, sizeof(sl->url), "%s/api/v2/customer?itemStart=%lld&itemLimit=%d",
+                         rd->base, start, RECONCILE_PAGE_LIMIT);
+                index_what(sl->what, sizeof(sl->what), start);
+            }
+            if (!ratelimit_take(&rd->rl, now)) {
+                uint64_t w = ratelimit_wait_ms(&rd->rl, now) + 1;
+                if (w < (uint64_t)wait_ms)
+                    wait_ms = (long)w;
+                break;
+            }
+            xfer_reset(&sl->x, sl->url);
+            CURLMcode mc = curl_multi_add_handle(multi, sl->x.easy);
+            if (mc != CURLM_OK) {
+                ratelimit_refund(&rd->rl);
+                snprintf(err, errlen, "libcurl could not start a request: %s",
+                         curl_multi_strerror(mc));
+                rc = OMNISYNC_EHTTP;
+                break;
+            }
+            sl->running = 1;
+        }
+        if (rc != 0)
+            break;
+        int still = 0;
+        CURLMcode mc = curl_multi_perform(multi, &still);
+        if (mc != CURLM_OK) {
+            snprintf(err, errlen, "libcurl: %s", curl_multi_strerror(mc));
+            rc = OMNISYNC_EHTTP;
+            break;
+        }
+        int finished = 0, left = 0;
+        CURLMsg *msg;
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            CURLcode cc = msg->data.result;
+            struct slot *sl = slot_of(slots, window, msg->easy_handle);
+            if (sl == NULL)
+                continue; /* not one of ours: cannot happen */
+            curl_multi_remove_handle(multi, sl->x.easy);
+            sl->running = 0;
+            finished = 1;
+            char reason[256], e[512] = "";
+            struct json_object *root = NULL;
+            int r = classify(&sl->x, cc, sl->what, &root, reason, sizeof(reason), e, sizeof(e));
+            if (r == RETRY) {
+                r = tries_next(rd, &sl->t, sl->what, reason, sl->x.retry_after_ms, e, sizeof(e));
+                if (r == 0)
+                    continue; /* the same page again when the pause and the bucket allow */
+            } else if (r == OMNISYNC_ENOTFOUND) {
+                snprintf(e, sizeof(e), "%s: HTTP 404 (is base_url right?)", sl->what);
+                r = OMNISYNC_EHTTP;
+            }
+            if (r == 0) {
+                done[sl->page] = root;
+            } else if (sl->page < failed) {
+                failed = sl->page;
+                failed_rc = r;
+                snprintf(failed_err, sizeof(failed_err), "%s", e);
+            }
+            sl->page = -1;
+        }
+        /* Pages after a failed one are not needed: the run ends with the failure. */
+        for (long long i = 0; i < window; i++) {
+            if (slots[i].page > failed) {
+                if (slots[i].running)
+                    curl_multi_remove_handle(multi, slots[i].x.easy);
+                slots[i].running = 0;
+                slots[i].page = -1;
+            }
+        }
+        if (!finished) {
+            mc = curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+            if (mc != CURLM_OK) {
+                snprintf(err, errlen, "libcurl: %s", curl_multi_strerror(mc));
+                rc = OMNISYNC_EHTTP;
+                break;
+            }
+        }
+    }
+out:
+    for (long long i = 0; slots != NULL && i < window; i++) {
+        if (slots[i].running)
+            curl_multi_remove_handle(multi, slots[i].x.easy);
+        xfer_free(&slots[i].x);
+    }
+    for (long long i = 0; done != NULL && i < max_pages; i++)
+        json_object_put(done[i]);
+    free(slots);
+    free(done);
+    if (multi != NULL)
+        curl_multi_cleanup(multi);
+    return rc;
+}
+
+/* Reads every index page into rs, keeping the customers that are omnisync's: the first alone
+ * (it tells itemTotal), then the rest concurrently. */
 static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
                       char *err, size_t errlen)
 {
-    const struct config *cfg = rd->o->cfg;
-    long long total = -1, max_pages = 1;
-    int rc = OMNISYNC_OK;
-    for (long long start = 0, page_no = 0;; start += RECONCILE_PAGE_LIMIT, page_no++) {
-        /* itemTotal fixes how many pages there can be: one more means it never ends. */
-        if (total >= 0 && page_no >= max_pages)
-            break;
-        char path[128], what[96];
-        snprintf(path, sizeof(path), "/api/v2/customer?itemStart=%lld&itemLimit=%d", start,
-                 RECONCILE_PAGE_LIMIT);
-        snprintf(what, sizeof(what), "index page at itemStart=%lld", start);
-        struct json_object *root = NULL;
-        rc = http_get_json(rd, path, what, &root, err, errlen);
-        if (rc == OMNISYNC_ENOTFOUND) {
-            snprintf(err, errlen, "%s: HTTP 404 (is base_url right?)", what);
-            rc = OMNISYNC_EHTTP;
-        }
-        if (rc != 0)
-            return rc;
-        struct reconcile_page page;
-        rc = reconcile_page_check(root, start, RECONCILE_PAGE_LIMIT, total, &page, err, errlen);
-        for (size_t i = 0; rc == 0 && i < page.nitems; i++) {
-            struct reconcile_remote r;
-            rc = reconcile_remote_parse(json_object_array_get_idx(page.items, i), &r, err, errlen);
-            if (rc != 0) {
-                char detail[256];
-                snprintf(detail, sizeof(detail), "%s", err);
-                snprintf(err, errlen, "%s: %s", what, detail);
-                break;
-            }
-            if (r.primary_id == NULL ||
-                (rd->o->src->brand_id_column == NULL && key_brand(cfg, r.brand_id) != 0)) {
-                reconcile_remote_free(&r); /* not omnisync's: no external id, another brand */
-                continue;
-            }
-            r.brand_id = key_brand(cfg, r.brand_id);
-            if (rs->n == rs->cap) {
-                size_t cap = rs->cap ? rs->cap * 2 : 1024;
-                struct reconcile_remote *grown = realloc(rs->v, cap * sizeof(*grown));
-                if (grown == NULL) {
-                    reconcile_remote_free(&r);
-                    rc = OMNISYNC_ENOMEM;
-                    snprintf(err, errlen, "out of memory");
-                    break;
-                }
-                rs->v = grown;
-                rs->cap = cap;
-            }
-            rs->v[rs->n++] = r;
-        }
-        json_object_put(root);
-        if (rc != 0)
-            return rc;
-        if (total < 0) {
-            total = page.item_total;
-            max_pages = (total + RECONCILE_PAGE_LIMIT - 1) / RECONCILE_PAGE_LIMIT;
-        }
-        report->pages++;
-        report_progress(rd, report->pages, max_pages, 0, 0);
-        if (start + RECONCILE_PAGE_LIMIT >= total)
-            break;
+    long long total = -1;
+    char path[128], what[96];
+    snprintf(path, sizeof(path), "/api/v2/customer?itemStart=0&itemLimit=%d", RECONCILE_PAGE_LIMIT);
+    index_what(what, sizeof(what), 0);
+    struct json_object *root = NULL;
+    int rc = http_get_json(rd, path, what, &root, err, errlen);
+    if (rc == OMNISYNC_ENOTFOUND) {
+        snprintf(err, errlen, "%s: HTTP 404 (is base_url right?)", what);
+        rc = OMNISYNC_EHTTP;
     }
+    if (rc == 0)
+        rc = take_page(rd, root, 0, &total, rs, err, errlen);
+    if (rc != 0)
+        return rc;
+    /* itemTotal fixes how many pages there can be: one more means it never ends. */
+    long long max_pages = (total + RECONCILE_PAGE_LIMIT - 1) / RECONCILE_PAGE_LIMIT;
+    report->pages++;
+    report_progress(rd, report->pages, max_pages, 0, 0);
+    if (max_pages > 1)
+        rc = read_rest(rd, rs, report, &total, max_pages, err, errlen);
+    if (rc != 0)
+        return rc;
     if (rs->n > 0) /* qsort and bsearch want an array, even of nothing */
         qsort(rs->v, rs->n, sizeof(rs->v[0]), remote_cmp);
     report->omnidesk_customers = (long long)rs->n;

@@ -2,11 +2,13 @@
  * reconcile_run: one reconcile run, reading both sides (DESIGN §5, issue 19).
  *
  * Reads every customer of the configured brand from Omnidesk's index endpoint
- * (GET /api/v2/customer?itemStart=N&itemLimit=99, page by page, at `rate` requests per second,
- * honouring Retry-After, retrying transient failures with capped backoff) and the item endpoint
- * for customers whose index entry does not list their custom fields; then the CRM table through
- * the source's mapping in keyset pages, comparing each row as reconcile.c does. Outbox rows not
- * yet delivered make their customer `pending`. With `repair`, missing and different customers
+ * (GET /api/v2/customer?itemStart=N&itemLimit=99: the first page alone, as it tells itemTotal,
+ * then the rest with up to 8 requests in flight, at most [omnidesk] max_in_flight; every request
+ * at `rate` requests per second, honouring Retry-After, retrying transient failures with capped
+ * backoff; pages taken in order, so the result is that of a read page by page) and the item
+ * endpoint for customers whose index entry does not list their custom fields; then the CRM table
+ * through the source's mapping in keyset pages, comparing each row as reconcile.c does. Outbox rows
+ * not yet delivered make their customer `pending`. With `repair`, missing and different customers
  * get one outbox row of op 'reconcile' each, carrying the CRM's current state.
  *
  * A run that could not read every page is an error and enqueues nothing: a partial read would
