@@ -71,35 +71,23 @@ unsigned dispatcher_in_flight(const struct dispatcher *d)
 
 static void push_back(struct dispatcher *d, struct delivery *dl)
 {
-    dl->next = NULL;
-    if (d->ready_tail)
-        d->ready_tail->next = dl;
-    else
-        d->ready = dl;
-    d->ready_tail = dl;
+    queue_insert_tail(&d->ready, &dl->node);
     d->nready++;
 }
 
 static void push_front(struct dispatcher *d, struct delivery *dl)
 {
-    dl->next = d->ready;
-    d->ready = dl;
-    if (d->ready_tail == NULL)
-        d->ready_tail = dl;
+    queue_insert_head(&d->ready, &dl->node);
     d->nready++;
 }
 
 static struct delivery *pop(struct dispatcher *d)
 {
-    struct delivery *dl = d->ready;
-    if (dl == NULL)
+    struct queue *q = queue_pop(&d->ready);
+    if (q == NULL)
         return NULL;
-    d->ready = dl->next;
-    if (d->ready == NULL)
-        d->ready_tail = NULL;
-    dl->next = NULL;
     d->nready--;
-    return dl;
+    return queue_data(q, struct delivery, node);
 }
 
 /*
@@ -601,7 +589,7 @@ static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, 
         return;
     }
     if (res == NULL) {
-        if (strcmp(err, "closing") != 0)
+        if (dbloop_error(db) != DBLOOP_ECLOSING)
             log_warn("claiming rows failed; trying again error=\"%s\"", err);
         /* Not more_due: that would claim again at once. The wake-up retries in a second. */
         if (!d->draining)
@@ -756,7 +744,7 @@ static void on_renewed(struct dbloop *db, const PGresult *res, const char *err, 
 {
     (void)db;
     (void)arg;
-    if (res == NULL && strcmp(err, "closing") != 0)
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING)
         log_warn("renewing leases failed error=\"%s\"", err);
 }
 
@@ -792,6 +780,7 @@ int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, s
                     struct dbloop *record_db, struct omnidesk *client, const char *process)
 {
     memset(d, 0, sizeof(*d));
+    queue_init(&d->ready);
     d->loop = loop;
     d->cfg = cfg;
     d->db = db;

@@ -21,6 +21,7 @@
 #include "delivery.h"
 #include "metrics.h"
 #include "omnidesk.h"
+#include "queue.h"
 #include "ratelimit.h"
 #include "recorder.h"
 
@@ -40,8 +41,7 @@ struct dispatcher {
     struct breaker breaker;
     char process[128];
 
-    struct delivery *ready;      /* claimed, waiting for a slot or a token (FIFO) */
-    struct delivery *ready_tail;
+    struct queue ready;          /* struct delivery claimed, waiting for a slot or a token (FIFO) */
     unsigned nready;
     unsigned nactive;            /* a request or a reservation in flight */
 

@@ -51,12 +51,12 @@ struct omnidesk_socket {
     curl_socket_t fd;
     int events; /* UV_READABLE/UV_WRITABLE curl asked for last */
     struct omnidesk *client;
-    struct omnidesk_socket *prev, *next; /* in client->sockets until uv_close is called */
+    struct queue node; /* in client->sockets until uv_close is called */
 };
 
 struct omnidesk_request {
     struct omnidesk *client;
-    struct omnidesk_request *prev, *next; /* in client->requests while in flight */
+    struct queue node; /* in client->requests while in flight */
     CURL *easy;
     curl_mime *mime;
     struct curl_slist *headers; /* holds the key: wiped before it is freed */
@@ -300,15 +300,7 @@ static void on_socket_closed(uv_handle_t *handle)
 
 static void socket_close(struct omnidesk_socket *s)
 {
-    struct omnidesk *c = s->client;
-
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        c->sockets = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    queue_remove(&s->node);
     /* uv_close stops the poll and drops the fd from epoll now, before curl closes the fd. */
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
@@ -372,10 +364,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp,
         s->fd = fd;
         s->client = c;
         s->poll.data = s;
-        s->next = c->sockets;
-        if (c->sockets != NULL)
-            c->sockets->prev = s;
-        c->sockets = s;
+        queue_insert_head(&c->sockets, &s->node);
         c->handles_open++;
         curl_multi_assign(c->multi, fd, s);
     }
@@ -825,13 +814,7 @@ static void request_unlink(struct omnidesk_request *req)
 {
     struct omnidesk *c = req->client;
 
-    if (req->prev != NULL)
-        req->prev->next = req->next;
-    else
-        c->requests = req->next;
-    if (req->next != NULL)
-        req->next->prev = req->prev;
-    req->prev = req->next = NULL;
+    queue_remove(&req->node);
     c->in_flight--;
 }
 
@@ -1215,10 +1198,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         rc = OMNISYNC_EHTTP;
         goto fail;
     }
-    req->next = c->requests;
-    if (c->requests != NULL)
-        c->requests->prev = req;
-    c->requests = req;
+    queue_insert_head(&c->requests, &req->node);
     c->in_flight++;
     return 0;
 
@@ -1289,6 +1269,8 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
         goto fail;
 
     memset(c, 0, sizeof(*c));
+    queue_init(&c->requests);
+    queue_init(&c->sockets);
     c->loop = loop;
     c->multi = multi;
     c->base_url = base_url;
@@ -1355,10 +1337,12 @@ unsigned omnidesk_in_flight(const struct omnidesk *c)
 
 static void teardown(struct omnidesk *c)
 {
+    struct queue *q;
+
     c->torn_down = 1;
     /* Stop watching every socket while its fd is still open; curl closes them below. */
-    while (c->sockets != NULL)
-        socket_close(c->sockets);
+    while ((q = queue_head(&c->sockets)) != NULL)
+        socket_close(queue_data(q, struct omnidesk_socket, node));
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -1378,9 +1362,11 @@ static void on_reap(uv_timer_t *timer)
         return;
     if (c->aborting) {
         struct omnidesk_request *req;
+        struct queue *q;
 
         /* Callbacks may run omnidesk_send(); it refuses (closing), so this loop ends. */
-        while ((req = c->requests) != NULL) {
+        while ((q = queue_head(&c->requests)) != NULL) {
+            req = queue_data(q, struct omnidesk_request, node);
             curl_multi_remove_handle(c->multi, req->easy);
             request_finish(req, CURLE_OK, 1);
         }

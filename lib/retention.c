@@ -52,7 +52,7 @@ static void on_batch(struct dbloop *db, const PGresult *res, const char *err, vo
         return;
     }
     if (res == NULL) {
-        if (strcmp(err, "closing") != 0 && strcmp(err, "not connected") != 0)
+        if (dbloop_error(db) != DBLOOP_ECLOSING && dbloop_error(db) != DBLOOP_ENOTCONN)
             log_warn("retention run failed; trying again later error=\"%s\"", err);
         arm(r, retention_interval_ms(r->cfg));
         return;
