@@ -34,6 +34,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "omnidesk_answer.h"
+#include "omnidesk_request.h"
 
 #ifndef OMNISYNC_VERSION
 #define OMNISYNC_VERSION "unknown"
@@ -58,8 +59,7 @@ struct omnidesk_request {
     curl_mime *mime;
     struct curl_slist *headers; /* holds the key: wiped before it is freed */
     char *form;                 /* urlencoded body, owned */
-    char *once;                 /* the multipart part that refuses a resend (see build_mime) */
-    size_t once_len, once_pos;
+    struct omnidesk_once once;  /* the multipart part that refuses a resend (see build_mime) */
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
     long connect_timeout_ms;
@@ -84,14 +84,6 @@ static void wipe_free(char *secret, size_t len)
         return;
     explicit_bzero(secret, len);
     free(secret);
-}
-
-static void headers_free(struct curl_slist *headers)
-{
-    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
-    for (struct curl_slist *h = headers; h != NULL; h = h->next)
-        explicit_bzero(h->data, strlen(h->data));
-    curl_slist_free_all(headers);
 }
 
 static uint64_t monotonic_ms(void)
@@ -433,9 +425,9 @@ static void request_free(struct omnidesk_request *req)
     if (req->easy != NULL)
         curl_easy_cleanup(req->easy);
     curl_mime_free(req->mime);
-    headers_free(req->headers);
+    omnidesk_request_headers_free(req->headers);
     free(req->form);
-    free(req->once);
+    free(req->once.data);
     free(req->body);
     free(req);
 }
@@ -522,165 +514,18 @@ static void check_multi_info(struct omnidesk *c)
     }
 }
 
+/* The body and headers in the shape of each endpoint: lib/omnidesk_request.c. These two keep
+ * their names for tests/fuzz/fuzz_body.c, which compiles this file in. */
 static char *build_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
 {
-    char *form = NULL;
-    size_t len = 0, cap = 0;
-
-    form = malloc(1);
-    if (form == NULL)
-        return NULL;
-    form[0] = '\0';
-    cap = 1;
-    for (size_t i = 0; i < nfields; i++) {
-        char *name, *value;
-        size_t need;
-
-        if (fields[i].value == NULL)
-            continue;
-        name = curl_easy_escape(easy, fields[i].name, 0);
-        value = curl_easy_escape(easy, fields[i].value, 0);
-        if (name == NULL || value == NULL) {
-            curl_free(name);
-            curl_free(value);
-            free(form);
-            return NULL;
-        }
-        need = len + (len ? 1 : 0) + strlen(name) + 1 + strlen(value) + 1;
-        if (need > cap) {
-            char *grown = realloc(form, need * 2);
-            if (grown == NULL) {
-                curl_free(name);
-                curl_free(value);
-                free(form);
-                return NULL;
-            }
-            form = grown;
-            cap = need * 2;
-        }
-        len += (size_t)sprintf(form + len, "%s%s=%s", len ? "&" : "", name, value);
-        curl_free(name);
-        curl_free(value);
-    }
-    return form;
+    return omnidesk_request_form(fields, nfields, easy);
 }
 
-static size_t read_once(char *buffer, size_t size, size_t nitems, void *arg)
-{
-    struct omnidesk_request *req = arg;
-    size_t n = req->once_len - req->once_pos;
-    if (n > size * nitems)
-        n = size * nitems;
-    memcpy(buffer, req->once + req->once_pos, n);
-    req->once_pos += n;
-    return n;
-}
-
-/* curl asks only when the part was read before, i.e. to send the body a second time. */
-static int refuse_rewind(void *arg, curl_off_t offset, int origin)
-{
-    (void)arg;
-    (void)offset;
-    (void)origin;
-    return CURL_SEEKFUNC_CANTSEEK;
-}
-
-/*
- * Multipart body. With `once`, the body goes out at most once per request: libcurl silently
- * sends a request again on a new connection when a reused keep-alive connection died before any
- * byte of the answer came back (Curl_retry_request), and for a create or a channel add that the
- * API may already have applied, the second copy is a duplicate at Omnidesk. Sending it again
- * needs the body rewound; the first part is read through a callback whose seek refuses, so the
- * resend fails (CURLE_SEND_FAIL_REWIND) and the engine sees a lost answer and decides (it looks
- * the customer up first). A body not read yet needs no rewind, so a request that never left
- * goes out normally. This keeps keep-alive for every endpoint: a fresh TCP connection per create
- * cost the daemon and the API a connect, an accept and a close each.
- */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
-    req->mime = curl_mime_init(req->easy);
-    if (req->mime == NULL)
-        return OMNISYNC_ENOMEM;
-    for (size_t i = 0; i < nfields; i++) {
-        curl_mimepart *part;
-
-        if (fields[i].value == NULL)
-            continue;
-        part = curl_mime_addpart(req->mime);
-        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK)
-            return OMNISYNC_ENOMEM;
-        if (once && req->once == NULL) {
-            req->once_len = strlen(fields[i].value);
-            req->once = malloc(req->once_len + 1);
-            if (req->once == NULL)
-                return OMNISYNC_ENOMEM;
-            memcpy(req->once, fields[i].value, req->once_len + 1);
-            if (curl_mime_data_cb(part, (curl_off_t)req->once_len, read_once, refuse_rewind,
-                                  NULL, req) != CURLE_OK)
-                return OMNISYNC_ENOMEM;
-        } else if (curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK) {
-            return OMNISYNC_ENOMEM;
-        }
-    }
-    return 0;
-}
-
-static int add_header(struct curl_slist **list, const char *line)
-{
-    struct curl_slist *grown = curl_slist_append(*list, line);
-
-    if (grown == NULL)
-        return OMNISYNC_ENOMEM;
-    *list = grown;
-    return 0;
-}
-
-static int build_headers(struct omnidesk *c, struct omnidesk_request *req, int urlencoded)
-{
-    static const char prefix[] = "apiKey: ";
-    size_t len = sizeof(prefix) - 1 + c->api_key_len + 1;
-    char *line = malloc(len);
-    int rc;
-
-    if (line == NULL)
-        return OMNISYNC_ENOMEM;
-    memcpy(line, prefix, sizeof(prefix) - 1);
-    memcpy(line + sizeof(prefix) - 1, c->api_key, c->api_key_len + 1);
-    rc = add_header(&req->headers, line);
-    wipe_free(line, len);
-    if (rc != 0)
-        return rc;
-    if ((rc = add_header(&req->headers, "Accept: application/json")) != 0)
-        return rc;
-    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
-    if ((rc = add_header(&req->headers, "Expect:")) != 0)
-        return rc;
-    if (urlencoded &&
-        (rc = add_header(&req->headers, "Content-Type: application/x-www-form-urlencoded")) != 0)
-        return rc;
-    return 0;
-}
-
-static const char *endpoint_path(enum omnidesk_endpoint e)
-{
-    switch (e) {
-    case OMNIDESK_CREATE:
-        return "/api/v2/customer";
-    case OMNIDESK_UPDATE:
-        return "/api/v2/customer/updateCustomer";
-    case OMNIDESK_ADD_CHANNEL:
-        return "/api/v2/customer/addChannelOnly";
-    case OMNIDESK_PURGE:
-        return "/api/v2/customer/purgeData/";
-    case OMNIDESK_PURGE_LEGACY:
-        return "/api/v2/customer/purgedata";
-    case OMNIDESK_SEARCH:
-        return "/api/v2/customer/SearchByPrimaryExternalID";
-    case OMNIDESK_PROBE:
-        return "/api/v2/customer?itemStart=0&itemLimit=1";
-    }
-    return NULL;
+    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL,
+                                 &req->mime);
 }
 
 #define SETOPT(easy, opt, val)                                                                     \
@@ -695,7 +540,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
                   const struct omnidesk_field *fields, size_t nfields, omnidesk_cb cb, void *data)
 {
     struct omnidesk_request *req = NULL;
-    const char *path = endpoint_path(endpoint);
+    const char *path = omnidesk_request_path(endpoint);
     char url[2048];
     int urlencoded = endpoint == OMNIDESK_UPDATE || endpoint == OMNIDESK_PURGE_LEGACY;
     int multipart = endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL ||
@@ -741,7 +586,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
-    if ((rc = build_headers(c, req, urlencoded)) != 0)
+    if ((rc = omnidesk_request_headers(c->api_key, c->api_key_len, urlencoded, &req->headers)) != 0)
         goto fail;
 
     SETOPT(req->easy, CURLOPT_URL, url);
