@@ -16,6 +16,10 @@
  * run outside every curl callback, and close/abort work that would tear down the multi handle is
  * deferred to the `reaper` timer so it never runs inside a callback chain still using it.
  *
+ * Its three jobs live in three files: this one is the loop glue and the life cycle; the request's
+ * shape (path, headers, body) is built in omnidesk_request.c; what an answer means is decided in
+ * omnidesk_answer.c, pure, testable without a socket.
+ *
  * Secrets: the API key lives in one buffer and in the header list of each request; both are
  * wiped before they are freed. Nothing written to the log carries the key or a field value.
  */
