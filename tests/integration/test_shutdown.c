@@ -2,7 +2,7 @@
  * The life of the process at its ends (issue 13 item 3): a shutdown while the database is slow
  * and a start-up that fails half-way. A real `omnisync run`, a real PostgreSQL, the fake Omnidesk.
  *
- * - A claim still running when shutdown_timeout passes is answered ("closing") after the
+ * - A claim (or a purge guard reservation) still running when shutdown_timeout passes is answered ("closing") after the
  *   dispatcher began to close: the late answer must be honoured as such, not drive a drain that
  *   reads freed recorder state (it aborted in json-c, SIGABRT instead of exit 0).
  * - A health endpoint that cannot bind stops the start-up: exit 1, one log line saying so, and
@@ -75,6 +75,49 @@ START_TEST(test_slow_claim_at_shutdown_exits_0)
 }
 END_TEST
 
+/* The purge guard's reservation, made slow the same way (it runs as a plain statement). */
+static void install_slow_reserve(void)
+{
+    scenario_exec(&sc, "CREATE TABLE public.slow_reserve (seconds integer NOT NULL)");
+    scenario_exec(&sc, "ALTER FUNCTION omnisync.reserve_purge(bigint, integer, text) "
+                       "RENAME TO reserve_purge_real");
+    scenario_exec(&sc, "CREATE FUNCTION omnisync.reserve_purge(p_outbox_id bigint, "
+                       "p_per_hour integer, p_process text) RETURNS boolean LANGUAGE plpgsql AS "
+                       "$$ BEGIN "
+                       "PERFORM pg_sleep(coalesce((SELECT max(seconds) FROM public.slow_reserve), "
+                       "0)); RETURN omnisync.reserve_purge_real(p_outbox_id, p_per_hour, "
+                       "p_process); END $$");
+}
+
+START_TEST(test_slow_purge_guard_at_shutdown_exits_0)
+{
+    ck_assert_int_eq(scenario_setup(&sc, "[delivery]\nshutdown_timeout = 1s\n", NULL), 0);
+    install_slow_reserve();
+    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
+    scenario_exec(&sc, "INSERT INTO public.customers (customer_no, first_name, email) "
+                       "VALUES ('P1', 'Purged', 'p1@example.com')");
+    ck_assert_msg(WAIT_UNTIL(fake_customer_count(&sc.fake) == 1 && scenario_open_rows(&sc) == 0,
+                             20000),
+                  "the customer was not delivered");
+    scenario_exec(&sc, "INSERT INTO public.slow_reserve VALUES (60)");
+    /* The delete is a purge: its reservation sleeps in the database. */
+    scenario_exec(&sc, "DELETE FROM public.customers WHERE customer_no = 'P1'");
+    ck_assert_msg(WAIT_UNTIL(sleeping_claims() == 1, 15000), "the slow reservation did not start");
+    ck_assert_int_eq(proc_signal(&omnisync_daemon, SIGTERM), 0);
+    int code = proc_wait(&omnisync_daemon, 20000);
+    if (code != 0)
+        proc_dump_tail(&omnisync_daemon, "omnisync run", 40);
+    ck_assert_msg(code == 0, "omnisync run exited %d after SIGTERM during a slow reservation",
+                  code);
+    ck_assert(!proc_stderr_contains(&omnisync_daemon, "ERROR: AddressSanitizer"));
+    ck_assert(!proc_stderr_contains(&omnisync_daemon, "ERROR: LeakSanitizer"));
+    proc_free(&omnisync_daemon);
+    scenario_exec(&sc, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                       "WHERE wait_event = 'PgSleep' AND pid <> pg_backend_pid()");
+    scenario_teardown(&sc);
+}
+END_TEST
+
 /* A listening socket on a loopback port the kernel chose; its port in *port. */
 static int taken_port(int *port)
 {
@@ -124,6 +167,7 @@ int main(void)
     TCase *tc = tcase_create("shutdown");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_slow_claim_at_shutdown_exits_0);
+    tcase_add_test(tc, test_slow_purge_guard_at_shutdown_exits_0);
     tcase_add_test(tc, test_health_port_taken_unwinds_start);
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
