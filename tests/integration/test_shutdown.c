@@ -47,7 +47,8 @@ static long long sleeping_claims(void)
 {
     return pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity "
                                     "WHERE application_name = 'omnisync run' AND state = 'active' "
-                                    "AND wait_event = 'PgSleep'");
+                                    "AND wait_event = 'PgSleep' "
+                                    "AND datname = current_database()");
 }
 
 START_TEST(test_slow_claim_at_shutdown_exits_0)
