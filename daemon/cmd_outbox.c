@@ -275,8 +275,8 @@ static int run_act(struct cli *cli)
     int rc = CLI_ERROR;
     int arc = skip ? outbox_skip(cli->conn, cli->ids, n, &o->filter, o->reason, o->dry_run, &rows,
                                  err, sizeof(err))
-                   : outbox_replay(cli->conn, cli->ids, n, &o->filter, o->reason, o->dry_run,
-                                   &rows, err, sizeof(err));
+                   : outbox_replay(cli->conn, cli->ids, n, &o->filter, o->reason, o->dry_run, &rows,
+                                   err, sizeof(err));
     if (arc == OMNISYNC_EINVAL && n == 0) {
         cli_error(cli, "%s", err);
         rc = CLI_USAGE;
@@ -284,7 +284,10 @@ static int run_act(struct cli *cli)
         cli_error(cli, "%s; nothing was changed", err);
     } else {
         if (!o->as_json)
-            printf("%s %d row%s%s:\n", o->dry_run ? "would" : skip ? "skipped" : "replayed",
+            printf("%s %d row%s%s:\n",
+                   o->dry_run ? "would"
+                   : skip     ? "skipped"
+                              : "replayed",
                    PQntuples(rows), PQntuples(rows) == 1 ? "" : "s",
                    o->dry_run ? (skip ? " be skipped" : " be replayed") : "");
         cli_print_result(rows, o->as_json, NULL);
@@ -342,8 +345,7 @@ static int parse_status(struct cli *cli, int argc, char **argv)
         "Counts by source and status, the oldest pending row's age, whether sending is paused,\n"
         "the latest failures, and the running processes with their circuit and API state.\n";
     int first;
-    return cli_parse_operands(cli, argc, argv, usage, status_options, on_option, &opts, 0,
-                              &first);
+    return cli_parse_operands(cli, argc, argv, usage, status_options, on_option, &opts, 0, &first);
 }
 
 static int run_status(struct cli *cli)

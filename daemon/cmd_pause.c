@@ -55,8 +55,7 @@ static int parse_pause(struct cli *cli, int argc, char **argv)
 static int parse_resume(struct cli *cli, int argc, char **argv)
 {
     int first;
-    return cli_parse_operands(cli, argc, argv, resume_usage, options, on_option, &opts, 0,
-                              &first);
+    return cli_parse_operands(cli, argc, argv, resume_usage, options, on_option, &opts, 0, &first);
 }
 
 static int prepare(struct cli *cli)

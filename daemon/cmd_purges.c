@@ -110,8 +110,8 @@ static int run(struct cli *cli)
     }
     long long changed = 0;
     char *not_held = NULL;
-    if (outbox_release_purges(cli->conn, cli->ids, cli->nids, opts.all, skip, opts.reason,
-                              &changed, &not_held, err, sizeof(err)) != 0) {
+    if (outbox_release_purges(cli->conn, cli->ids, cli->nids, opts.all, skip, opts.reason, &changed,
+                              &not_held, err, sizeof(err)) != 0) {
         cli_error(cli, "%s; nothing was changed", err);
     } else {
         printf("%s %lld held purge%s\n", skip ? "skipped" : "released", changed,

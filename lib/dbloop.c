@@ -158,14 +158,10 @@ static void kick(struct dbloop *db)
         (void)uv_idle_start(&db->kick, on_kick);
 }
 
-/* Fails `q` without a server answer; its callback runs later from the loop. */
 static const char *const error_words[] = {
-    [DBLOOP_ENONE] = "no error",
-    [DBLOOP_ESQL] = "the server refused the statement",
-    [DBLOOP_ELOST] = "connection lost",
-    [DBLOOP_ENOTCONN] = "not connected",
-    [DBLOOP_ECLOSING] = "closing",
-    [DBLOOP_ENORESULT] = "no result",
+    [DBLOOP_ENONE] = "no error",        [DBLOOP_ESQL] = "the server refused the statement",
+    [DBLOOP_ELOST] = "connection lost", [DBLOOP_ENOTCONN] = "not connected",
+    [DBLOOP_ECLOSING] = "closing",      [DBLOOP_ENORESULT] = "no result",
 };
 
 const char *dbloop_strerror(enum dbloop_error e)
@@ -195,6 +191,7 @@ static void call_failed(struct dbloop *db, struct dbloop_pending *q, enum dbloop
     db->last_error = DBLOOP_ENONE;
 }
 
+/* Fails `q` without a server answer; its callback runs later from the loop. */
 static void fail_later(struct dbloop *db, struct dbloop_pending *q, enum dbloop_error err)
 {
     q->err = err;

@@ -37,9 +37,9 @@ struct dbloop_pending; /* one queued query; private to dbloop.c */
  * the same as words for the log (dbloop_strerror()), or the server's message for DBLOOP_ESQL.
  */
 enum dbloop_error {
-    DBLOOP_ENONE = 0,    /* the query succeeded (or no query callback is running) */
-    DBLOOP_ESQL = 1,     /* the server refused it: `err` is its primary message, see last_sqlstate */
-    DBLOOP_ELOST = 2,    /* "connection lost": it may or may not have run */
+    DBLOOP_ENONE = 0, /* the query succeeded (or no query callback is running) */
+    DBLOOP_ESQL = 1,  /* the server refused it: `err` is its primary message, see last_sqlstate */
+    DBLOOP_ELOST = 2, /* "connection lost": it may or may not have run */
     DBLOOP_ENOTCONN = 3, /* "not connected": DBLOOP_FAIL_FAST while not READY; it never ran */
     DBLOOP_ECLOSING = 4, /* "closing": dbloop_close() was called; it never ran or was abandoned */
     DBLOOP_ENORESULT = 5 /* "no result": the server sent no result at all */

@@ -64,7 +64,7 @@ enum delivery_stop {
 };
 
 struct delivery {
-    struct queue node; /* in the dispatcher's queue */
+    struct queue node;     /* in the dispatcher's queue */
     void *owner;           /* the dispatcher holding it */
     const struct config *cfg;
     const struct config_source *source;

@@ -41,7 +41,7 @@ struct dispatcher {
     struct breaker breaker;
     char process[128];
 
-    struct queue ready;          /* struct delivery claimed, waiting for a slot or a token (FIFO) */
+    struct queue ready; /* struct delivery claimed, waiting for a slot or a token (FIFO) */
     unsigned nready;
     unsigned nactive;            /* a request or a reservation in flight */
 

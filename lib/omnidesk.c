@@ -528,8 +528,7 @@ static char *build_form(const struct omnidesk_field *fields, size_t nfields, CUR
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
-    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL,
-                                 &req->mime);
+    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL, &req->mime);
 }
 
 #define SETOPT(easy, opt, val)                                                                     \

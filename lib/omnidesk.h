@@ -120,8 +120,8 @@ struct omnidesk {
     size_t max_body;
     uint64_t max_retry_after_ms;
     unsigned in_flight;
-    struct queue requests; /* struct omnidesk_request in flight */
-    struct queue sockets;  /* struct omnidesk_socket: open uv_poll contexts */
+    struct queue requests;             /* struct omnidesk_request in flight */
+    struct queue sockets;              /* struct omnidesk_socket: open uv_poll contexts */
     unsigned handles_open;             /* uv handles not yet through their close callback */
     int closing;
     int aborting;

@@ -260,12 +260,12 @@ static void http_error(struct omnidesk_response *r, long status, const char *bod
         json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0) {
         memcpy(r->error + n, ": ", 3);
         omnidesk_answer_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2,
-                       json_object_get_string(msg), (size_t)json_object_get_string_len(msg),
-                       SIZE_MAX);
+                                  json_object_get_string(msg),
+                                  (size_t)json_object_get_string_len(msg), SIZE_MAX);
     } else if (len > 0) {
         memcpy(r->error + n, ": ", 3);
         omnidesk_answer_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2, body, len,
-                       RAW_BODY_QUOTE);
+                                  RAW_BODY_QUOTE);
     }
 }
 
@@ -293,11 +293,12 @@ void omnidesk_answer_classify(enum omnidesk_endpoint endpoint, const char *body,
         int n = snprintf(r->error, sizeof(r->error), "answered %ld with an error body: ", status);
         if (json_object_object_get_ex(root, "message", &msg) &&
             json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0)
-            omnidesk_answer_printable(r->error + n, sizeof(r->error) - (size_t)n, json_object_get_string(msg),
-                           (size_t)json_object_get_string_len(msg), SIZE_MAX);
+            omnidesk_answer_printable(r->error + n, sizeof(r->error) - (size_t)n,
+                                      json_object_get_string(msg),
+                                      (size_t)json_object_get_string_len(msg), SIZE_MAX);
         else
             omnidesk_answer_printable(r->error + n, sizeof(r->error) - (size_t)n, body, body_len,
-                           RAW_BODY_QUOTE);
+                                      RAW_BODY_QUOTE);
         json_object_put(root);
         return;
     }
@@ -439,4 +440,3 @@ void omnidesk_answer_transport(const struct omnidesk_transport_facts *f,
     }
     }
 }
-

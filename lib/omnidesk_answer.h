@@ -29,18 +29,18 @@ void omnidesk_answer_classify(enum omnidesk_endpoint endpoint, const char *body,
 
 /* What curl knew of a transfer that failed below HTTP (gathered by omnidesk.c). */
 struct omnidesk_transport_facts {
-    int curl_code;       /* the CURLcode */
-    long os_errno;       /* CURLINFO_OS_ERRNO, 0 unknown */
-    int connected;       /* a connection was made (or reused) and sending began */
-    int received;        /* header or body bytes came back */
+    int curl_code;        /* the CURLcode */
+    long os_errno;        /* CURLINFO_OS_ERRNO, 0 unknown */
+    int connected;        /* a connection was made (or reused) and sending began */
+    int received;         /* header or body bytes came back */
     long long downloaded; /* body bytes received */
-    long status;         /* CURLINFO_RESPONSE_CODE, 0 none */
+    long status;          /* CURLINFO_RESPONSE_CODE, 0 none */
     long long elapsed_ms;
-    long timeout_ms;     /* the request's timeout */
-    int body_overflow;   /* the body passed max_body */
+    long timeout_ms;   /* the request's timeout */
+    int body_overflow; /* the body passed max_body */
     int body_nomem;
     size_t max_body;
-    const char *errbuf;  /* curl's CURLOPT_ERRORBUFFER text, may be NULL */
+    const char *errbuf; /* curl's CURLOPT_ERRORBUFFER text, may be NULL */
 };
 
 /* Words a failed transfer: r->class (always transient), r->transport_error, r->http_status = 0

@@ -183,4 +183,3 @@ const char *omnidesk_request_path(enum omnidesk_endpoint e)
     }
     return NULL;
 }
-

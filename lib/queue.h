@@ -21,7 +21,7 @@ struct queue {
     struct queue *prev;
 };
 
-#define queue_data(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define queue_data(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* Walks `h`; the body must not remove `q` (use queue_head() in a loop for that). */
 #define queue_foreach(q, h) for ((q) = (h)->next; (q) != (h); (q) = (q)->next)

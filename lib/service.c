@@ -464,7 +464,8 @@ static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *
     if (state == DBLOOP_DISCONNECTED)
         dispatcher_db_lost(&s->dispatcher);
     /* The work connection's setup checks the schema first: an old one is no reason to retry. */
-    if (state == DBLOOP_DISCONNECTED && !s->stopping && schema_guard_refused(dbloop_sqlstate(db), reason, &applied)) {
+    if (state == DBLOOP_DISCONNECTED && !s->stopping &&
+        schema_guard_refused(dbloop_sqlstate(db), reason, &applied)) {
         log_error("the omnisync schema is at version %d, this omnisync needs %d: run omnisync "
                   "migrate",
                   applied, schema_latest_version());
@@ -529,8 +530,7 @@ static void on_heartbeat(struct dbloop *db, const PGresult *res, const char *err
 {
     (void)db;
     (void)arg;
-    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING &&
-        dbloop_error(db) != DBLOOP_ENOTCONN)
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING && dbloop_error(db) != DBLOOP_ENOTCONN)
         log_debug("heartbeat failed error=\"%s\"", err);
 }
 

@@ -2,9 +2,9 @@
  * The life of the process at its ends (issue 13 item 3): a shutdown while the database is slow
  * and a start-up that fails half-way. A real `omnisync run`, a real PostgreSQL, the fake Omnidesk.
  *
- * - A claim (or a purge guard reservation) still running when shutdown_timeout passes is answered ("closing") after the
- *   dispatcher began to close: the late answer must be honoured as such, not drive a drain that
- *   reads freed recorder state (it aborted in json-c, SIGABRT instead of exit 0).
+ * - A claim (or a purge guard reservation) still running when shutdown_timeout passes is answered
+ * ("closing") after the dispatcher began to close: the late answer must be honoured as such, not
+ * drive a drain that reads freed recorder state (it aborted in json-c, SIGABRT instead of exit 0).
  * - A health endpoint that cannot bind stops the start-up: exit 1, one log line saying so, and
  *   everything started before it is closed again (under ASan: no leak report).
  */
@@ -97,9 +97,9 @@ START_TEST(test_slow_purge_guard_at_shutdown_exits_0)
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
     scenario_exec(&sc, "INSERT INTO public.customers (customer_no, first_name, email) "
                        "VALUES ('P1', 'Purged', 'p1@example.com')");
-    ck_assert_msg(WAIT_UNTIL(fake_customer_count(&sc.fake) == 1 && scenario_open_rows(&sc) == 0,
-                             20000),
-                  "the customer was not delivered");
+    ck_assert_msg(
+        WAIT_UNTIL(fake_customer_count(&sc.fake) == 1 && scenario_open_rows(&sc) == 0, 20000),
+        "the customer was not delivered");
     scenario_exec(&sc, "INSERT INTO public.slow_reserve VALUES (60)");
     /* The delete is a purge: its reservation sleeps in the database. */
     scenario_exec(&sc, "DELETE FROM public.customers WHERE customer_no = 'P1'");

@@ -57,8 +57,7 @@ START_TEST(test_answer_table)
     if (c->error_part == NULL)
         ck_assert_str_eq(r.error, "");
     else
-        ck_assert_msg(strstr(r.error, c->error_part) != NULL, "case %d: error \"%s\"", _i,
-                      r.error);
+        ck_assert_msg(strstr(r.error, c->error_part) != NULL, "case %d: error \"%s\"", _i, r.error);
     json_object_put(r.customer);
 }
 END_TEST
@@ -84,9 +83,8 @@ END_TEST
 START_TEST(test_transport_words)
 {
     struct omnidesk_response r;
-    struct omnidesk_transport_facts f = {.curl_code = CURLE_OPERATION_TIMEDOUT,
-                                         .elapsed_ms = 1000,
-                                         .timeout_ms = 1000};
+    struct omnidesk_transport_facts f = {
+        .curl_code = CURLE_OPERATION_TIMEDOUT, .elapsed_ms = 1000, .timeout_ms = 1000};
     memset(&r, 0, sizeof(r));
     omnidesk_answer_transport(&f, &r);
     ck_assert_int_eq(r.class, OMNIDESK_TRANSIENT);
@@ -105,8 +103,8 @@ START_TEST(test_transport_words)
     omnidesk_answer_transport(&reset, &r);
     ck_assert_str_eq(r.error, "connection reset");
 
-    struct omnidesk_transport_facts big = {.curl_code = CURLE_WRITE_ERROR, .body_overflow = 1,
-                                           .max_body = 1024};
+    struct omnidesk_transport_facts big = {
+        .curl_code = CURLE_WRITE_ERROR, .body_overflow = 1, .max_body = 1024};
     memset(&r, 0, sizeof(r));
     omnidesk_answer_transport(&big, &r);
     ck_assert_str_eq(r.error, "response body exceeds 1024 bytes");
