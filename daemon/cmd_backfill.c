@@ -76,68 +76,79 @@ static void progress(void *arg, long long enqueued, long long pending, int waiti
     fflush(stdout);
 }
 
-int cmd_backfill(struct cli *cli, int argc, char **argv)
+static struct backfill_cli opts;
+
+static int parse(struct cli *cli, int argc, char **argv)
 {
     static const struct option options[] = {
         {"source", required_argument, NULL, 's'}, {"batch", required_argument, NULL, 'b'},
         {"window", required_argument, NULL, 'w'}, {"restart", no_argument, NULL, 'r'},
         {NULL, 0, NULL, 0},
     };
-    struct backfill_cli o = {0};
-    int first = cli_parse(cli, argc, argv, usage, options, on_option, &o);
+    struct backfill_cli *o = &opts;
+    int first = cli_parse(cli, argc, argv, usage, options, on_option, o);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
-    if (first < argc || o.source == NULL || o.bad_number) {
-        cli_error(cli, o.bad_number ? "--batch must be 1..100000 and --window 0 or more"
-                                    : "give --source NAME (and no other argument)");
+    if (first < argc || o->source == NULL || o->bad_number) {
+        cli_error(cli, o->bad_number ? "--batch must be 1..100000 and --window 0 or more"
+                                     : "give --source NAME (and no other argument)");
         fprintf(stderr, "%s", usage);
         return CLI_USAGE;
     }
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 0) != CLI_OK) {
-        config_free(&cfg);
+    return CLI_OK;
+}
+
+static int prepare(struct cli *cli)
+{
+    if (config_find_source(&cli->cfg, opts.source) == NULL) {
+        cli_error(cli, "no source \"%s\" in %s", opts.source, cli->cfg.path);
         return CLI_ERROR;
     }
-    const struct config_source *src = config_find_source(&cfg, o.source);
-    if (src == NULL) {
-        cli_error(cli, "no source \"%s\" in %s", o.source, cfg.path);
-        config_free(&cfg);
-        return CLI_ERROR;
-    }
+    return CLI_OK;
+}
+
+static int run(struct cli *cli)
+{
+    struct backfill_cli *o = &opts;
+    const struct config_source *src = config_find_source(&cli->cfg, o->source);
     int rc = CLI_ERROR;
-    PGconn *conn = cli_connect(&cfg, "backfill");
-    if (conn != NULL) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        struct backfill_options bo = {
-            .batch = o.batch,
-            .window = o.window_set ? o.window : 0,
-            .restart = o.restart,
-            .stop = &stop_requested,
-            .progress = progress,
-            .arg = &o,
-        };
-        if (o.window_set && o.window == 0)
-            bo.window = -1; /* no limit */
-        long long enqueued = 0;
-        char err[512];
-        int brc = backfill_run(conn, src, &bo, &enqueued, err, sizeof(err));
-        if (brc == 0) {
-            printf("backfill: done, %lld rows enqueued for source %s\n", enqueued, src->name);
-            rc = CLI_OK;
-        } else if (brc == OMNISYNC_ECANCELED) {
-            printf("backfill: interrupted after %lld rows; run it again to resume\n", enqueued);
-            rc = CLI_ERROR;
-        } else {
-            cli_error(cli, "%s (%lld rows enqueued; run it again to resume)", err, enqueued);
-        }
-        PQfinish(conn);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    struct backfill_options bo = {
+        .batch = o->batch,
+        .window = o->window_set ? o->window : 0,
+        .restart = o->restart,
+        .stop = &stop_requested,
+        .progress = progress,
+        .arg = o,
+    };
+    if (o->window_set && o->window == 0)
+        bo.window = -1; /* no limit */
+    long long enqueued = 0;
+    char err[512];
+    int brc = backfill_run(cli->conn, src, &bo, &enqueued, err, sizeof(err));
+    if (brc == 0) {
+        printf("backfill: done, %lld rows enqueued for source %s\n", enqueued, src->name);
+        rc = CLI_OK;
+    } else if (brc == OMNISYNC_ECANCELED) {
+        printf("backfill: interrupted after %lld rows; run it again to resume\n", enqueued);
+        rc = CLI_ERROR;
+    } else {
+        cli_error(cli, "%s (%lld rows enqueued; run it again to resume)", err, enqueued);
     }
-    config_free(&cfg);
     return rc;
 }
+
+const struct cli_command cli_cmd_backfill = {
+    .name = "backfill",
+    .summary = "enqueue every existing row of a source (initial sync), resumable",
+    .needs = CLI_NEED_DB,
+    .parse = parse,
+    .prepare = prepare,
+    .run = run,
+};

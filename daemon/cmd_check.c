@@ -76,31 +76,25 @@ static const char usage[] =
     "the database, reports the schema version, and makes one read-only API call (the customer\n"
     "index, one item) to prove the URL and the key. Exit 0 when everything is ready.\n";
 
-int cmd_check(struct cli *cli, int argc, char **argv)
+static int parse(struct cli *cli, int argc, char **argv)
 {
-    int first = cli_parse(cli, argc, argv, usage, NULL, NULL, NULL);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
-    if (first < argc) {
-        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
-        return CLI_USAGE;
-    }
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 1) != CLI_OK) {
-        config_free(&cfg);
-        return CLI_ERROR;
-    }
-    printf("config: %s is valid (%zu source%s)\n", cfg.path, cfg.nsources,
-           cfg.nsources == 1 ? "" : "s");
+    int first;
+    return cli_parse_operands(cli, argc, argv, usage, NULL, NULL, NULL, 0, &first);
+}
+
+/* Connects itself: what is fine (config, key) is printed before the database is tried. */
+static int run(struct cli *cli)
+{
+    const struct config *cfg = &cli->cfg;
+    printf("config: %s is valid (%zu source%s)\n", cfg->path, cfg->nsources,
+           cfg->nsources == 1 ? "" : "s");
     printf("api key: loaded\n");
 
     int rc = CLI_ERROR;
-    PGconn *conn = cli_connect(&cfg, "check");
+    PGconn *conn = cli_connect(cfg, "check");
     if (conn != NULL) {
         char where[512], err[512];
-        log_conninfo_redacted(cfg.conninfo, where, sizeof(where));
+        log_conninfo_redacted(cfg->conninfo, where, sizeof(where));
         printf("database: connected (%s)\n", where[0] ? where : "libpq defaults");
         int version = schema_version(conn, err, sizeof(err));
         if (version < 0) {
@@ -110,10 +104,17 @@ int cmd_check(struct cli *cli, int argc, char **argv)
                       version, schema_latest_version());
         } else {
             printf("schema: version %d\n", version);
-            rc = probe_api(&cfg) == 0 ? CLI_OK : CLI_ERROR;
+            rc = probe_api(cfg) == 0 ? CLI_OK : CLI_ERROR;
         }
         PQfinish(conn);
     }
-    config_free(&cfg);
     return rc;
 }
+
+const struct cli_command cli_cmd_check = {
+    .name = "check",
+    .summary = "validate the config, reach the database, prove the API key",
+    .needs = CLI_NEED_CONFIG | CLI_NEED_KEY,
+    .parse = parse,
+    .run = run,
+};

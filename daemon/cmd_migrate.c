@@ -17,35 +17,28 @@ static void report(void *arg, int changed, const char *what)
     printf("%s %s\n", changed ? "changed:" : "ok:     ", what);
 }
 
-int cmd_migrate(struct cli *cli, int argc, char **argv)
+static int parse(struct cli *cli, int argc, char **argv)
 {
-    int first = cli_parse(cli, argc, argv, usage, NULL, NULL, NULL);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
-    if (first < argc) {
-        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
-        return CLI_USAGE;
-    }
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 0) != CLI_OK) {
-        config_free(&cfg);
+    int first;
+    return cli_parse_operands(cli, argc, argv, usage, NULL, NULL, NULL, 0, &first);
+}
+
+static int run(struct cli *cli)
+{
+    char err[1024];
+    int changes = 0;
+    if (schema_migrate(cli->conn, &cli->cfg, report, &changes, err, sizeof(err)) != 0) {
+        cli_error(cli, "%s; nothing was changed", err);
         return CLI_ERROR;
     }
-    int rc = CLI_ERROR;
-    PGconn *conn = cli_connect(&cfg, "migrate");
-    if (conn != NULL) {
-        char err[1024];
-        int changes = 0;
-        if (schema_migrate(conn, &cfg, report, &changes, err, sizeof(err)) != 0) {
-            cli_error(cli, "%s; nothing was changed", err);
-        } else {
-            printf("%s\n", changes ? "migrate: done" : "migrate: nothing to change");
-            rc = CLI_OK;
-        }
-        PQfinish(conn);
-    }
-    config_free(&cfg);
-    return rc;
+    printf("%s\n", changes ? "migrate: done" : "migrate: nothing to change");
+    return CLI_OK;
 }
+
+const struct cli_command cli_cmd_migrate = {
+    .name = "migrate",
+    .summary = "create or upgrade the schema and install the triggers of the sources",
+    .needs = CLI_NEED_DB,
+    .parse = parse,
+    .run = run,
+};

@@ -91,13 +91,9 @@ static const struct option status_options[] = {
     {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0},
 };
 
-/* Connects for a command; prints the reason and returns NULL on failure. */
-static PGconn *open_db(struct cli *cli, struct config *cfg)
-{
-    if (cli_load_config(cli, cfg, 0) != CLI_OK)
-        return NULL;
-    return cli_connect(cfg, cli->command);
-}
+/* The options of the command this process runs, and which one it is. */
+static struct outbox_opts opts;
+static enum { ACT_LIST, ACT_SHOW, ACT_REPLAY, ACT_SKIP } action;
 
 /* CLI exit code for a library error: a missing row or nothing to do is 1, as is the rest. */
 static int fail(struct cli *cli, const char *err)
@@ -115,39 +111,37 @@ static const char list_usage[] =
     "show: one row in full and every attempt's outcome. The payload's values (personal data)\n"
     "are shown only with --show-data.\n";
 
-static int outbox_list_cmd(struct cli *cli, int argc, char **argv)
+static int parse_list(struct cli *cli, int argc, char **argv)
 {
-    struct outbox_opts o = {0};
-    int first = cli_parse(cli, argc, argv, list_usage, list_options, on_option, &o);
+    int first = cli_parse(cli, argc, argv, list_usage, list_options, on_option, &opts);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
-    if (first < argc || o.bad_limit) {
-        cli_error(cli, o.bad_limit ? "--limit must be a positive number"
-                                   : "outbox list takes no arguments, only options");
+    if (first < argc || opts.bad_limit) {
+        cli_error(cli, opts.bad_limit ? "--limit must be a positive number"
+                                      : "outbox list takes no arguments, only options");
         return CLI_USAGE;
     }
-    struct config cfg;
-    PGconn *conn = open_db(cli, &cfg);
-    int rc = CLI_ERROR;
-    if (conn != NULL) {
-        char err[512];
-        PGresult *res = NULL;
-        int lrc = outbox_list(conn, &o.filter, &res, err, sizeof(err));
-        if (lrc == OMNISYNC_EINVAL) {
-            cli_error(cli, "%s", err);
-            rc = CLI_USAGE;
-        } else if (lrc != 0) {
-            rc = fail(cli, err);
-        } else {
-            cli_print_result(res, o.as_json, "no row matches");
-            rc = CLI_OK;
-        }
-        PQclear(res);
-        PQfinish(conn);
+    return CLI_OK;
+}
+
+static int run_list(struct cli *cli)
+{
+    char err[512];
+    PGresult *res = NULL;
+    int rc;
+    int lrc = outbox_list(cli->conn, &opts.filter, &res, err, sizeof(err));
+    if (lrc == OMNISYNC_EINVAL) {
+        cli_error(cli, "%s", err);
+        rc = CLI_USAGE;
+    } else if (lrc != 0) {
+        rc = fail(cli, err);
+    } else {
+        cli_print_result(res, opts.as_json, "no row matches");
+        rc = CLI_OK;
     }
-    config_free(&cfg);
+    PQclear(res);
     return rc;
 }
 
@@ -157,142 +151,154 @@ static void print_row_vertical(const PGresult *row)
         printf("%-17s %s\n", PQfname(row, c), PQgetisnull(row, 0, c) ? "" : PQgetvalue(row, 0, c));
 }
 
-static int outbox_show_cmd(struct cli *cli, int argc, char **argv)
+static int parse_show(struct cli *cli, int argc, char **argv)
 {
-    struct outbox_opts o = {0};
-    int first = cli_parse(cli, argc, argv, list_usage, show_options, on_option, &o);
+    int first = cli_parse(cli, argc, argv, list_usage, show_options, on_option, &opts);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
-    long long *ids = NULL;
-    size_t n = 0;
-    int prc = cli_parse_ids(cli, argc, argv, first, &ids, &n);
+    int prc = cli_parse_ids(cli, argc, argv, first, &cli->ids, &cli->nids);
     if (prc != CLI_OK)
         return prc;
-    if (n != 1) {
+    if (cli->nids != 1) {
         cli_error(cli, "outbox show takes exactly one id");
-        free(ids);
         return CLI_USAGE;
     }
-    struct config cfg;
-    PGconn *conn = open_db(cli, &cfg);
-    int rc = CLI_ERROR;
-    if (conn != NULL) {
-        char err[512];
-        PGresult *row = NULL, *attempts = NULL;
-        if (outbox_show(conn, ids[0], o.show_data, &row, &attempts, err, sizeof(err)) != 0) {
-            rc = fail(cli, err);
-        } else if (o.as_json) {
-            /* One object: the row's fields plus "attempts": [...]. */
-            printf("{\"row\":\n");
-            cli_print_result(row, 1, NULL);
-            printf(",\"attempts\":\n");
-            cli_print_result(attempts, 1, NULL);
-            printf("}\n");
-            rc = CLI_OK;
-        } else {
-            print_row_vertical(row);
-            printf("\nattempts:\n");
-            cli_print_result(attempts, 0, "  (none)");
-            rc = CLI_OK;
-        }
-        PQclear(row);
-        PQclear(attempts);
-        PQfinish(conn);
+    return CLI_OK;
+}
+
+static int run_show(struct cli *cli)
+{
+    char err[512];
+    PGresult *row = NULL, *attempts = NULL;
+    int rc;
+    if (outbox_show(cli->conn, cli->ids[0], opts.show_data, &row, &attempts, err, sizeof(err)) !=
+        0) {
+        rc = fail(cli, err);
+    } else if (opts.as_json) {
+        /* One object: the row's fields plus "attempts": [...]. */
+        printf("{\"row\":\n");
+        cli_print_result(row, 1, NULL);
+        printf(",\"attempts\":\n");
+        cli_print_result(attempts, 1, NULL);
+        printf("}\n");
+        rc = CLI_OK;
+    } else {
+        print_row_vertical(row);
+        printf("\nattempts:\n");
+        cli_print_result(attempts, 0, "  (none)");
+        rc = CLI_OK;
     }
-    config_free(&cfg);
-    free(ids);
+    PQclear(row);
+    PQclear(attempts);
     return rc;
 }
 
-int cmd_outbox(struct cli *cli, int argc, char **argv)
+/* outbox list | outbox show: the action word picks the parse and the run. */
+static int parse_outbox(struct cli *cli, int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "list") == 0)
-        return outbox_list_cmd(cli, argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "show") == 0)
-        return outbox_show_cmd(cli, argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        action = ACT_LIST;
+        return parse_list(cli, argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "show") == 0) {
+        action = ACT_SHOW;
+        return parse_show(cli, argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("%s", list_usage);
-        return CLI_OK;
+        return CLI_DONE;
     }
     cli_error(cli, "which action: list or show?");
     fprintf(stderr, "%s", list_usage);
     return CLI_USAGE;
 }
 
-/* replay and skip share the shape: ids or a filter, a reason, --dry-run, a table of rows. */
-static int act_cmd(struct cli *cli, int argc, char **argv, int skip, const char *usage,
-                   const struct option *options)
+static int run_outbox(struct cli *cli)
 {
-    struct outbox_opts o = {0};
-    int first = cli_parse(cli, argc, argv, usage, options, on_option, &o);
+    return action == ACT_LIST ? run_list(cli) : run_show(cli);
+}
+
+const struct cli_command cli_cmd_outbox = {
+    .name = "outbox",
+    .summary = "outbox list / outbox show ID: the rows and their attempts",
+    .needs = CLI_NEED_DB,
+    .parse = parse_outbox,
+    .run = run_outbox,
+};
+
+/* replay and skip share the shape: ids or a filter, a reason, --dry-run, a table of rows. */
+static int parse_act(struct cli *cli, int argc, char **argv, int skip, const char *usage,
+                     const struct option *options)
+{
+    struct outbox_opts *o = &opts;
+    action = skip ? ACT_SKIP : ACT_REPLAY;
+    int first = cli_parse(cli, argc, argv, usage, options, on_option, o);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
-    long long *ids = NULL;
-    size_t n = 0;
-    int prc = cli_parse_ids(cli, argc, argv, first, &ids, &n);
+    int prc = cli_parse_ids(cli, argc, argv, first, &cli->ids, &cli->nids);
     if (prc != CLI_OK)
         return prc;
-    if (skip && (n > 0) == (o.filter.source != NULL)) {
+    size_t n = cli->nids;
+    if (skip && (n > 0) == (o->filter.source != NULL)) {
         cli_error(cli, "give the ids of the rows to skip, or --source NAME, not both");
-        free(ids);
         return CLI_USAGE;
     }
-    if (skip && n > 0 && o.filter.status != NULL) {
+    if (skip && n > 0 && o->filter.status != NULL) {
         cli_error(cli, "--status goes with --source, not with ids");
-        free(ids);
         return CLI_USAGE;
     }
-    if (skip && (o.reason == NULL || *o.reason == '\0')) {
+    if (skip && (o->reason == NULL || *o->reason == '\0')) {
         cli_error(cli, "skip needs --reason TEXT: why the row is given up");
-        free(ids);
         return CLI_USAGE;
     }
-    if (!skip && (n > 0) == o.failed) {
+    if (!skip && (n > 0) == o->failed) {
         cli_error(cli, "give ids, or --failed (with optional --since/--error/--source), not both");
-        free(ids);
         return CLI_USAGE;
     }
-    if (!skip && n > 0 && (o.filter.since || o.filter.error || o.filter.source)) {
+    if (!skip && n > 0 && (o->filter.since || o->filter.error || o->filter.source)) {
         cli_error(cli, "--since, --error and --source go with --failed, not with ids");
-        free(ids);
         return CLI_USAGE;
     }
-    struct config cfg;
-    PGconn *conn = open_db(cli, &cfg);
+    return CLI_OK;
+}
+
+static int run_act(struct cli *cli)
+{
+    const struct outbox_opts *o = &opts;
+    int skip = action == ACT_SKIP;
+    size_t n = cli->nids;
+    char err[1024];
+    PGresult *rows = NULL;
     int rc = CLI_ERROR;
-    if (conn != NULL) {
-        char err[1024];
-        PGresult *rows = NULL;
-        int arc = skip ? outbox_skip(conn, ids, n, &o.filter, o.reason, o.dry_run, &rows, err,
-                                     sizeof(err))
-                       : outbox_replay(conn, ids, n, &o.filter, o.reason, o.dry_run, &rows, err,
-                                       sizeof(err));
-        if (arc == OMNISYNC_EINVAL && n == 0) {
-            cli_error(cli, "%s", err);
-            rc = CLI_USAGE;
-        } else if (arc != 0) {
-            cli_error(cli, "%s; nothing was changed", err);
-        } else {
-            if (!o.as_json)
-                printf("%s %d row%s%s:\n", o.dry_run ? "would" : skip ? "skipped" : "replayed",
-                       PQntuples(rows), PQntuples(rows) == 1 ? "" : "s",
-                       o.dry_run ? (skip ? " be skipped" : " be replayed") : "");
-            cli_print_result(rows, o.as_json, NULL);
-            rc = CLI_OK;
-        }
-        PQclear(rows);
-        PQfinish(conn);
+    int arc = skip ? outbox_skip(cli->conn, cli->ids, n, &o->filter, o->reason, o->dry_run, &rows,
+                                 err, sizeof(err))
+                   : outbox_replay(cli->conn, cli->ids, n, &o->filter, o->reason, o->dry_run, &rows,
+                                   err, sizeof(err));
+    if (arc == OMNISYNC_EINVAL && n == 0) {
+        cli_error(cli, "%s", err);
+        rc = CLI_USAGE;
+    } else if (arc != 0) {
+        cli_error(cli, "%s; nothing was changed", err);
+    } else {
+        if (!o->as_json)
+            printf("%s %d row%s%s:\n",
+                   o->dry_run ? "would"
+                   : skip     ? "skipped"
+                              : "replayed",
+                   PQntuples(rows), PQntuples(rows) == 1 ? "" : "s",
+                   o->dry_run ? (skip ? " be skipped" : " be replayed") : "");
+        cli_print_result(rows, o->as_json, NULL);
+        rc = CLI_OK;
     }
-    config_free(&cfg);
-    free(ids);
+    PQclear(rows);
     return rc;
 }
 
-int cmd_replay(struct cli *cli, int argc, char **argv)
+static int parse_replay(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
         "usage: omnisync [--config FILE] replay ID... [--reason TEXT] [--dry-run] [--json]\n"
@@ -301,10 +307,10 @@ int cmd_replay(struct cli *cli, int argc, char **argv)
         "Puts failed rows back to pending with their attempts reset. A row superseded by a later\n"
         "delivery is refused: replaying it would send stale data. --dry-run lists what would\n"
         "change. Every replay is recorded with the database user, the time and the reason.\n";
-    return act_cmd(cli, argc, argv, 0, usage, replay_options);
+    return parse_act(cli, argc, argv, 0, usage, replay_options);
 }
 
-int cmd_skip(struct cli *cli, int argc, char **argv)
+static int parse_skip(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
         "usage: omnisync [--config FILE] skip ID... --reason TEXT [--dry-run] [--json]\n"
@@ -314,61 +320,75 @@ int cmd_skip(struct cli *cli, int argc, char **argv)
         "skipped and are never sent. --source takes every such row of one source (say, one\n"
         "removed from the configuration), --status narrows it. Recorded with the database user,\n"
         "the time and the reason.\n";
-    return act_cmd(cli, argc, argv, 1, usage, skip_options);
+    return parse_act(cli, argc, argv, 1, usage, skip_options);
 }
 
-int cmd_status(struct cli *cli, int argc, char **argv)
+const struct cli_command cli_cmd_replay = {
+    .name = "replay",
+    .summary = "failed rows back to pending (ids or --failed); --dry-run",
+    .needs = CLI_NEED_DB,
+    .parse = parse_replay,
+    .run = run_act,
+};
+
+const struct cli_command cli_cmd_skip = {
+    .name = "skip",
+    .summary = "give rows up on purpose, with --reason",
+    .needs = CLI_NEED_DB,
+    .parse = parse_skip,
+    .run = run_act,
+};
+
+static int parse_status(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
         "usage: omnisync [--config FILE] status [--json]\n\n"
         "Counts by source and status, the oldest pending row's age, whether sending is paused,\n"
         "the latest failures, and the running processes with their circuit and API state.\n";
-    struct outbox_opts o = {0};
-    int first = cli_parse(cli, argc, argv, usage, status_options, on_option, &o);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
-    if (first < argc) {
-        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
-        return CLI_USAGE;
+    int first;
+    return cli_parse_operands(cli, argc, argv, usage, status_options, on_option, &opts, 0, &first);
+}
+
+static int run_status(struct cli *cli)
+{
+    char err[512];
+    PGresult *counts = NULL, *failures = NULL, *processes = NULL, *reconciled = NULL;
+    int rc;
+    if (outbox_status(cli->conn, &counts, &failures, &processes, err, sizeof(err)) != 0 ||
+        reconcile_last_runs(cli->conn, &reconciled, err, sizeof(err)) != 0) {
+        rc = fail(cli, err);
+    } else if (opts.as_json) {
+        printf("{\"sources\":\n");
+        cli_print_result(counts, 1, NULL);
+        printf(",\"recent_failures\":\n");
+        cli_print_result(failures, 1, NULL);
+        printf(",\"processes\":\n");
+        cli_print_result(processes, 1, NULL);
+        printf(",\"reconcile\":\n");
+        cli_print_result(reconciled, 1, NULL);
+        printf("}\n");
+        rc = CLI_OK;
+    } else {
+        cli_print_result(counts, 0, "no source installed: run omnisync migrate");
+        printf("\nprocesses:\n");
+        cli_print_result(processes, 0, "  none running (none seen in the last minute)");
+        printf("\nrecent failures:\n");
+        cli_print_result(failures, 0, "  none");
+        printf("\nlast reconcile:\n");
+        cli_print_result(reconciled, 0, "  never run: see omnisync reconcile --help");
+        rc = CLI_OK;
     }
-    struct config cfg;
-    PGconn *conn = open_db(cli, &cfg);
-    int rc = CLI_ERROR;
-    if (conn != NULL) {
-        char err[512];
-        PGresult *counts = NULL, *failures = NULL, *processes = NULL, *reconciled = NULL;
-        if (outbox_status(conn, &counts, &failures, &processes, err, sizeof(err)) != 0 ||
-            reconcile_last_runs(conn, &reconciled, err, sizeof(err)) != 0) {
-            rc = fail(cli, err);
-        } else if (o.as_json) {
-            printf("{\"sources\":\n");
-            cli_print_result(counts, 1, NULL);
-            printf(",\"recent_failures\":\n");
-            cli_print_result(failures, 1, NULL);
-            printf(",\"processes\":\n");
-            cli_print_result(processes, 1, NULL);
-            printf(",\"reconcile\":\n");
-            cli_print_result(reconciled, 1, NULL);
-            printf("}\n");
-            rc = CLI_OK;
-        } else {
-            cli_print_result(counts, 0, "no source installed: run omnisync migrate");
-            printf("\nprocesses:\n");
-            cli_print_result(processes, 0, "  none running (none seen in the last minute)");
-            printf("\nrecent failures:\n");
-            cli_print_result(failures, 0, "  none");
-            printf("\nlast reconcile:\n");
-            cli_print_result(reconciled, 0, "  never run: see omnisync reconcile --help");
-            rc = CLI_OK;
-        }
-        PQclear(counts);
-        PQclear(failures);
-        PQclear(processes);
-        PQclear(reconciled);
-        PQfinish(conn);
-    }
-    config_free(&cfg);
+    PQclear(counts);
+    PQclear(failures);
+    PQclear(processes);
+    PQclear(reconciled);
     return rc;
 }
+
+const struct cli_command cli_cmd_status = {
+    .name = "status",
+    .summary = "counts by state, oldest pending age, last errors, processes; --json",
+    .needs = CLI_NEED_DB,
+    .parse = parse_status,
+    .run = run_status,
+};

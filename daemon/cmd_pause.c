@@ -33,65 +33,83 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int set_paused(struct cli *cli, int argc, char **argv, int paused, const char *usage)
+static struct pause_opts opts;
+
+static const char pause_usage[] =
+    "usage: omnisync [--config FILE] pause [--source NAME] [--reason TEXT] [--json]\n\n"
+    "Stops sending for every running omnisync process, within a second: no new rows are\n"
+    "claimed, requests in flight finish. Changes keep queueing in the outbox. Without\n"
+    "--source, every source is paused. Undo with omnisync resume.\n";
+
+static const char resume_usage[] =
+    "usage: omnisync [--config FILE] resume [--source NAME] [--reason TEXT] [--json]\n\n"
+    "Clears a pause set by omnisync pause (for --source NAME, or the pause of all sources);\n"
+    "running processes start claiming at once.\n";
+
+static int parse_pause(struct cli *cli, int argc, char **argv)
 {
-    struct pause_opts o = {0};
-    int first = cli_parse(cli, argc, argv, usage, options, on_option, &o);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
-    if (first < argc) {
-        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
-        return CLI_USAGE;
-    }
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 0) != CLI_OK) {
-        config_free(&cfg);
+    int first;
+    return cli_parse_operands(cli, argc, argv, pause_usage, options, on_option, &opts, 0, &first);
+}
+
+static int parse_resume(struct cli *cli, int argc, char **argv)
+{
+    int first;
+    return cli_parse_operands(cli, argc, argv, resume_usage, options, on_option, &opts, 0, &first);
+}
+
+static int prepare(struct cli *cli)
+{
+    if (opts.source != NULL && config_find_source(&cli->cfg, opts.source) == NULL) {
+        cli_error(cli, "no source \"%s\" in %s", opts.source, cli->cfg.path);
         return CLI_ERROR;
     }
+    return CLI_OK;
+}
+
+static int set_paused(struct cli *cli, int paused)
+{
+    char err[512];
+    PGresult *res = NULL;
     int rc = CLI_ERROR;
-    if (o.source != NULL && config_find_source(&cfg, o.source) == NULL) {
-        cli_error(cli, "no source \"%s\" in %s", o.source, cfg.path);
-        config_free(&cfg);
-        return CLI_ERROR;
+    if (outbox_set_paused(cli->conn, opts.source, paused, opts.reason, err, sizeof(err)) != 0 ||
+        outbox_pause_flags(cli->conn, &res, err, sizeof(err)) != 0) {
+        cli_error(cli, "%s", err);
+    } else {
+        if (!opts.as_json)
+            printf("%s: %s\n", paused ? "paused" : "resumed",
+                   opts.source ? opts.source : "all sources");
+        cli_print_result(res, opts.as_json, NULL);
+        rc = CLI_OK;
     }
-    PGconn *conn = cli_connect(&cfg, cli->command);
-    if (conn != NULL) {
-        char err[512];
-        PGresult *res = NULL;
-        if (outbox_set_paused(conn, o.source, paused, o.reason, err, sizeof(err)) != 0 ||
-            outbox_pause_flags(conn, &res, err, sizeof(err)) != 0) {
-            cli_error(cli, "%s", err);
-        } else {
-            if (!o.as_json)
-                printf("%s: %s\n", paused ? "paused" : "resumed",
-                       o.source ? o.source : "all sources");
-            cli_print_result(res, o.as_json, NULL);
-            rc = CLI_OK;
-        }
-        PQclear(res);
-        PQfinish(conn);
-    }
-    config_free(&cfg);
+    PQclear(res);
     return rc;
 }
 
-int cmd_pause(struct cli *cli, int argc, char **argv)
+static int run_pause(struct cli *cli)
 {
-    static const char usage[] =
-        "usage: omnisync [--config FILE] pause [--source NAME] [--reason TEXT] [--json]\n\n"
-        "Stops sending for every running omnisync process, within a second: no new rows are\n"
-        "claimed, requests in flight finish. Changes keep queueing in the outbox. Without\n"
-        "--source, every source is paused. Undo with omnisync resume.\n";
-    return set_paused(cli, argc, argv, 1, usage);
+    return set_paused(cli, 1);
 }
 
-int cmd_resume(struct cli *cli, int argc, char **argv)
+static int run_resume(struct cli *cli)
 {
-    static const char usage[] =
-        "usage: omnisync [--config FILE] resume [--source NAME] [--reason TEXT] [--json]\n\n"
-        "Clears a pause set by omnisync pause (for --source NAME, or the pause of all sources);\n"
-        "running processes start claiming at once.\n";
-    return set_paused(cli, argc, argv, 0, usage);
+    return set_paused(cli, 0);
 }
+
+const struct cli_command cli_cmd_pause = {
+    .name = "pause",
+    .summary = "stop sending (every process, within a second); changes keep queueing",
+    .needs = CLI_NEED_DB,
+    .parse = parse_pause,
+    .prepare = prepare,
+    .run = run_pause,
+};
+
+const struct cli_command cli_cmd_resume = {
+    .name = "resume",
+    .summary = "start sending again after a pause",
+    .needs = CLI_NEED_DB,
+    .parse = parse_resume,
+    .prepare = prepare,
+    .run = run_resume,
+};

@@ -43,89 +43,89 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
-int cmd_purges(struct cli *cli, int argc, char **argv)
+static struct purges_opts opts;
+static int list, skip;
+
+static int parse(struct cli *cli, int argc, char **argv)
 {
-    struct purges_opts o = {0};
+    struct purges_opts *o = &opts;
     if (argc < 2 || argv[1][0] == '-') {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
             printf("%s", usage);
-            return CLI_OK;
+            return CLI_DONE;
         }
         cli_error(cli, "which action: list, release or skip?");
         fprintf(stderr, "%s", usage);
         return CLI_USAGE;
     }
     const char *action = argv[1];
-    int list = strcmp(action, "list") == 0, release = strcmp(action, "release") == 0,
-        skip = strcmp(action, "skip") == 0;
+    int release = strcmp(action, "release") == 0;
+    list = strcmp(action, "list") == 0;
+    skip = strcmp(action, "skip") == 0;
     if (!list && !release && !skip) {
         cli_error(cli, "unknown action \"%s\": list, release or skip", action);
         fprintf(stderr, "%s", usage);
         return CLI_USAGE;
     }
-    int first = cli_parse(cli, argc - 1, argv + 1, usage, options, on_option, &o);
+    int first = cli_parse(cli, argc - 1, argv + 1, usage, options, on_option, o);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
     first += 1;
-    long long *ids = NULL;
-    size_t n = 0;
     if (list && first < argc) {
         cli_error(cli, "purges list takes no ids");
         return CLI_USAGE;
     }
     if (!list) {
-        int prc = cli_parse_ids(cli, argc, argv, first, &ids, &n);
+        int prc = cli_parse_ids(cli, argc, argv, first, &cli->ids, &cli->nids);
         if (prc != CLI_OK)
             return prc;
-        if ((n == 0) == !o.all) {
+        if ((cli->nids == 0) == !o->all) {
             cli_error(cli, "give the ids of held purges, or --all (not both)");
-            free(ids);
             return CLI_USAGE;
         }
-        if (skip && (o.reason == NULL || *o.reason == '\0')) {
+        if (skip && (o->reason == NULL || *o->reason == '\0')) {
             cli_error(cli, "skipping a purge needs --reason TEXT");
-            free(ids);
             return CLI_USAGE;
         }
     }
+    return CLI_OK;
+}
 
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 0) != CLI_OK) {
-        config_free(&cfg);
-        free(ids);
-        return CLI_ERROR;
-    }
+static int run(struct cli *cli)
+{
+    char err[512];
     int rc = CLI_ERROR;
-    PGconn *conn = cli_connect(&cfg, "purges");
-    if (conn != NULL) {
-        char err[512];
-        if (list) {
-            PGresult *res = NULL;
-            if (outbox_held_purges(conn, &res, err, sizeof(err)) != 0) {
-                cli_error(cli, "%s", err);
-            } else {
-                cli_print_result(res, o.as_json, "no purge is held");
-                rc = CLI_OK;
-            }
-            PQclear(res);
+    if (list) {
+        PGresult *res = NULL;
+        if (outbox_held_purges(cli->conn, &res, err, sizeof(err)) != 0) {
+            cli_error(cli, "%s", err);
         } else {
-            long long changed = 0;
-            char *not_held = NULL;
-            if (outbox_release_purges(conn, ids, n, o.all, skip, o.reason, &changed, &not_held,
-                                      err, sizeof(err)) != 0) {
-                cli_error(cli, "%s; nothing was changed", err);
-            } else {
-                printf("%s %lld held purge%s\n", skip ? "skipped" : "released", changed,
-                       changed == 1 ? "" : "s");
-                rc = CLI_OK;
-            }
-            free(not_held);
+            cli_print_result(res, opts.as_json, "no purge is held");
+            rc = CLI_OK;
         }
-        PQfinish(conn);
+        PQclear(res);
+        return rc;
     }
-    config_free(&cfg);
-    free(ids);
+    long long changed = 0;
+    char *not_held = NULL;
+    if (outbox_release_purges(cli->conn, cli->ids, cli->nids, opts.all, skip, opts.reason, &changed,
+                              &not_held, err, sizeof(err)) != 0) {
+        cli_error(cli, "%s; nothing was changed", err);
+    } else {
+        printf("%s %lld held purge%s\n", skip ? "skipped" : "released", changed,
+               changed == 1 ? "" : "s");
+        rc = CLI_OK;
+    }
+    free(not_held);
     return rc;
 }
+
+const struct cli_command cli_cmd_purges = {
+    .name = "purges",
+    .summary = "list, release or skip purges held by the purge guard",
+    .needs = CLI_NEED_DB,
+    .parse = parse,
+    .run = run,
+};

@@ -136,52 +136,63 @@ static int reconcile_source(struct cli *cli, struct reconcile_cli *o, const stru
     return CLI_OK;
 }
 
-int cmd_reconcile(struct cli *cli, int argc, char **argv)
+static struct reconcile_cli opts;
+
+static int parse(struct cli *cli, int argc, char **argv)
 {
     static const struct option options[] = {
         {"source", required_argument, NULL, 's'}, {"repair", no_argument, NULL, 'r'},
         {"json", no_argument, NULL, 'j'},         {"show-data", no_argument, NULL, 'd'},
         {"rate", required_argument, NULL, 'R'},   {NULL, 0, NULL, 0},
     };
-    struct reconcile_cli o = {0};
-    int first = cli_parse(cli, argc, argv, usage, options, on_option, &o);
+    struct reconcile_cli *o = &opts;
+    int first = cli_parse(cli, argc, argv, usage, options, on_option, o);
     if (first == -2)
-        return CLI_OK;
+        return CLI_DONE;
     if (first < 0)
         return CLI_USAGE;
-    if (first < argc || o.bad_number) {
+    if (first < argc || o->bad_number) {
         cli_error(cli,
-                  o.bad_number ? "--rate must be a number, 0 or more" : "unexpected argument: %s",
+                  o->bad_number ? "--rate must be a number, 0 or more" : "unexpected argument: %s",
                   first < argc ? argv[first] : "");
         fprintf(stderr, "%s", usage);
         return CLI_USAGE;
     }
-    o.tty = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 1) != CLI_OK) {
-        config_free(&cfg);
+    o->tty = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+    return CLI_OK;
+}
+
+static int prepare(struct cli *cli)
+{
+    if (opts.source != NULL && config_find_source(&cli->cfg, opts.source) == NULL) {
+        cli_error(cli, "no source \"%s\" in %s", opts.source, cli->cfg.path);
         return CLI_ERROR;
     }
-    if (o.source != NULL && config_find_source(&cfg, o.source) == NULL) {
-        cli_error(cli, "no source \"%s\" in %s", o.source, cfg.path);
-        config_free(&cfg);
-        return CLI_ERROR;
+    return CLI_OK;
+}
+
+static int run(struct cli *cli)
+{
+    struct reconcile_cli *o = &opts;
+    const struct config *cfg = &cli->cfg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int rc = CLI_OK, drift = 0;
+    for (size_t i = 0; i < cfg->nsources && rc == CLI_OK; i++) {
+        if (o->source == NULL || strcmp(cfg->sources[i].name, o->source) == 0)
+            rc = reconcile_source(cli, o, cfg, &cfg->sources[i], cli->conn, &drift);
     }
-    int rc = CLI_ERROR, drift = 0;
-    PGconn *conn = cli_connect(&cfg, "reconcile");
-    if (conn != NULL) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        rc = CLI_OK;
-        for (size_t i = 0; i < cfg.nsources && rc == CLI_OK; i++) {
-            if (o.source == NULL || strcmp(cfg.sources[i].name, o.source) == 0)
-                rc = reconcile_source(cli, &o, &cfg, &cfg.sources[i], conn, &drift);
-        }
-        PQfinish(conn);
-    }
-    config_free(&cfg);
     return rc == CLI_OK && drift ? CLI_DRIFT : rc;
 }
+
+const struct cli_command cli_cmd_reconcile = {
+    .name = "reconcile",
+    .summary = "read Omnidesk back and compare with the CRM; --repair enqueues the drift",
+    .needs = CLI_NEED_KEY | CLI_NEED_DB,
+    .parse = parse,
+    .prepare = prepare,
+    .run = run,
+};

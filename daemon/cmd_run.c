@@ -12,23 +12,23 @@ static const char usage[] =
     "Refuses to start, with exit status 78, when the database schema is older than this\n"
     "omnisync needs: run omnisync migrate first (after every upgrade).\n";
 
-int cmd_run(struct cli *cli, int argc, char **argv)
+static int parse(struct cli *cli, int argc, char **argv)
 {
-    int first = cli_parse(cli, argc, argv, usage, NULL, NULL, NULL);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
-    if (first < argc) {
-        cli_error(cli, "unexpected argument \"%s\"", argv[first]);
-        return CLI_USAGE;
-    }
-    struct config cfg;
-    if (cli_load_config(cli, &cfg, 1) != CLI_OK) {
-        config_free(&cfg);
-        return CLI_ERROR;
-    }
+    int first;
+    return cli_parse_operands(cli, argc, argv, usage, NULL, NULL, NULL, 0, &first);
+}
+
+static int run(struct cli *cli)
+{
     /* The service takes the config over and frees it. */
-    int rc = service_run(&cfg, cli->config_path);
+    int rc = service_run(&cli->cfg, cli->config_path);
     return rc == 0 || rc == SERVICE_EXIT_SCHEMA_TOO_OLD ? rc : CLI_ERROR;
 }
+
+const struct cli_command cli_cmd_run = {
+    .name = "run",
+    .summary = "the daemon, in the foreground (systemd runs this)",
+    .needs = CLI_NEED_CONFIG | CLI_NEED_KEY,
+    .parse = parse,
+    .run = run,
+};

@@ -12,13 +12,15 @@ static const char usage[] = "usage: omnisync version\n\n"
                             "Prints omnisync's version and those of libuv, libpq, libcurl, json-c\n"
                             "and libmicrohttpd it runs with.\n";
 
-int cmd_version(struct cli *cli, int argc, char **argv)
+static int parse(struct cli *cli, int argc, char **argv)
 {
-    int first = cli_parse(cli, argc, argv, usage, NULL, NULL, NULL);
-    if (first == -2)
-        return CLI_OK;
-    if (first < 0)
-        return CLI_USAGE;
+    int first;
+    return cli_parse_operands(cli, argc, argv, usage, NULL, NULL, NULL, -1, &first);
+}
+
+static int run(struct cli *cli)
+{
+    (void)cli;
     int pq = PQlibVersion();
     printf("omnisync %s\n", OMNISYNC_VERSION);
     printf("libuv %s\n", uv_version_string());
@@ -28,3 +30,10 @@ int cmd_version(struct cli *cli, int argc, char **argv)
     printf("libmicrohttpd %s\n", MHD_get_version());
     return CLI_OK;
 }
+
+const struct cli_command cli_cmd_version = {
+    .name = "version",
+    .summary = "version and library versions",
+    .parse = parse,
+    .run = run,
+};

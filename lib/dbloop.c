@@ -32,12 +32,12 @@
 #define ATTEMPT_CAP 64
 
 struct dbloop_pending {
-    struct dbloop_pending *next;
+    struct queue node; /* in db->queue or db->done */
     dbloop_query_cb cb;
     void *arg;
     int flags;
     int nparams;
-    const char *err; /* set once it failed without a server answer (a static string) */
+    enum dbloop_error err; /* set once it failed without a server answer */
     char *sql;
     char **params;
     /* the params array, the SQL text and the parameter values follow in the same block */
@@ -115,27 +115,15 @@ static void set_state(struct dbloop *db, enum dbloop_state state, const char *re
 
 /* ---- the pending queue ---- */
 
-static void push(struct dbloop_pending **head, struct dbloop_pending **tail,
-                 struct dbloop_pending *q)
+static void push(struct queue *list, struct dbloop_pending *q)
 {
-    q->next = NULL;
-    if (*tail != NULL)
-        (*tail)->next = q;
-    else
-        *head = q;
-    *tail = q;
+    queue_insert_tail(list, &q->node);
 }
 
-static struct dbloop_pending *pop(struct dbloop_pending **head, struct dbloop_pending **tail)
+static struct dbloop_pending *pop(struct queue *list)
 {
-    struct dbloop_pending *q = *head;
-    if (q != NULL) {
-        *head = q->next;
-        if (*head == NULL)
-            *tail = NULL;
-        q->next = NULL;
-    }
-    return q;
+    struct queue *node = queue_pop(list);
+    return node != NULL ? queue_data(node, struct dbloop_pending, node) : NULL;
 }
 
 static void kick(struct dbloop *db)
@@ -144,17 +132,50 @@ static void kick(struct dbloop *db)
         (void)uv_idle_start(&db->kick, on_kick);
 }
 
+static const char *const error_words[] = {
+    [DBLOOP_ENONE] = "no error",        [DBLOOP_ESQL] = "the server refused the statement",
+    [DBLOOP_ELOST] = "connection lost", [DBLOOP_ENOTCONN] = "not connected",
+    [DBLOOP_ECLOSING] = "closing",      [DBLOOP_ENORESULT] = "no result",
+};
+
+const char *dbloop_strerror(enum dbloop_error e)
+{
+    if ((unsigned)e >= sizeof(error_words) / sizeof(error_words[0]))
+        return "unknown error";
+    return error_words[e];
+}
+
+enum dbloop_error dbloop_error(const struct dbloop *db)
+{
+    return db->last_error;
+}
+
+const char *dbloop_sqlstate(const struct dbloop *db)
+{
+    return db->last_sqlstate;
+}
+
+/* Calls q's callback with a failure: `err` the words for the log (the server's message for an SQL
+ * error, else the code's words), the code readable through dbloop_error() during the call. */
+static void call_failed(struct dbloop *db, struct dbloop_pending *q, enum dbloop_error code,
+                        const char *err)
+{
+    db->last_error = code;
+    q->cb(db, NULL, err != NULL ? err : dbloop_strerror(code), q->arg);
+    db->last_error = DBLOOP_ENONE;
+}
+
 /* Fails `q` without a server answer; its callback runs later from the loop. */
-static void fail_later(struct dbloop *db, struct dbloop_pending *q, const char *err)
+static void fail_later(struct dbloop *db, struct dbloop_pending *q, enum dbloop_error err)
 {
     q->err = err;
-    push(&db->done_head, &db->done_tail, q);
+    push(&db->done, q);
     kick(db);
 }
 
 static void deliver_failure(struct dbloop *db, struct dbloop_pending *q)
 {
-    q->cb(db, NULL, q->err, q->arg);
+    call_failed(db, q, q->err, NULL);
     free(q);
 }
 
@@ -266,27 +287,28 @@ static void drop(struct dbloop *db, const char *reason)
 {
     enum dbloop_state was = db->state;
     char why[REASON_MAX];
-    struct dbloop_pending *keep_head = NULL, *keep_tail = NULL, *q;
+    struct dbloop_pending *q;
+    struct queue keep;
 
     first_line(reason, why, sizeof(why));
     teardown(db);
 
     if (db->running != NULL) {
         /* It may or may not have run: only the caller can tell whether to try again. */
-        fail_later(db, db->running, "connection lost");
+        fail_later(db, db->running, DBLOOP_ELOST);
         db->running = NULL;
     }
     if (was == DBLOOP_READY) {
-        while ((q = pop(&db->queue_head, &db->queue_tail)) != NULL) {
+        queue_init(&keep);
+        while ((q = pop(&db->queue)) != NULL) {
             /* FAIL_FAST wins over RETRY_ON_RECONNECT: such a query never waits for a connection. */
             if ((q->flags & (DBLOOP_RETRY_ON_RECONNECT | DBLOOP_FAIL_FAST)) ==
                 DBLOOP_RETRY_ON_RECONNECT)
-                push(&keep_head, &keep_tail, q);
+                push(&keep, q);
             else
-                fail_later(db, q, "connection lost");
+                fail_later(db, q, DBLOOP_ELOST);
         }
-        db->queue_head = keep_head;
-        db->queue_tail = keep_tail;
+        queue_append(&db->queue, &keep);
     }
 
     if (db->attempt < ATTEMPT_CAP)
@@ -418,7 +440,11 @@ static void setup_done(struct dbloop *db, PGresult *res)
         if (!db_schema_missing(db->conn, res, err, sizeof(err)))
             result_error(res, err, sizeof(err));
         snprintf(reason, sizeof(reason), "setup statement failed: %s", err);
+        /* The SQLSTATE says what failed without parsing words (dbloop_sqlstate in on_state). */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(db->last_sqlstate, sizeof(db->last_sqlstate), "%s", state ? state : "");
         drop(db, reason);
+        db->last_sqlstate[0] = '\0';
         return;
     }
     become_ready(db);
@@ -430,9 +456,9 @@ static void dispatch(struct dbloop *db)
 {
     struct dbloop_pending *q;
 
-    if (db->state != DBLOOP_READY || db->running != NULL || db->queue_head == NULL)
+    if (db->state != DBLOOP_READY || db->running != NULL || queue_empty(&db->queue))
         return;
-    q = pop(&db->queue_head, &db->queue_tail);
+    q = pop(&db->queue);
     db->running = q;
     int sent = (q->flags & DBLOOP_PREPARED)
                    ? PQsendQueryPrepared(db->conn, q->sql, q->nparams,
@@ -464,13 +490,13 @@ static void complete(struct dbloop *db, PGresult *res)
         return;
     }
     if (res == NULL) {
-        q->cb(db, NULL, "no result", q->arg);
+        call_failed(db, q, DBLOOP_ENORESULT, NULL);
     } else if (result_failed(res)) {
         if (!db_schema_missing(db->conn, res, err, sizeof(err)))
             result_error(res, err, sizeof(err));
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         snprintf(db->last_sqlstate, sizeof(db->last_sqlstate), "%s", state ? state : "");
-        q->cb(db, NULL, err, q->arg);
+        call_failed(db, q, DBLOOP_ESQL, err);
         db->last_sqlstate[0] = '\0';
     } else {
         q->cb(db, res, NULL, q->arg);
@@ -583,7 +609,7 @@ static void on_kick(uv_idle_t *idle)
     struct dbloop_pending *q;
 
     (void)uv_idle_stop(idle);
-    while (db->state != DBLOOP_CLOSING && (q = pop(&db->done_head, &db->done_tail)) != NULL)
+    while (db->state != DBLOOP_CLOSING && (q = pop(&db->done)) != NULL)
         deliver_failure(db, q);
     dispatch(db);
 }
@@ -596,7 +622,7 @@ static void maybe_finish_close(struct dbloop *db)
 
     if (db->state != DBLOOP_CLOSING || db->closing_handles > 0 || db->open_polls > 0)
         return;
-    while ((q = pop(&db->done_head, &db->done_tail)) != NULL)
+    while ((q = pop(&db->done)) != NULL)
         deliver_failure(db, q);
     free(db->conninfo);
     free(db->application_name);
@@ -631,6 +657,8 @@ int dbloop_init(struct dbloop *db, uv_loop_t *loop, const struct dbloop_options 
     if (db == NULL || loop == NULL || opts == NULL || opts->conninfo == NULL)
         return OMNISYNC_EINVAL;
     memset(db, 0, sizeof(*db));
+    queue_init(&db->queue);
+    queue_init(&db->done);
 
     /* Refuse a conninfo that can never work now rather than retrying it forever. Its parse
      * error may quote a fragment of it (a password, even), so only the fact is logged. */
@@ -686,6 +714,8 @@ fail:
     free(db->application_name);
     free(db->on_connect_sql);
     memset(db, 0, sizeof(*db));
+    queue_init(&db->queue);
+    queue_init(&db->done);
     return OMNISYNC_ENOMEM;
 }
 
@@ -739,9 +769,9 @@ int dbloop_query(struct dbloop *db, const char *sql, int nparams, const char *co
     }
 
     if ((flags & DBLOOP_FAIL_FAST) && db->state != DBLOOP_READY)
-        fail_later(db, q, "not connected");
+        fail_later(db, q, DBLOOP_ENOTCONN);
     else
-        push(&db->queue_head, &db->queue_tail, q);
+        push(&db->queue, q);
     /* Sending happens from the loop, so that nothing here can call back. */
     kick(db);
     return 0;
@@ -754,7 +784,7 @@ enum dbloop_state dbloop_state(const struct dbloop *db)
 
 int dbloop_busy(const struct dbloop *db)
 {
-    return db->running != NULL || db->queue_head != NULL || db->done_head != NULL;
+    return db->running != NULL || !queue_empty(&db->queue) || !queue_empty(&db->done);
 }
 
 void dbloop_reset(struct dbloop *db, const char *reason)
@@ -777,13 +807,13 @@ void dbloop_close(struct dbloop *db, void (*close_cb)(struct dbloop *db))
     db->state = DBLOOP_CLOSING;
     teardown(db);
     if (db->running != NULL) {
-        db->running->err = "closing";
-        push(&db->done_head, &db->done_tail, db->running);
+        db->running->err = DBLOOP_ECLOSING;
+        push(&db->done, db->running);
         db->running = NULL;
     }
-    while ((q = pop(&db->queue_head, &db->queue_tail)) != NULL) {
-        q->err = "closing";
-        push(&db->done_head, &db->done_tail, q);
+    while ((q = pop(&db->queue)) != NULL) {
+        q->err = DBLOOP_ECLOSING;
+        push(&db->done, q);
     }
     db->closing_handles = 2;
     uv_close((uv_handle_t *)&db->timer, on_handle_closed);

@@ -25,11 +25,25 @@
 
 #include "backoff.h"
 #include "errors.h"
+#include "queue.h"
 
 enum dbloop_state { DBLOOP_DISCONNECTED, DBLOOP_CONNECTING, DBLOOP_READY, DBLOOP_CLOSING };
 
 struct dbloop;
 struct dbloop_pending; /* one queued query; private to dbloop.c */
+
+/*
+ * Why a query failed, for callers to branch on (dbloop_error()); `err` in the callback carries
+ * the same as words for the log (dbloop_strerror()), or the server's message for DBLOOP_ESQL.
+ */
+enum dbloop_error {
+    DBLOOP_ENONE = 0, /* the query succeeded (or no query callback is running) */
+    DBLOOP_ESQL = 1,  /* the server refused it: `err` is its primary message, see last_sqlstate */
+    DBLOOP_ELOST = 2, /* "connection lost": it may or may not have run */
+    DBLOOP_ENOTCONN = 3, /* "not connected": DBLOOP_FAIL_FAST while not READY; it never ran */
+    DBLOOP_ECLOSING = 4, /* "closing": dbloop_close() was called; it never ran or was abandoned */
+    DBLOOP_ENORESULT = 5 /* "no result": the server sent no result at all */
+};
 
 /*
  * The outcome of one query. On success `res` is the (last) result and `err` is NULL; `res` is
@@ -101,14 +115,16 @@ struct dbloop {
     uv_idle_t kick;   /* runs deferred callbacks and starts queued queries from the loop */
 
     struct dbloop_pending *running;
-    struct dbloop_pending *queue_head, *queue_tail; /* waiting to run */
-    struct dbloop_pending *done_head, *done_tail;   /* failed, callback not yet called */
+    struct queue queue; /* struct dbloop_pending waiting to run */
+    struct queue done;  /* struct dbloop_pending failed, callback not yet called */
 
     int closing_handles;
     void (*close_cb)(struct dbloop *db);
     /* The SQLSTATE of the failed query whose callback is running (its five characters name
      * the class of error without quoting any value); empty otherwise. */
     char last_sqlstate[8];
+    /* Why the query whose callback is running failed; DBLOOP_ENONE otherwise. */
+    enum dbloop_error last_error;
 };
 
 /*
@@ -147,6 +163,14 @@ int dbloop_query(struct dbloop *db, const char *sql, int nparams, const char *co
                  int flags, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
 
 enum dbloop_state dbloop_state(const struct dbloop *db);
+
+/* Inside a query callback: why the query failed (DBLOOP_ENONE when it succeeded). */
+enum dbloop_error dbloop_error(const struct dbloop *db);
+/* The SQLSTATE (five characters, empty when none) of the failure being reported: inside a query
+ * callback with DBLOOP_ESQL, and inside on_state(DISCONNECTED) after on_connect_sql failed. */
+const char *dbloop_sqlstate(const struct dbloop *db);
+/* The words for a code ("connection lost", ...); static, never NULL. */
+const char *dbloop_strerror(enum dbloop_error e);
 
 /* 1 if a query is running, queued, or waiting for its callback; else 0. */
 int dbloop_busy(const struct dbloop *db);

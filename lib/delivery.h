@@ -100,7 +100,7 @@ enum delivery_stop {
 };
 
 struct delivery {
-    struct delivery *next; /* dispatcher's queues */
+    struct queue node;     /* in the dispatcher's queue */
     void *owner;           /* the dispatcher holding it */
     const struct config *cfg;
     const struct config_source *source;

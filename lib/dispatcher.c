@@ -72,35 +72,23 @@ unsigned dispatcher_in_flight(const struct dispatcher *d)
 
 static void push_back(struct dispatcher *d, struct delivery *dl)
 {
-    dl->next = NULL;
-    if (d->ready_tail)
-        d->ready_tail->next = dl;
-    else
-        d->ready = dl;
-    d->ready_tail = dl;
+    queue_insert_tail(&d->ready, &dl->node);
     d->nready++;
 }
 
 static void push_front(struct dispatcher *d, struct delivery *dl)
 {
-    dl->next = d->ready;
-    d->ready = dl;
-    if (d->ready_tail == NULL)
-        d->ready_tail = dl;
+    queue_insert_head(&d->ready, &dl->node);
     d->nready++;
 }
 
 static struct delivery *pop(struct dispatcher *d)
 {
-    struct delivery *dl = d->ready;
-    if (dl == NULL)
+    struct queue *q = queue_pop(&d->ready);
+    if (q == NULL)
         return NULL;
-    d->ready = dl->next;
-    if (d->ready == NULL)
-        d->ready_tail = NULL;
-    dl->next = NULL;
     d->nready--;
-    return dl;
+    return queue_data(q, struct delivery, node);
 }
 
 /*
@@ -160,8 +148,12 @@ static int claim_wanted(const struct dispatcher *d)
     return d->wake_pending;
 }
 
+static void maybe_closed(struct dispatcher *d);
+
 static void maybe_drained(struct dispatcher *d)
 {
+    if (d->closing)
+        return;
     if (d->draining && d->nready == 0 && d->nactive == 0 && !d->claiming &&
         recorder_idle(&d->recorder) && d->drained_cb != NULL) {
         void (*cb)(struct dispatcher *) = d->drained_cb;
@@ -176,6 +168,8 @@ static void on_recorded(struct recorder *r, size_t n, int dropped)
 {
     struct dispatcher *d = r->data;
     (void)n;
+    if (d->closing)
+        return;
     /* Health says so: the database's own error may quote a value, so only the log has it. */
     if (dropped == RECORDER_DROPPED)
         snprintf(d->stats.last_error, sizeof(d->stats.last_error),
@@ -344,6 +338,14 @@ static void on_response(struct omnidesk *client, const struct omnidesk_response 
     struct dispatcher *d = dl->owner;
     (void)client;
     d->nactive--;
+    if (d->closing) {
+        /* An answer the closing client gave back: nobody records it any more; the row stays
+         * leased and is delivered again after its lease. */
+        delivery_free(dl);
+        free(dl);
+        maybe_closed(d);
+        return;
+    }
     if (d->metrics)
         metrics_count_request(d->metrics, (int)r->endpoint, (int)r->http_status);
     observe(d, r);
@@ -365,6 +367,10 @@ static void on_probe(struct omnidesk *client, const struct omnidesk_response *r)
     struct dispatcher *d = r->data;
     (void)client;
     d->probe_in_flight = 0;
+    if (d->closing) {
+        maybe_closed(d);
+        return;
+    }
     if (d->metrics)
         metrics_count_request(d->metrics, (int)r->endpoint, (int)r->http_status);
     if (r->class == OMNIDESK_AUTH) {
@@ -403,6 +409,14 @@ static void on_reserved(struct dbloop *db, const PGresult *res, const char *err,
     struct dispatcher *d = dl->owner;
     (void)db;
     d->nactive--;
+    if (d->closing) {
+        /* The work connection closed under it ("closing"); any reservation taken is released
+         * with the lease. */
+        delivery_free(dl);
+        free(dl);
+        maybe_closed(d);
+        return;
+    }
     if (res == NULL) {
         log_warn("purge guard query failed; the purge waits error=\"%s\"", err);
         delivery_release(dl, "database unavailable");
@@ -555,8 +569,14 @@ static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, 
     struct dispatcher *d = arg;
     (void)db;
     d->claiming = 0;
+    if (d->closing) {
+        /* A claim answered after the close began (slow database, then "closing"): whatever it
+         * claimed stays leased and is claimed again after the lease. */
+        maybe_closed(d);
+        return;
+    }
     if (res == NULL) {
-        if (strcmp(err, "closing") != 0)
+        if (dbloop_error(db) != DBLOOP_ECLOSING)
             log_warn("claiming rows failed; trying again error=\"%s\"", err);
         /* Not more_due: that would claim again at once. The wake-up retries in a second. */
         if (!d->draining)
@@ -706,7 +726,7 @@ static void on_renewed(struct dbloop *db, const PGresult *res, const char *err, 
 {
     (void)db;
     (void)arg;
-    if (res == NULL && strcmp(err, "closing") != 0)
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING)
         log_warn("renewing leases failed error=\"%s\"", err);
 }
 
@@ -731,6 +751,7 @@ int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, s
                     struct dbloop *record_db, struct omnidesk *client, const char *process)
 {
     memset(d, 0, sizeof(*d));
+    queue_init(&d->ready);
     d->loop = loop;
     d->cfg = cfg;
     d->db = db;
@@ -791,18 +812,36 @@ void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher
     maybe_drained(d);
 }
 
+/*
+ * The last step of the close: every timer closed and every callback the dispatcher is owed (a
+ * claim, a purge reservation, a request or a probe) has come back. Only then is the recorder's
+ * memory freed and closed_cb called, so no late callback ever reads freed state.
+ */
+static void maybe_closed(struct dispatcher *d)
+{
+    if (d->closing != 1 || d->handles_open > 0 || d->claiming || d->nactive > 0 ||
+        d->probe_in_flight)
+        return;
+    d->closing = 2;
+    recorder_free(&d->recorder);
+    if (d->closed_cb)
+        d->closed_cb(d);
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
     struct dispatcher *d = h->data;
-    if (--d->handles_open == 0) {
-        recorder_free(&d->recorder);
-        if (d->closed_cb)
-            d->closed_cb(d);
-    }
+    d->handles_open--;
+    maybe_closed(d);
 }
 
 void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d))
 {
+    if (d->closing)
+        return;
+    d->closing = 1;
+    d->draining = 1;
+    d->drained_cb = NULL;
     d->closed_cb = closed_cb;
     struct delivery *dl;
     while ((dl = pop(d)) != NULL) {

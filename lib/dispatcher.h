@@ -21,6 +21,7 @@
 #include "delivery.h"
 #include "metrics.h"
 #include "omnidesk.h"
+#include "queue.h"
 #include "ratelimit.h"
 #include "recorder.h"
 
@@ -40,8 +41,7 @@ struct dispatcher {
     struct breaker breaker;
     char process[128];
 
-    struct delivery *ready;      /* claimed, waiting for a slot or a token (FIFO) */
-    struct delivery *ready_tail;
+    struct queue ready; /* struct delivery claimed, waiting for a slot or a token (FIFO) */
     unsigned nready;
     unsigned nactive;            /* a request or a reservation in flight */
 
@@ -59,6 +59,7 @@ struct dispatcher {
     int probe_in_flight;
     uint64_t auth_probe_at;
     unsigned handles_open;
+    int closing; /* 1: dispatcher_close was called; 2: closed_cb has run */
     void (*drained_cb)(struct dispatcher *d);
     void (*closed_cb)(struct dispatcher *d);
     struct dispatcher_stats stats;
@@ -86,7 +87,13 @@ void dispatcher_db_lost(struct dispatcher *d);
  * recorded; then drained_cb runs once. Requests the service aborts at its deadline come back as
  * transient failures, and their rows are released too. */
 void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher *d));
-/* Closes the timers; closed_cb runs once they are closed. Call after drained_cb. */
+/*
+ * Stops everything (a drain first is the clean way: dispatcher_drain) and closes the timers.
+ * Callbacks still owed (a claim, a purge reservation, a request, a probe) are honoured as late:
+ * their deliveries are freed and their rows left to their lease. closed_cb runs once, after the
+ * timers are closed and every such callback has come back, so the work connection and the
+ * client must be closed too (in any order) for it to run. Calling it again is a no-op.
+ */
 void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d));
 
 int dispatcher_ready_api(const struct dispatcher *d); /* not refusing the key */

@@ -271,11 +271,18 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     char line[512];
     size_t len;
 
-    (void)cls;
+    struct health *h = cls;
     vsnprintf(line, sizeof(line), fmt, ap);
     len = strlen(line);
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';
+    /* While starting, the failure is told once, by health_init, with MHD's words in it. */
+    if (h != NULL && h->starting) {
+        size_t keep = len < sizeof(h->start_error) - 1 ? len : sizeof(h->start_error) - 1;
+        memcpy(h->start_error, line, keep);
+        h->start_error[keep] = '\0';
+        return;
+    }
     log_warn("health: libmicrohttpd: %s", line);
 }
 
@@ -418,15 +425,17 @@ int health_init(struct health *h, uv_loop_t *loop, const char *host, int port,
     h->src = *src;
 
     /* The logger goes first: MHD prints messages about earlier options with its own logger. */
+    h->starting = 1;
     daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
         HEALTH_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, HEALTH_CONNECTION_TIMEOUT,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEALTH_CONNECTION_MEMORY, MHD_OPTION_END);
+    h->starting = 0;
     if (daemon == NULL) {
         log_error("health: cannot listen; is the address in use or not local? change [health] "
-                  "listen host=%s port=%d",
-                  host, port);
+                  "listen, or leave it empty to disable the endpoint host=%s port=%d error=%s",
+                  host, port, h->start_error[0] ? h->start_error : "unknown");
         err = OMNISYNC_EIO;
         goto fail;
     }

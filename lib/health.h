@@ -45,6 +45,8 @@ struct health {
     unsigned connections; /* MHD's count after the last MHD_run() */
     unsigned handles_open;
     int closing;
+    int starting;          /* in health_init: MHD's messages go to start_error, not the log */
+    char start_error[192]; /* MHD's last message while starting, for the one error line */
     void (*close_cb)(struct health *h);
 };
 

@@ -16,6 +16,10 @@
  * run outside every curl callback, and close/abort work that would tear down the multi handle is
  * deferred to the `reaper` timer so it never runs inside a callback chain still using it.
  *
+ * Its three jobs live in three files: this one is the loop glue and the life cycle; the request's
+ * shape (path, headers, body) is built in omnidesk_request.c; what an answer means is decided in
+ * omnidesk_answer.c, pure, testable without a socket.
+ *
  * Secrets: the API key lives in one buffer and in the header list of each request; both are
  * wiped before they are freed. Nothing written to the log carries the key or a field value.
  */
@@ -33,6 +37,8 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "omnidesk_answer.h"
+#include "omnidesk_request.h"
 
 #ifndef OMNISYNC_VERSION
 #define OMNISYNC_VERSION "unknown"
@@ -40,10 +46,6 @@
 
 /* A Retry-After value longer than this is not a number of seconds nor an HTTP-date. */
 #define RETRY_AFTER_MAX 64
-/* Raw (non-JSON) error bodies are quoted up to this many bytes (DESIGN §2). */
-#define RAW_BODY_QUOTE 200
-/* JSON nesting deeper than this in an answer is not an Omnidesk answer. */
-#define JSON_MAX_DEPTH 16
 #define API_KEY_MAX 4096
 
 struct omnidesk_socket {
@@ -51,18 +53,17 @@ struct omnidesk_socket {
     curl_socket_t fd;
     int events; /* UV_READABLE/UV_WRITABLE curl asked for last */
     struct omnidesk *client;
-    struct omnidesk_socket *prev, *next; /* in client->sockets until uv_close is called */
+    struct queue node; /* in client->sockets until uv_close is called */
 };
 
 struct omnidesk_request {
     struct omnidesk *client;
-    struct omnidesk_request *prev, *next; /* in client->requests while in flight */
+    struct queue node; /* in client->requests while in flight */
     CURL *easy;
     curl_mime *mime;
     struct curl_slist *headers; /* holds the key: wiped before it is freed */
     char *form;                 /* urlencoded body, owned */
-    char *once;                 /* the multipart part that refuses a resend (see build_mime) */
-    size_t once_len, once_pos;
+    struct omnidesk_once once;  /* the multipart part that refuses a resend (see build_mime) */
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
     long connect_timeout_ms;
@@ -79,44 +80,6 @@ struct omnidesk_request {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-const char *omnidesk_endpoint_name(enum omnidesk_endpoint e)
-{
-    switch (e) {
-    case OMNIDESK_CREATE:
-        return "create";
-    case OMNIDESK_UPDATE:
-        return "updateCustomer";
-    case OMNIDESK_ADD_CHANNEL:
-        return "addChannelOnly";
-    case OMNIDESK_PURGE:
-        return "purgeData";
-    case OMNIDESK_PURGE_LEGACY:
-        return "purgedata";
-    case OMNIDESK_SEARCH:
-        return "search";
-    case OMNIDESK_PROBE:
-        return "probe";
-    }
-    return "unknown";
-}
-
-const char *omnidesk_class_name(enum omnidesk_class cls)
-{
-    switch (cls) {
-    case OMNIDESK_OK:
-        return "ok";
-    case OMNIDESK_TRANSIENT:
-        return "transient";
-    case OMNIDESK_PERMANENT:
-        return "permanent";
-    case OMNIDESK_AUTH:
-        return "auth";
-    case OMNIDESK_NOT_FOUND:
-        return "not_found";
-    }
-    return "unknown";
-}
-
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 static void wipe_free(char *secret, size_t len)
@@ -125,76 +88,6 @@ static void wipe_free(char *secret, size_t len)
         return;
     explicit_bzero(secret, len);
     free(secret);
-}
-
-static void headers_free(struct curl_slist *headers)
-{
-    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
-    for (struct curl_slist *h = headers; h != NULL; h = h->next)
-        explicit_bzero(h->data, strlen(h->data));
-    curl_slist_free_all(headers);
-}
-
-/*
- * Copies at most `max_in` bytes of `in` into `out` (size `outsz`, always NUL-terminated) as valid
- * UTF-8: control characters (NUL and newlines included) become spaces, bytes that are not part
- * of a well-formed sequence become '?', and a cut is marked with "...". The result goes into the
- * database as text, which must be valid UTF-8 without NUL.
- */
-static void copy_printable(char *out, size_t outsz, const char *in, size_t inlen, size_t max_in)
-{
-    const unsigned char *s = (const unsigned char *)in;
-    size_t i = 0, o = 0;
-    int cut = 0;
-
-    if (outsz == 0)
-        return;
-    while (i < inlen) {
-        size_t n = 1;
-        unsigned char b = s[i];
-        int valid = 1;
-
-        if (b >= 0xc2 && b <= 0xdf)
-            n = 2;
-        else if (b >= 0xe0 && b <= 0xef)
-            n = 3;
-        else if (b >= 0xf0 && b <= 0xf4)
-            n = 4;
-        else if (b >= 0x80)
-            valid = 0;
-        if (valid && n > 1) {
-            if (i + n > inlen) {
-                valid = 0;
-            } else {
-                for (size_t k = 1; k < n; k++)
-                    if ((s[i + k] & 0xc0) != 0x80)
-                        valid = 0;
-                /* Overlong forms, surrogates and code points beyond U+10FFFF. */
-                if (valid && ((b == 0xe0 && s[i + 1] < 0xa0) || (b == 0xed && s[i + 1] > 0x9f) ||
-                              (b == 0xf0 && s[i + 1] < 0x90) || (b == 0xf4 && s[i + 1] > 0x8f)))
-                    valid = 0;
-            }
-            if (!valid)
-                n = 1;
-        }
-        if (i + n > max_in || o + n + 4 > outsz) {
-            cut = 1;
-            break;
-        }
-        if (!valid)
-            out[o++] = '?';
-        else if (n == 1 && (b < 0x20 || b == 0x7f))
-            out[o++] = ' ';
-        else
-            for (size_t k = 0; k < n; k++)
-                out[o++] = (char)s[i + k];
-        i += n;
-    }
-    if (cut && o + 4 <= outsz) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
 }
 
 static uint64_t monotonic_ms(void)
@@ -300,15 +193,7 @@ static void on_socket_closed(uv_handle_t *handle)
 
 static void socket_close(struct omnidesk_socket *s)
 {
-    struct omnidesk *c = s->client;
-
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        c->sockets = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    queue_remove(&s->node);
     /* uv_close stops the poll and drops the fd from epoll now, before curl closes the fd. */
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
@@ -372,10 +257,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp,
         s->fd = fd;
         s->client = c;
         s->poll.data = s;
-        s->next = c->sockets;
-        if (c->sockets != NULL)
-            c->sockets->prev = s;
-        c->sockets = s;
+        queue_insert_head(&c->sockets, &s->node);
         c->handles_open++;
         curl_multi_assign(c->multi, fd, s);
     }
@@ -481,231 +363,14 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     return len;
 }
 
-/* Parses a whole body as JSON (trailing whitespace allowed); NULL when it is not JSON. */
-static json_object *parse_json(const char *body, size_t len)
-{
-    json_tokener *tok;
-    json_object *root;
-    size_t end;
-
-    if (body == NULL || len == 0)
-        return NULL;
-    tok = json_tokener_new_ex(JSON_MAX_DEPTH);
-    if (tok == NULL)
-        return NULL;
-    root = json_tokener_parse_ex(tok, body, (int)len);
-    if (root == NULL || json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(root);
-        json_tokener_free(tok);
-        return NULL;
-    }
-    end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    for (; end < len; end++)
-        if (body[end] != ' ' && body[end] != '\t' && body[end] != '\r' && body[end] != '\n') {
-            json_object_put(root);
-            return NULL;
-        }
-    return root;
-}
-
-/*
- * An id is a positive integer that fits int64 (json-c clamps a larger number to INT64_MAX or
- * UINT64_MAX without a word: the unsigned value tells) or a string of 1..18 digits. Returns the
- * id, or -1 for anything else: an id that is there but malformed is never clamped into a valid
- * one (a later purge would target it).
- */
-static long long id_value(json_object *v)
-{
-    if (v == NULL)
-        return -1;
-    if (json_object_is_type(v, json_type_int)) {
-        int64_t n = json_object_get_int64(v);
-        if (n <= 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX)
-            return -1;
-        return (long long)n;
-    }
-    if (json_object_is_type(v, json_type_string)) {
-        const char *s = json_object_get_string(v);
-        size_t len = (size_t)json_object_get_string_len(v);
-        long long n = 0;
-
-        if (len == 0 || len > 18)
-            return -1;
-        for (size_t i = 0; i < len; i++) {
-            if (s[i] < '0' || s[i] > '9')
-                return -1;
-            n = n * 10 + (s[i] - '0');
-        }
-        return n > 0 ? n : -1;
-    }
-    return -1;
-}
-
-/* The id of object `o`: > 0, 0 when `o` is no object or has no "id", -1 when malformed. */
-static long long object_id(json_object *o)
-{
-    json_object *v = NULL;
-
-    if (o == NULL || !json_object_is_type(o, json_type_object))
-        return 0;
-    if (!json_object_object_get_ex(o, "id", &v))
-        return 0;
-    return id_value(v);
-}
-
-static int is_empty(json_object *v)
-{
-    if (v == NULL)
-        return 1;
-    if (json_object_is_type(v, json_type_array))
-        return json_object_array_length(v) == 0;
-    if (json_object_is_type(v, json_type_object))
-        return json_object_object_length(v) == 0;
-    return 0;
-}
-
-/*
- * The lookup answer is not documented (DESIGN §2): an id at the top level, under "customer" or
- * in "items"[0]. Returns the id (> 0), 0 for an explicitly empty result, -2 when an id is there
- * but malformed (beyond int64, negative, not an integer), -1 for anything else.
- */
-static long long search_id(json_object *root)
-{
-    json_object *v = NULL;
-    long long id;
-
-    if (root == NULL)
-        return -1;
-    if (json_object_is_type(root, json_type_array))
-        return json_object_array_length(root) == 0 ? 0 : -1;
-    if (!json_object_is_type(root, json_type_object))
-        return -1;
-    if ((id = object_id(root)) != 0)
-        return id > 0 ? id : -2;
-    if (json_object_object_get_ex(root, "customer", &v)) {
-        if ((id = object_id(v)) != 0)
-            return id > 0 ? id : -2;
-        if (is_empty(v))
-            return 0;
-    }
-    if (json_object_object_get_ex(root, "items", &v) && json_object_is_type(v, json_type_array)) {
-        if (json_object_array_length(v) == 0)
-            return 0;
-        if ((id = object_id(json_object_array_get_idx(v, 0))) != 0)
-            return id > 0 ? id : -2;
-    }
-    return -1;
-}
-
-/* The customer object of a search answer that search_id() found an id in. */
-static json_object *search_customer(json_object *root)
-{
-    json_object *v;
-    if (object_id(root) > 0)
-        return root;
-    if (json_object_object_get_ex(root, "customer", &v) && object_id(v) > 0)
-        return v;
-    if (json_object_object_get_ex(root, "items", &v) && json_object_is_type(v, json_type_array))
-        return json_object_array_get_idx(v, 0);
-    return NULL;
-}
-
-/* "HTTP 400: <message>": the API's JSON message if there is one, else the raw body, cut. */
-static void http_error(struct omnidesk_response *r, long status, const char *body, size_t len,
-                       json_object *root)
-{
-    json_object *msg = NULL;
-    int n;
-
-    n = snprintf(r->error, sizeof(r->error), "HTTP %ld", status);
-    if (n < 0 || (size_t)n + 3 >= sizeof(r->error))
-        return;
-    if (root != NULL && json_object_is_type(root, json_type_object) &&
-        json_object_object_get_ex(root, "message", &msg) &&
-        json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0) {
-        memcpy(r->error + n, ": ", 3);
-        copy_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2,
-                       json_object_get_string(msg), (size_t)json_object_get_string_len(msg),
-                       SIZE_MAX);
-    } else if (len > 0) {
-        memcpy(r->error + n, ": ", 3);
-        copy_printable(r->error + n + 2, sizeof(r->error) - (size_t)n - 2, body, len,
-                       RAW_BODY_QUOTE);
-    }
-}
-
-/* A JSON object body whose "type" is "error": the API's own words for a failure. */
-static int error_body(json_object *root)
-{
-    json_object *v;
-    return root != NULL && json_object_is_type(root, json_type_object) &&
-           json_object_object_get_ex(root, "type", &v) &&
-           json_object_is_type(v, json_type_string) &&
-           strcmp(json_object_get_string(v), "error") == 0;
-}
-
+/* The answer's meaning (omnidesk_answer.c) from what this request gathered. Kept under this name
+ * for tests/fuzz/fuzz_answer.c, which compiles this file in. */
 static void classify_status(struct omnidesk_request *req, struct omnidesk_response *r)
 {
-    long status = r->http_status;
-    json_object *root = parse_json(req->body, req->body_len);
-
-    if (status >= 200 && status <= 299 && error_body(root)) {
-        /* The API says it failed whatever the status: permanent, like the 4xx it should have
-         * been (a create then looks the customer up before its row fails; a lookup is retried). */
-        json_object *msg = NULL;
-        r->class = OMNIDESK_PERMANENT;
-        int n = snprintf(r->error, sizeof(r->error), "answered %ld with an error body: ", status);
-        if (json_object_object_get_ex(root, "message", &msg) &&
-            json_object_is_type(msg, json_type_string) && json_object_get_string_len(msg) > 0)
-            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, json_object_get_string(msg),
-                           (size_t)json_object_get_string_len(msg), SIZE_MAX);
-        else
-            copy_printable(r->error + n, sizeof(r->error) - (size_t)n, req->body, req->body_len,
-                           RAW_BODY_QUOTE);
-        json_object_put(root);
-        return;
-    }
-    if (status >= 200 && status <= 299) {
-        r->class = OMNIDESK_OK;
-        if (req->endpoint == OMNIDESK_SEARCH) {
-            long long id = search_id(root);
-            if (id > 0) {
-                r->customer_id = id;
-                r->customer = json_object_get(search_customer(root));
-            } else if (id == 0) {
-                r->class = OMNIDESK_NOT_FOUND;
-                snprintf(r->error, sizeof(r->error), "HTTP %ld: no such customer", status);
-            } else if (id == -2) {
-                r->class = OMNIDESK_TRANSIENT;
-                snprintf(r->error, sizeof(r->error),
-                         "HTTP %ld: malformed answer: the customer id is not an integer from 1 "
-                         "to 9223372036854775807",
-                         status);
-            } else {
-                r->class = OMNIDESK_TRANSIENT;
-                snprintf(r->error, sizeof(r->error), "HTTP %ld: unparseable answer", status);
-            }
-        }
-        json_object_put(root);
-        return;
-    }
-    if (status == 401 || status == 403)
-        r->class = OMNIDESK_AUTH;
-    else if (status == 404)
-        r->class = OMNIDESK_NOT_FOUND;
-    else if (status == 408 || status == 425 || status == 429 || status >= 500)
-        r->class = OMNIDESK_TRANSIENT;
-    else if (status >= 400)
-        r->class = OMNIDESK_PERMANENT;
-    else
-        /* 1xx/3xx are not answers of this API (redirects are not followed): most likely a wrong
-         * base_url; transient keeps rows out of "failed" while the circuit breaker reports it. */
-        r->class = OMNIDESK_TRANSIENT;
-    http_error(r, status, req->body, req->body_len, root);
-    json_object_put(root);
+    omnidesk_answer_classify(req->endpoint, req->body, req->body_len, r);
 }
 
+/* Gathers what curl knows of a failed transfer; omnidesk_answer_transport words it. */
 static void transport_error(struct omnidesk_request *req, CURLcode rc, struct omnidesk_response *r)
 {
     long os_errno = 0;
@@ -729,94 +394,21 @@ static void transport_error(struct omnidesk_request *req, CURLcode rc, struct om
         downloaded = 0;
     connected = connect_us > 0 || pretransfer_time > 0;
     received = header_bytes > 0 || downloaded > 0;
-    r->class = OMNIDESK_TRANSIENT;
-    r->transport_error = (int)rc;
-    r->http_status = 0;
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        if (!connected)
-            snprintf(r->error, sizeof(r->error), "connect timeout after %lld ms", elapsed_ms);
-        else if (received)
-            snprintf(r->error, sizeof(r->error),
-                     "timeout after %ld ms while receiving the answer (it came too slowly)",
-                     req->timeout_ms);
-        else if (elapsed_ms + 50 >= req->timeout_ms)
-            snprintf(r->error, sizeof(r->error), "timeout after %ld ms", req->timeout_ms);
-        else
-            snprintf(r->error, sizeof(r->error), "timeout: no data for %lld ms", elapsed_ms);
-        break;
-    case CURLE_WRITE_ERROR:
-        if (req->body_overflow)
-            snprintf(r->error, sizeof(r->error), "response body exceeds %zu bytes", req->max_body);
-        else if (req->body_nomem)
-            snprintf(r->error, sizeof(r->error), "out of memory reading the answer");
-        else
-            snprintf(r->error, sizeof(r->error), "failed to store the answer");
-        break;
-    case CURLE_COULDNT_RESOLVE_HOST:
-        snprintf(r->error, sizeof(r->error), "could not resolve host");
-        break;
-    case CURLE_COULDNT_CONNECT:
-        snprintf(r->error, sizeof(r->error), "could not connect: %s",
-                 os_errno ? strerror((int)os_errno) : "connection failed");
-        break;
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-        /* curl sets CURLINFO_OS_ERRNO for connects only; its message names the errno. */
-        if (os_errno == ECONNRESET || strcasestr(req->errbuf, "reset") != NULL)
-            snprintf(r->error, sizeof(r->error), "connection reset");
-        else if (os_errno == EPIPE || strcasestr(req->errbuf, "broken pipe") != NULL)
-            snprintf(r->error, sizeof(r->error), "connection closed while sending");
-        else
-            snprintf(r->error, sizeof(r->error), "connection lost while %s",
-                     rc == CURLE_RECV_ERROR ? "receiving" : "sending");
-        break;
-    case CURLE_GOT_NOTHING:
-        snprintf(r->error, sizeof(r->error), "connection closed without an answer");
-        break;
-    case CURLE_SEND_FAIL_REWIND:
-        /* See build_mime: curl wanted to send the request a second time. */
-        snprintf(r->error, sizeof(r->error),
-                 "connection closed without an answer; not sent again (it may have been applied)");
-        break;
-    case CURLE_PARTIAL_FILE:
-        snprintf(r->error, sizeof(r->error), "connection closed before the answer was complete");
-        break;
-    case CURLE_WEIRD_SERVER_REPLY:
-        snprintf(r->error, sizeof(r->error), "malformed answer from server");
-        break;
-#if LIBCURL_VERSION_NUM >= 0x080600
-    case CURLE_TOO_LARGE: /* what libcurl 8.6 and later say instead */
-#endif
-    case CURLE_OUT_OF_MEMORY: {
-        /* libcurl before 8.6 reports a header line beyond CURL_MAX_HTTP_HEADER (100 kB) as out of
-         * memory, with no message: an answer whose status line came but whose headers never
-         * ended is that case (issue 17 item 9). */
-        long status = 0;
-
-        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
-        if (strcasestr(req->errbuf, "header") != NULL || (received && downloaded == 0))
-            snprintf(r->error, sizeof(r->error),
-                     "response header too large (libcurl takes at most %d bytes a header)",
-                     CURL_MAX_HTTP_HEADER);
-        else if (status == 0 && connected)
-            snprintf(r->error, sizeof(r->error),
-                     "response header too large or out of memory while reading the answer");
-        else
-            snprintf(r->error, sizeof(r->error), "out of memory");
-        break;
-    }
-    default: {
-        /* curl's detail names hosts and TLS problems, never headers or bodies. */
-        char detail[CURL_ERROR_SIZE];
-        copy_printable(detail, sizeof(detail), req->errbuf, strlen(req->errbuf), 200);
-        if (detail[0] != '\0')
-            snprintf(r->error, sizeof(r->error), "%s: %s", curl_easy_strerror(rc), detail);
-        else
-            snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(rc));
-        break;
-    }
-    }
+    struct omnidesk_transport_facts f = {
+        .curl_code = (int)rc,
+        .os_errno = os_errno,
+        .connected = connected,
+        .received = received,
+        .downloaded = (long long)downloaded,
+        .elapsed_ms = elapsed_ms,
+        .timeout_ms = req->timeout_ms,
+        .body_overflow = req->body_overflow,
+        .body_nomem = req->body_nomem,
+        .max_body = req->max_body,
+        .errbuf = req->errbuf,
+    };
+    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &f.status);
+    omnidesk_answer_transport(&f, r);
 }
 
 /* ---- requests ----------------------------------------------------------------------------- */
@@ -825,13 +417,7 @@ static void request_unlink(struct omnidesk_request *req)
 {
     struct omnidesk *c = req->client;
 
-    if (req->prev != NULL)
-        req->prev->next = req->next;
-    else
-        c->requests = req->next;
-    if (req->next != NULL)
-        req->next->prev = req->prev;
-    req->prev = req->next = NULL;
+    queue_remove(&req->node);
     c->in_flight--;
 }
 
@@ -843,9 +429,9 @@ static void request_free(struct omnidesk_request *req)
     if (req->easy != NULL)
         curl_easy_cleanup(req->easy);
     curl_mime_free(req->mime);
-    headers_free(req->headers);
+    omnidesk_request_headers_free(req->headers);
     free(req->form);
-    free(req->once);
+    free(req->once.data);
     free(req->body);
     free(req);
 }
@@ -932,165 +518,17 @@ static void check_multi_info(struct omnidesk *c)
     }
 }
 
+/* The body and headers in the shape of each endpoint: lib/omnidesk_request.c. These two keep
+ * their names for tests/fuzz/fuzz_body.c, which compiles this file in. */
 static char *build_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
 {
-    char *form = NULL;
-    size_t len = 0, cap = 0;
-
-    form = malloc(1);
-    if (form == NULL)
-        return NULL;
-    form[0] = '\0';
-    cap = 1;
-    for (size_t i = 0; i < nfields; i++) {
-        char *name, *value;
-        size_t need;
-
-        if (fields[i].value == NULL)
-            continue;
-        name = curl_easy_escape(easy, fields[i].name, 0);
-        value = curl_easy_escape(easy, fields[i].value, 0);
-        if (name == NULL || value == NULL) {
-            curl_free(name);
-            curl_free(value);
-            free(form);
-            return NULL;
-        }
-        need = len + (len ? 1 : 0) + strlen(name) + 1 + strlen(value) + 1;
-        if (need > cap) {
-            char *grown = realloc(form, need * 2);
-            if (grown == NULL) {
-                curl_free(name);
-                curl_free(value);
-                free(form);
-                return NULL;
-            }
-            form = grown;
-            cap = need * 2;
-        }
-        len += (size_t)sprintf(form + len, "%s%s=%s", len ? "&" : "", name, value);
-        curl_free(name);
-        curl_free(value);
-    }
-    return form;
+    return omnidesk_request_form(fields, nfields, easy);
 }
 
-static size_t read_once(char *buffer, size_t size, size_t nitems, void *arg)
-{
-    struct omnidesk_request *req = arg;
-    size_t n = req->once_len - req->once_pos;
-    if (n > size * nitems)
-        n = size * nitems;
-    memcpy(buffer, req->once + req->once_pos, n);
-    req->once_pos += n;
-    return n;
-}
-
-/* curl asks only when the part was read before, i.e. to send the body a second time. */
-static int refuse_rewind(void *arg, curl_off_t offset, int origin)
-{
-    (void)arg;
-    (void)offset;
-    (void)origin;
-    return CURL_SEEKFUNC_CANTSEEK;
-}
-
-/*
- * Multipart body. With `once`, the body goes out at most once per request: libcurl silently
- * sends a request again on a new connection when a reused keep-alive connection died before any
- * byte of the answer came back (Curl_retry_request), and for a create or a channel add that the
- * API may already have applied, the second copy is a duplicate at Omnidesk. Sending it again
- * needs the body rewound; the first part is read through a callback whose seek refuses, so the
- * resend fails (CURLE_SEND_FAIL_REWIND) and the engine sees a lost answer and decides (it looks
- * the customer up first). A body not read yet needs no rewind, so a request that never left
- * goes out normally. This keeps keep-alive for every endpoint: a fresh TCP connection per create
- * cost the daemon and the API a connect, an accept and a close each.
- */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
-    req->mime = curl_mime_init(req->easy);
-    if (req->mime == NULL)
-        return OMNISYNC_ENOMEM;
-    for (size_t i = 0; i < nfields; i++) {
-        curl_mimepart *part;
-
-        if (fields[i].value == NULL)
-            continue;
-        part = curl_mime_addpart(req->mime);
-        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK)
-            return OMNISYNC_ENOMEM;
-        if (once && req->once == NULL) {
-            req->once_len = strlen(fields[i].value);
-            req->once = malloc(req->once_len + 1);
-            if (req->once == NULL)
-                return OMNISYNC_ENOMEM;
-            memcpy(req->once, fields[i].value, req->once_len + 1);
-            if (curl_mime_data_cb(part, (curl_off_t)req->once_len, read_once, refuse_rewind,
-                                  NULL, req) != CURLE_OK)
-                return OMNISYNC_ENOMEM;
-        } else if (curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK) {
-            return OMNISYNC_ENOMEM;
-        }
-    }
-    return 0;
-}
-
-static int add_header(struct curl_slist **list, const char *line)
-{
-    struct curl_slist *grown = curl_slist_append(*list, line);
-
-    if (grown == NULL)
-        return OMNISYNC_ENOMEM;
-    *list = grown;
-    return 0;
-}
-
-static int build_headers(struct omnidesk *c, struct omnidesk_request *req, int urlencoded)
-{
-    static const char prefix[] = "apiKey: ";
-    size_t len = sizeof(prefix) - 1 + c->api_key_len + 1;
-    char *line = malloc(len);
-    int rc;
-
-    if (line == NULL)
-        return OMNISYNC_ENOMEM;
-    memcpy(line, prefix, sizeof(prefix) - 1);
-    memcpy(line + sizeof(prefix) - 1, c->api_key, c->api_key_len + 1);
-    rc = add_header(&req->headers, line);
-    wipe_free(line, len);
-    if (rc != 0)
-        return rc;
-    if ((rc = add_header(&req->headers, "Accept: application/json")) != 0)
-        return rc;
-    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
-    if ((rc = add_header(&req->headers, "Expect:")) != 0)
-        return rc;
-    if (urlencoded &&
-        (rc = add_header(&req->headers, "Content-Type: application/x-www-form-urlencoded")) != 0)
-        return rc;
-    return 0;
-}
-
-static const char *endpoint_path(enum omnidesk_endpoint e)
-{
-    switch (e) {
-    case OMNIDESK_CREATE:
-        return "/api/v2/customer";
-    case OMNIDESK_UPDATE:
-        return "/api/v2/customer/updateCustomer";
-    case OMNIDESK_ADD_CHANNEL:
-        return "/api/v2/customer/addChannelOnly";
-    case OMNIDESK_PURGE:
-        return "/api/v2/customer/purgeData/";
-    case OMNIDESK_PURGE_LEGACY:
-        return "/api/v2/customer/purgedata";
-    case OMNIDESK_SEARCH:
-        return "/api/v2/customer/SearchByPrimaryExternalID";
-    case OMNIDESK_PROBE:
-        return "/api/v2/customer?itemStart=0&itemLimit=1";
-    }
-    return NULL;
+    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL, &req->mime);
 }
 
 #define SETOPT(easy, opt, val)                                                                     \
@@ -1105,7 +543,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
                   const struct omnidesk_field *fields, size_t nfields, omnidesk_cb cb, void *data)
 {
     struct omnidesk_request *req = NULL;
-    const char *path = endpoint_path(endpoint);
+    const char *path = omnidesk_request_path(endpoint);
     char url[2048];
     int urlencoded = endpoint == OMNIDESK_UPDATE || endpoint == OMNIDESK_PURGE_LEGACY;
     int multipart = endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL ||
@@ -1151,7 +589,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
-    if ((rc = build_headers(c, req, urlencoded)) != 0)
+    if ((rc = omnidesk_request_headers(c->api_key, c->api_key_len, urlencoded, &req->headers)) != 0)
         goto fail;
 
     SETOPT(req->easy, CURLOPT_URL, url);
@@ -1215,10 +653,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         rc = OMNISYNC_EHTTP;
         goto fail;
     }
-    req->next = c->requests;
-    if (c->requests != NULL)
-        c->requests->prev = req;
-    c->requests = req;
+    queue_insert_head(&c->requests, &req->node);
     c->in_flight++;
     return 0;
 
@@ -1289,6 +724,8 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
         goto fail;
 
     memset(c, 0, sizeof(*c));
+    queue_init(&c->requests);
+    queue_init(&c->sockets);
     c->loop = loop;
     c->multi = multi;
     c->base_url = base_url;
@@ -1355,10 +792,12 @@ unsigned omnidesk_in_flight(const struct omnidesk *c)
 
 static void teardown(struct omnidesk *c)
 {
+    struct queue *q;
+
     c->torn_down = 1;
     /* Stop watching every socket while its fd is still open; curl closes them below. */
-    while (c->sockets != NULL)
-        socket_close(c->sockets);
+    while ((q = queue_head(&c->sockets)) != NULL)
+        socket_close(queue_data(q, struct omnidesk_socket, node));
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -1378,9 +817,11 @@ static void on_reap(uv_timer_t *timer)
         return;
     if (c->aborting) {
         struct omnidesk_request *req;
+        struct queue *q;
 
         /* Callbacks may run omnidesk_send(); it refuses (closing), so this loop ends. */
-        while ((req = c->requests) != NULL) {
+        while ((q = queue_head(&c->requests)) != NULL) {
+            req = queue_data(q, struct omnidesk_request, node);
             curl_multi_remove_handle(c->multi, req->easy);
             request_finish(req, CURLE_OK, 1);
         }

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "errors.h"
+#include "queue.h"
 
 enum omnidesk_endpoint {
     OMNIDESK_CREATE,       /* POST   /api/v2/customer                          multipart */
@@ -119,8 +120,8 @@ struct omnidesk {
     size_t max_body;
     uint64_t max_retry_after_ms;
     unsigned in_flight;
-    struct omnidesk_request *requests; /* in-flight list */
-    struct omnidesk_socket *sockets;   /* open uv_poll contexts */
+    struct queue requests;             /* struct omnidesk_request in flight */
+    struct queue sockets;              /* struct omnidesk_socket: open uv_poll contexts */
     unsigned handles_open;             /* uv handles not yet through their close callback */
     int closing;
     int aborting;

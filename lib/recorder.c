@@ -119,7 +119,7 @@ static void on_released(struct dbloop *db, const PGresult *res, const char *err,
 {
     (void)db;
     (void)arg;
-    if (res == NULL && strcmp(err, "closing") != 0)
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING)
         log_error("cannot mark the rows of a dropped outcome batch; they stay leased until the "
                   "process restarts error=\"%s\"",
                   err);
@@ -236,8 +236,8 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
         return; /* recorder_free ran first: the service is exiting and closed the connection */
     size_t n = json_object_array_length(r->writing);
     if (res == NULL) {
-        int lost = strcmp(err, "connection lost") == 0 || strcmp(err, "not connected") == 0;
-        if (strcmp(err, "closing") == 0) {
+        int lost = dbloop_error(db) == DBLOOP_ELOST || dbloop_error(db) == DBLOOP_ENOTCONN;
+        if (dbloop_error(db) == DBLOOP_ECLOSING) {
             requeue(r);
             return;
         }

@@ -28,9 +28,18 @@ static void on_timer(uv_timer_t *t)
     run(t->data);
 }
 
+static void maybe_closed(struct retention *r)
+{
+    if (r->closing != 1 || r->timer_open || r->running)
+        return;
+    r->closing = 2;
+    if (r->close_cb != NULL)
+        r->close_cb(r);
+}
+
 static void arm(struct retention *r, uint64_t delay)
 {
-    if (r->close_cb == NULL)
+    if (!r->closing)
         uv_timer_start(&r->timer, on_timer, delay, 0);
 }
 
@@ -39,8 +48,12 @@ static void on_batch(struct dbloop *db, const PGresult *res, const char *err, vo
     struct retention *r = arg;
     (void)db;
     r->running = 0;
+    if (r->closing) {
+        maybe_closed(r);
+        return;
+    }
     if (res == NULL) {
-        if (strcmp(err, "closing") != 0 && strcmp(err, "not connected") != 0)
+        if (dbloop_error(db) != DBLOOP_ECLOSING && dbloop_error(db) != DBLOOP_ENOTCONN)
             log_warn("retention run failed; trying again later error=\"%s\"", err);
         arm(r, retention_interval_ms(r->cfg));
         return;
@@ -77,6 +90,7 @@ int retention_init(struct retention *r, uv_loop_t *loop, struct dbloop *db,
     r->cfg = cfg;
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    r->timer_open = 1;
     arm(r, retention_interval_ms(cfg));
     return OMNISYNC_OK;
 }
@@ -84,11 +98,15 @@ int retention_init(struct retention *r, uv_loop_t *loop, struct dbloop *db,
 static void on_closed(uv_handle_t *h)
 {
     struct retention *r = h->data;
-    r->close_cb(r);
+    r->timer_open = 0;
+    maybe_closed(r);
 }
 
 void retention_close(struct retention *r, void (*close_cb)(struct retention *r))
 {
+    if (r->closing)
+        return;
+    r->closing = 1;
     r->close_cb = close_cb;
     uv_close((uv_handle_t *)&r->timer, on_closed);
 }

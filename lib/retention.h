@@ -23,6 +23,8 @@ struct retention {
     int running;
     unsigned long long pruned;
     unsigned long long scrubbed;
+    int closing; /* 1: retention_close was called; 2: close_cb has run */
+    int timer_open;
     void (*close_cb)(struct retention *r);
 };
 
@@ -31,6 +33,9 @@ int retention_init(struct retention *r, uv_loop_t *loop, struct dbloop *db,
                    const struct config *cfg) OMNISYNC_MUST_CHECK;
 /* The interval between runs for this config: a quarter of the shorter retention, 1 s..60 s. */
 uint64_t retention_interval_ms(const struct config *cfg);
+/* Closes the timer; close_cb (may be NULL) runs once the timer is closed and a run in flight has
+ * come back (close the work connection too: it fails the run with "closing"). A no-op when
+ * called again. */
 void retention_close(struct retention *r, void (*close_cb)(struct retention *r));
 
 #endif

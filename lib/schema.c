@@ -121,14 +121,16 @@ int schema_guard_sql(char *out, size_t len)
                      "END IF; "
                      "IF applied < %d THEN RAISE EXCEPTION '" GUARD_MESSAGE
                      "%%, this omnisync needs %d: run omnisync migrate', applied "
-                     "USING ERRCODE = 'object_not_in_prerequisite_state'; END IF; "
+                     "USING ERRCODE = '" SCHEMA_GUARD_SQLSTATE "'; END IF; "
                      "END $omnisync_guard$;",
                      schema_latest_version(), schema_latest_version());
     return n < 0 || (size_t)n >= len ? OMNISYNC_ETOOBIG : OMNISYNC_OK;
 }
 
-int schema_guard_refused(const char *message, int *applied)
+int schema_guard_refused(const char *sqlstate, const char *message, int *applied)
 {
+    if (sqlstate == NULL || strcmp(sqlstate, SCHEMA_GUARD_SQLSTATE) != 0)
+        return 0;
     const char *at = message != NULL ? strstr(message, GUARD_MESSAGE) : NULL;
     int version, end = 0;
     if (at == NULL)

@@ -65,10 +65,15 @@ int schema_latest_version(void);
  */
 int schema_guard_sql(char *out, size_t len) OMNISYNC_MUST_CHECK;
 
+/* The SQLSTATE the guard raises (object_not_in_prerequisite_state). */
+#define SCHEMA_GUARD_SQLSTATE "55000"
+
 /*
- * Is `message` (a failed setup's reason, may be NULL) the guard's refusal? 1 with the applied
- * version in *applied, else 0. The message comes from the server, so only the number is taken.
+ * Is a failed setup the guard's refusal? `sqlstate` (the setup's SQLSTATE, dbloop_sqlstate()
+ * during on_state; may be NULL) must be SCHEMA_GUARD_SQLSTATE, and `message` (its reason, may be
+ * NULL) carries the applied version: 1 with it in *applied, else 0. The message comes from the
+ * server, so only the number is taken.
  */
-int schema_guard_refused(const char *message, int *applied);
+int schema_guard_refused(const char *sqlstate, const char *message, int *applied);
 
 #endif

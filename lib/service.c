@@ -40,6 +40,18 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
+enum service_part {
+    PART_CLIENT,
+    PART_WORK_DB,
+    PART_RECORD_DB,
+    PART_LISTENER,
+    PART_DISPATCHER,
+    PART_RETENTION,
+    PART_HEALTH,
+    PART_RECONCILE,
+    PART_COUNT
+};
+
 struct service {
     uv_loop_t loop;
     struct config *cfg;
@@ -53,7 +65,6 @@ struct service {
     struct retention retention;
     struct metrics metrics;
     struct health health;
-    int health_on;
     struct reconcile_sched reconcile; /* [reconcile] interval: runs as a child process */
     int counting;       /* the outbox count query is running */
     uint64_t counted_at; /* loop time of the last count */
@@ -65,10 +76,11 @@ struct service {
     int stopping;
     int aborted;
     int closing;
-    int client_gone; /* the HTTP client finished closing (it may before the rest: aborted) */
+    int handles_on; /* the signal handlers and the service's timers are initialised */
     int ready_sent;
     int exit_code; /* 0, or SERVICE_EXIT_SCHEMA_TOO_OLD */
-    unsigned open; /* components still to close */
+    /* each component's life: see enum service_part */
+    enum { PART_OFF, PART_STARTED, PART_CLOSING, PART_CLOSED } part[PART_COUNT];
 };
 
 static void notify(const char *state)
@@ -99,10 +111,50 @@ static void notify_status(struct service *s)
 
 /* ---- closing ---- */
 
-static void component_closed(struct service *s)
+/*
+ * The components the service starts, in start order, each with its close. They close together
+ * (libuv's way: each module has a closing state its late callbacks honour and frees its memory in
+ * its last close callback, so no order is needed), and the service's own handles close once every
+ * component that was started has reported closed. A start-up failure closes what was started the
+ * same way, so a failed start unwinds everything.
+ */
+
+static void close_client(struct service *s);
+static void close_work_db(struct service *s);
+static void close_record_db(struct service *s);
+static void close_listener(struct service *s);
+static void close_dispatcher(struct service *s);
+static void close_retention(struct service *s);
+static void close_health(struct service *s);
+static void close_reconcile(struct service *s);
+
+static const struct service_part_def {
+    const char *name;
+    void (*close)(struct service *s);
+} parts[PART_COUNT] = {
+    [PART_CLIENT] = {"HTTP client", close_client},
+    [PART_WORK_DB] = {"work connection", close_work_db},
+    [PART_RECORD_DB] = {"recorder connection", close_record_db},
+    [PART_LISTENER] = {"listener", close_listener},
+    [PART_DISPATCHER] = {"dispatcher", close_dispatcher},
+    [PART_RETENTION] = {"retention", close_retention},
+    [PART_HEALTH] = {"health endpoint", close_health},
+    [PART_RECONCILE] = {"reconcile timer", close_reconcile},
+};
+
+static int all_closed(const struct service *s)
 {
-    if (--s->open > 0)
+    for (int i = 0; i < PART_COUNT; i++)
+        if (s->part[i] == PART_STARTED || s->part[i] == PART_CLOSING)
+            return 0;
+    return 1;
+}
+
+static void close_own_handles(struct service *s)
+{
+    if (!s->handles_on)
         return;
+    s->handles_on = 0;
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
@@ -111,34 +163,31 @@ static void component_closed(struct service *s)
     uv_close((uv_handle_t *)&s->trailing_timer, NULL);
 }
 
-static void db_closed(struct dbloop *db)
+static void part_closed(struct service *s, enum service_part p)
 {
-    component_closed(container_of(db, struct service, db));
+    s->part[p] = PART_CLOSED;
+    log_debug("closed %s", parts[p].name);
+    if (s->closing && all_closed(s))
+        close_own_handles(s);
 }
 
-static void record_db_closed(struct dbloop *db)
+/* Closes one component, if it was started and is not closing yet. */
+static void close_part(struct service *s, enum service_part p)
 {
-    component_closed(container_of(db, struct service, record_db));
-}
-
-static void listener_closed(struct listener *l)
-{
-    component_closed(container_of(l, struct service, listener));
-}
-
-static void health_closed(struct health *h)
-{
-    component_closed(container_of(h, struct service, health));
-}
-
-static void retention_closed(struct retention *r)
-{
-    component_closed(container_of(r, struct service, retention));
+    if (s->part[p] != PART_STARTED)
+        return;
+    s->part[p] = PART_CLOSING;
+    parts[p].close(s);
 }
 
 static void reconcile_closed(struct reconcile_sched *r)
 {
-    component_closed(container_of(r, struct service, reconcile));
+    part_closed(container_of(r, struct service, reconcile), PART_RECONCILE);
+}
+
+static void close_reconcile(struct service *s)
+{
+    reconcile_sched_close(&s->reconcile, reconcile_closed);
 }
 
 /* While a scheduled reconcile reads, deliveries leave it its share of the rate. */
@@ -150,20 +199,72 @@ static void set_delivery_rate(void *arg, double rate_per_sec)
 
 static void client_closed(struct omnidesk *c)
 {
-    struct service *s = container_of(c, struct service, client);
-    s->client_gone = 1;
-    /* Aborted at the drain deadline, the client may be gone before close_all() counts it. */
-    if (s->closing)
-        component_closed(s);
+    part_closed(container_of(c, struct service, client), PART_CLIENT);
+}
+
+static void close_client(struct service *s)
+{
+    omnidesk_close(&s->client, 1, client_closed);
+}
+
+static void db_closed(struct dbloop *db)
+{
+    part_closed(container_of(db, struct service, db), PART_WORK_DB);
+}
+
+static void close_work_db(struct service *s)
+{
+    dbloop_close(&s->db, db_closed);
+}
+
+static void record_db_closed(struct dbloop *db)
+{
+    part_closed(container_of(db, struct service, record_db), PART_RECORD_DB);
+}
+
+static void close_record_db(struct service *s)
+{
+    dbloop_close(&s->record_db, record_db_closed);
+}
+
+static void listener_closed(struct listener *l)
+{
+    part_closed(container_of(l, struct service, listener), PART_LISTENER);
+}
+
+static void close_listener(struct service *s)
+{
+    listener_close(&s->listener, listener_closed);
 }
 
 static void dispatcher_closed(struct dispatcher *d)
 {
-    struct service *s = container_of(d, struct service, dispatcher);
-    /* The dispatcher and its recorder used both connections until now: close them only now. */
-    dbloop_close(&s->db, db_closed);
-    dbloop_close(&s->record_db, record_db_closed);
-    component_closed(s);
+    part_closed(container_of(d, struct service, dispatcher), PART_DISPATCHER);
+}
+
+static void close_dispatcher(struct service *s)
+{
+    dispatcher_close(&s->dispatcher, dispatcher_closed);
+}
+
+static void retention_closed(struct retention *r)
+{
+    part_closed(container_of(r, struct service, retention), PART_RETENTION);
+}
+
+static void close_retention(struct service *s)
+{
+    retention_close(&s->retention, retention_closed);
+}
+
+static void health_closed(struct health *h)
+{
+    part_closed(container_of(h, struct service, health), PART_HEALTH);
+}
+
+static void close_health(struct service *s)
+{
+    health_close(&s->health, health_closed);
 }
 
 static void close_all(struct service *s)
@@ -171,24 +272,18 @@ static void close_all(struct service *s)
     if (s->closing)
         return;
     s->closing = 1;
-    s->dispatcher.drained_cb = NULL;
-    /* dispatcher, listener, retention, the work and recorder connections (closed after the
-     * dispatcher) and the client, unless it is already gone */
-    s->open = s->client_gone ? 5 : 6;
-    uv_timer_stop(&s->shutdown_timer);
-    uv_timer_stop(&s->status_timer);
-    uv_timer_stop(&s->trailing_timer);
-    if (s->health_on) {
-        s->open++;
-        health_close(&s->health, health_closed);
+    s->stopping = 1;
+    if (s->handles_on) {
+        uv_timer_stop(&s->shutdown_timer);
+        uv_timer_stop(&s->status_timer);
+        uv_timer_stop(&s->trailing_timer);
     }
-    s->open++;
-    reconcile_sched_close(&s->reconcile, reconcile_closed);
-    retention_close(&s->retention, retention_closed);
-    if (!s->client_gone)
-        omnidesk_close(&s->client, 1, client_closed);
-    listener_close(&s->listener, listener_closed);
-    dispatcher_close(&s->dispatcher, dispatcher_closed);
+    /* The dispatcher and retention are owed callbacks by both connections and the client: they
+     * come back as "closing" (late callbacks the modules honour), so all close together. */
+    for (int i = 0; i < PART_COUNT; i++)
+        close_part(s, (enum service_part)i);
+    if (all_closed(s))
+        close_own_handles(s);
 }
 
 static void on_farewell(struct dbloop *db, const PGresult *res, const char *err, void *arg)
@@ -231,9 +326,8 @@ static void on_shutdown_timeout(uv_timer_t *t)
     s->aborted = 1;
     log_warn("shutdown_timeout passed: aborting requests still in flight in_flight=%u",
              dispatcher_in_flight(&s->dispatcher));
-    /* With its close callback now: omnidesk_close keeps the first one it is given, and the
-     * client must be counted closed whichever way the shutdown ends. */
-    omnidesk_close(&s->client, 1, client_closed);
+    /* The client closes now (aborting its requests); close_all() will not close it twice. */
+    close_part(s, PART_CLIENT);
     /* Aborted requests release their rows; give that one more moment to be recorded. */
     uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, 2000, 0);
 }
@@ -381,10 +475,13 @@ static void on_db_state(struct dbloop *db, enum dbloop_state state, const char *
 {
     struct service *s = container_of(db, struct service, db);
     int applied;
+    if (s->closing)
+        return;
     if (state == DBLOOP_DISCONNECTED)
         dispatcher_db_lost(&s->dispatcher);
     /* The work connection's setup checks the schema first: an old one is no reason to retry. */
-    if (state == DBLOOP_DISCONNECTED && !s->stopping && schema_guard_refused(reason, &applied)) {
+    if (state == DBLOOP_DISCONNECTED && !s->stopping &&
+        schema_guard_refused(dbloop_sqlstate(db), reason, &applied)) {
         log_error("the omnisync schema is at version %d, this omnisync needs %d: run omnisync "
                   "migrate",
                   applied, schema_latest_version());
@@ -403,6 +500,8 @@ static void on_record_db_state(struct dbloop *db, enum dbloop_state state, const
 {
     struct service *s = container_of(db, struct service, record_db);
     (void)reason; /* dbloop has logged it */
+    if (s->closing)
+        return;
     /* A lost recorder connection costs no lease (they are renewed on the work connection): the
      * recorder keeps its outcomes and writes them again once it is back, and claims wait. */
     if (state == DBLOOP_READY) {
@@ -447,7 +546,7 @@ static void on_heartbeat(struct dbloop *db, const PGresult *res, const char *err
 {
     (void)db;
     (void)arg;
-    if (res == NULL && strcmp(err, "closing") != 0 && strcmp(err, "not connected") != 0)
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING && dbloop_error(db) != DBLOOP_ENOTCONN)
         log_debug("heartbeat failed error=\"%s\"", err);
 }
 
@@ -519,6 +618,7 @@ int service_run(struct config *cfg, const char *config_path)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     uv_loop_init(&s->loop);
 
+    /* Every component started is marked so: a failure further on closes exactly those. */
     struct omnidesk_options opts = {
         .base_url = cfg->base_url,
         .api_key = cfg->api_key,
@@ -528,8 +628,9 @@ int service_run(struct config *cfg, const char *config_path)
     };
     if (omnidesk_init(&s->client, &s->loop, &opts) != 0) {
         log_error("cannot start the HTTP client; check [omnidesk] base_url");
-        goto out;
+        goto unwind;
     }
+    s->part[PART_CLIENT] = PART_STARTED;
     char prepare[12288];
     /* The schema guard runs first on every connect of the work connection. */
     size_t guard_len = 0;
@@ -538,7 +639,7 @@ int service_run(struct config *cfg, const char *config_path)
     if (guard_len == 0 ||
         dispatcher_prepare_sql(prepare + guard_len, sizeof(prepare) - guard_len) != 0) {
         log_error("the claim statement does not fit its buffer");
-        goto out;
+        goto unwind;
     }
     struct dbloop_options dbopts = {
         .conninfo = cfg->conninfo,
@@ -549,23 +650,28 @@ int service_run(struct config *cfg, const char *config_path)
     };
     if (dbloop_init(&s->db, &s->loop, &dbopts) != 0) {
         log_error("cannot start the database connection; check [database] conninfo");
-        omnidesk_close(&s->client, 1, NULL);
-        goto out;
+        goto unwind;
     }
+    s->part[PART_WORK_DB] = PART_STARTED;
     struct dbloop_options recordopts = {
         .conninfo = cfg->conninfo,
         .application_name = "omnisync recorder",
         .on_state = on_record_db_state,
         .data = s,
     };
-    if (dbloop_init(&s->record_db, &s->loop, &recordopts) != 0 ||
-        listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0 ||
-        dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->record_db, &s->client,
-                        s->process) != 0 ||
-        retention_init(&s->retention, &s->loop, &s->db, cfg) != 0) {
-        log_error("cannot start: out of memory");
-        goto out; /* start-up failure: the process exits, the kernel reclaims */
-    }
+    if (dbloop_init(&s->record_db, &s->loop, &recordopts) != 0)
+        goto out_of_memory;
+    s->part[PART_RECORD_DB] = PART_STARTED;
+    if (listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0)
+        goto out_of_memory;
+    s->part[PART_LISTENER] = PART_STARTED;
+    if (dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->record_db, &s->client,
+                        s->process) != 0)
+        goto out_of_memory;
+    s->part[PART_DISPATCHER] = PART_STARTED;
+    if (retention_init(&s->retention, &s->loop, &s->db, cfg) != 0)
+        goto out_of_memory;
+    s->part[PART_RETENTION] = PART_STARTED;
 
     metrics_init(&s->metrics);
     for (size_t i = 0; i < cfg->nsources; i++)
@@ -573,8 +679,9 @@ int service_run(struct config *cfg, const char *config_path)
     s->dispatcher.metrics = &s->metrics;
     if (reconcile_sched_init(&s->reconcile, &s->loop, cfg, config_path, &s->metrics) != 0) {
         log_error("cannot start: the reconcile timer");
-        goto out;
+        goto unwind;
     }
+    s->part[PART_RECONCILE] = PART_STARTED;
     s->reconcile.set_delivery_rate = set_delivery_rate;
     s->reconcile.arg = s;
     if (cfg->health_port >= 0) {
@@ -584,13 +691,10 @@ int service_run(struct config *cfg, const char *config_path)
             .last_error = last_error,
             .arg = s,
         };
-        if (health_init(&s->health, &s->loop, cfg->health_host, cfg->health_port, &src) != 0) {
-            log_error("cannot serve the health endpoint on [health] listen = %s; set another "
-                      "address or leave it empty to disable it",
-                      cfg->listen);
-            goto out;
-        }
-        s->health_on = 1;
+        /* health_init logs why, with the address and what to change. */
+        if (health_init(&s->health, &s->loop, cfg->health_host, cfg->health_port, &src) != 0)
+            goto unwind;
+        s->part[PART_HEALTH] = PART_STARTED;
         log_info("health endpoint listening address=%s port=%d", cfg->health_host,
                  health_port(&s->health));
         if (!cfg->health_loopback)
@@ -610,6 +714,7 @@ int service_run(struct config *cfg, const char *config_path)
     uv_timer_init(&s->loop, &s->shutdown_timer);
     uv_timer_init(&s->loop, &s->status_timer);
     uv_timer_init(&s->loop, &s->trailing_timer);
+    s->handles_on = 1;
     s->shutdown_timer.data = s->status_timer.data = s->trailing_timer.data = s;
 #ifdef OMNISYNC_HAVE_SYSTEMD
     if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
@@ -624,10 +729,18 @@ int service_run(struct config *cfg, const char *config_path)
              s->process, cfg->nsources, where);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     rc = s->exit_code;
-    if (uv_loop_close(&s->loop) != 0) {
+    goto done;
+
+out_of_memory:
+    log_error("cannot start: out of memory");
+unwind:
+    /* A failed start closes what it started, the same way a shutdown does. */
+    rc = 1;
+    close_all(s);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+done:
+    if (uv_loop_close(&s->loop) != 0)
         log_warn("handles still open at exit");
-    }
-out:
     curl_global_cleanup();
     config_free(cfg);
     free(s);

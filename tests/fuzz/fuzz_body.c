@@ -308,7 +308,7 @@ static void send_multipart(const struct omnidesk_field *fields, size_t nfields, 
     curl_easy_cleanup(req.easy);
     curl_mime_free(req.mime);
     curl_slist_free_all(headers);
-    free(req.once);
+    free(req.once.data);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

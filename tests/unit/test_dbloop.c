@@ -103,6 +103,7 @@ struct qrec {
     int returned; /* dbloop_query has returned */
     int early;    /* the callback ran before dbloop_query returned */
     int failed;
+    enum dbloop_error code; /* dbloop_error() during the callback */
     char err[256];
     int ntuples;
     int nfields;
@@ -120,7 +121,9 @@ static void on_query(struct dbloop *db, const PGresult *res, const char *err, vo
     r->order = ++order_counter;
     if (!r->returned)
         r->early = 1;
+    r->code = dbloop_error(db);
     if (err != NULL) {
+        ck_assert_int_ne(r->code, DBLOOP_ENONE);
         ck_assert_ptr_null(res);
         r->failed = 1;
         snprintf(r->err, sizeof(r->err), "%s", err);
@@ -270,6 +273,7 @@ START_TEST(sql_error_then_next_query_works)
     ck_assert(RUN_UNTIL(q1.called && q2.called && q3.called, 5000));
     ck_assert(q1.failed);
     ck_assert_str_eq(q1.err, "division by zero");
+    ck_assert_int_eq(q1.code, DBLOOP_ESQL);
     ck_assert(q2.failed);
     ck_assert_msg(strstr(q2.err, "invalid input syntax") != NULL, "err: %s", q2.err);
     ck_assert(!q3.failed);
@@ -304,6 +308,7 @@ START_TEST(waits_for_a_server_that_starts_later)
     ck_assert(RUN_UNTIL(fast.called && s.n[DBLOOP_DISCONNECTED] >= 3, 5000));
     ck_assert(fast.failed && !fast.early);
     ck_assert_str_eq(fast.err, "not connected");
+    ck_assert_int_eq(fast.code, DBLOOP_ENOTCONN);
     ck_assert_int_eq(waiting.called, 0);
     ck_assert_int_ne(dbloop_state(&db), DBLOOP_READY);
     ck_assert_int_eq(s.n[DBLOOP_READY], 0);
@@ -359,6 +364,7 @@ static void outage_test(const char *name, const char *app, void (*outage)(PGconn
     ck_assert_str_eq(sleeping.err, "connection lost");
     ck_assert(plain.failed);
     ck_assert_str_eq(plain.err, "connection lost");
+    ck_assert_int_eq(plain.code, DBLOOP_ELOST);
     ck_assert_str_eq(fast_retry.err, "connection lost"); /* FAIL_FAST never waits */
     ck_assert_int_lt(fast_retry.order, retry.order);
     ck_assert_msg(!retry.failed, "retry err: %s", retry.err);
@@ -482,6 +488,8 @@ START_TEST(close_fails_queued_queries)
     ck_assert_int_eq(queued.called, 1);
     ck_assert_int_eq(retry.called, 1);
     ck_assert_str_eq(running.err, "closing");
+    ck_assert_int_eq(running.code, DBLOOP_ECLOSING);
+    ck_assert_str_eq(dbloop_strerror(DBLOOP_ECLOSING), "closing");
     ck_assert_str_eq(queued.err, "closing");
     ck_assert_str_eq(retry.err, "closing");
     ck_assert_int_lt(retry.order, closed_at_order); /* every callback before close_cb */
