@@ -8,12 +8,12 @@
  * The names are synthetic.
  */
 #include <check.h>
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "httpget.h"
 #include "scenario.h"
 #include "testutil.h"
 
@@ -130,40 +130,11 @@ static void assert_fake_refuses(const char *first)
     fake_reply_free(&reply);
 }
 
-struct body {
-    char text[65536];
-    size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    struct body *b = arg;
-    size_t len = size * n;
-    if (b->len + len >= sizeof(b->text))
-        len = sizeof(b->text) - 1 - b->len;
-    memcpy(b->text + b->len, p, len);
-    b->len += len;
-    b->text[b->len] = '\0';
-    return size * n;
-}
-
 /* omnisync_names_transliterated_total{source="customers"} from the daemon's /metrics, or -1. */
 static long long names_counter(int port)
 {
-    static struct body b;
-    char url[128];
-    long status = 0;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
-    b.len = 0;
-    b.text[0] = '\0';
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    static struct http_body b;
+    long status = http_get(port, "/metrics", &b);
     const char *line =
         strstr(b.text, "\nomnisync_names_transliterated_total{source=\"customers\"} ");
     return status == 200 && line ? atoll(strchr(line, '}') + 2) : -1;

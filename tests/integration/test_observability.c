@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "httpget.h"
 #include "promtool.h"
 #include "scenario.h"
 #include "testutil.h"
@@ -20,45 +21,15 @@ static struct scenario sc;
 static struct proc omnisync_daemon;
 static int port;
 
-struct body {
-    char text[262144];
-    size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    struct body *b = arg;
-    size_t len = size * n;
-    if (b->len + len >= sizeof(b->text))
-        len = sizeof(b->text) - 1 - b->len;
-    memcpy(b->text + b->len, p, len);
-    b->len += len;
-    b->text[b->len] = '\0';
-    return size * n;
-}
-
 /* GET path on the health port: returns the HTTP status (0 when no answer). */
-static long get(const char *path, struct body *b)
+static long get(const char *path, struct http_body *b)
 {
-    char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    b->len = 0;
-    b->text[0] = '\0';
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    return status;
+    return http_get(port, path, b);
 }
 
 static long readyz(void)
 {
-    static struct body b;
+    static struct http_body b;
     return get("/readyz", &b);
 }
 
@@ -110,7 +81,7 @@ static int promtool_accepts(const char *text)
 
 START_TEST(test_endpoints_and_metrics)
 {
-    static struct body b;
+    static struct http_body b;
     start();
     ck_assert_int_eq(pgrig_exec(sc.conn, "INSERT INTO customers (customer_no, first_name, "
                                          "last_name, email) SELECT 'M' || i, 'Ann', 'Lee', 'm' || i "
@@ -145,7 +116,7 @@ START_TEST(test_readyz_follows_the_database)
     ck_assert_int_eq(readyz(), 200);
     ck_assert_int_eq(pgrig_server_stop(sc.pg, "fast"), 0);
     ck_assert_msg(WAIT_UNTIL(readyz() == 503, 15000), "readyz stayed up without a database");
-    static struct body b;
+    static struct http_body b;
     ck_assert_int_eq(get("/readyz", &b), 503);
     ck_assert_ptr_nonnull(strstr(b.text, "\"db\":\"disconnected\""));
     ck_assert_int_eq(get("/healthz", &b), 200); /* alive all the same */
@@ -200,7 +171,7 @@ END_TEST
  * error text, and the daemon still stops cleanly. */
 START_TEST(test_readyz_names_outcomes_not_recorded)
 {
-    static struct body b;
+    static struct http_body b;
     start();
     ck_assert_int_eq(pgrig_exec(sc.conn, "CREATE OR REPLACE FUNCTION omnisync.record_outcomes("
                                          "p_process text, p_outcomes jsonb) RETURNS integer "
@@ -315,7 +286,7 @@ static int status_shows(const char *arg, const char *needle)
  * SIGHUP (_i 1) ends it. */
 START_TEST(test_api_pause_is_capped_shown_and_ended)
 {
-    static struct body b;
+    static struct http_body b;
     const char *p;
     double pause_s;
     char *out = NULL;
@@ -421,7 +392,7 @@ START_TEST(test_health_beyond_loopback_warns)
 {
     start_on("0.0.0.0:0");
     ck_assert(proc_wait_stderr(&omnisync_daemon, BEYOND_LOOPBACK, 5000));
-    static struct body b;
+    static struct http_body b;
     ck_assert_int_eq(get("/healthz", &b), 200);
     finish();
 

@@ -5,16 +5,16 @@
  * enqueues nothing. OMNISYNC_RECONCILE_ROWS sets the size of the first test (2,000).
  */
 #include <check.h>
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "httpget.h"
 #include "promtool.h"
-#include "schema.h"
 #include "scenario.h"
+#include "schema.h"
 #include "testutil.h"
 
 static struct scenario sc;
@@ -330,46 +330,11 @@ START_TEST(test_reconcile_custom_fields_unsendable_and_pending)
 }
 END_TEST
 
-struct body {
-    char text[262144];
-    size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    struct body *b = arg;
-    size_t len = size * n;
-    if (b->len + len >= sizeof(b->text))
-        len = sizeof(b->text) - 1 - b->len;
-    memcpy(b->text + b->len, p, len);
-    b->len += len;
-    b->text[b->len] = '\0';
-    return size * n;
-}
-
-static long get_metrics(int port, struct body *b)
-{
-    char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
-    b->len = 0;
-    b->text[0] = '\0';
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    return status;
-}
-
 /* [reconcile] interval: the daemon reconciles by itself; the figures are metrics and part of
  * status; nothing is repaired without an operator. */
 START_TEST(test_reconcile_in_the_daemon)
 {
-    static struct body b;
+    static struct http_body b;
     struct proc daemon;
     ck_assert_int_eq(scenario_setup(&sc,
                                     "[omnidesk]\nrate_per_sec = 50\n[health]\nlisten = "
@@ -392,7 +357,7 @@ START_TEST(test_reconcile_in_the_daemon)
     control("add", "{\"brand_id\":1,\"external_primary_id\":\"X00001\"}");
 
     ck_assert_msg(
-        WAIT_UNTIL(get_metrics(port, &b) == 200 &&
+        WAIT_UNTIL(http_get(port, "/metrics", &b) == 200 &&
                        strstr(b.text, "omnisync_reconcile_drift{source=\"customers\",kind="
                                       "\"missing\"} 2\n") != NULL &&
                        strstr(b.text, "omnisync_reconcile_drift{source=\"customers\",kind="
