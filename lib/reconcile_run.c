@@ -16,8 +16,8 @@
 
 #include "db.h"
 #include "log.h"
+#include "operator.h"
 #include "ratelimit.h"
-#include "schema.h"
 
 #define BODY_MAX (8u << 20) /* one index page of 99 customers is far below this */
 #define CRM_PAGE "1000"     /* CRM rows per keyset page */
@@ -855,11 +855,7 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
                         char *err, size_t errlen)
 {
     PGresult *res = NULL;
-    const char *params[] = {source};
-    int rc = db_query(conn,
-                      "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
-                      "WHERE source = $1 AND status IN ('pending', 'held')",
-                      1, params, &res, err, errlen);
+    int rc = operator_open_customers(conn, source, &res, err, errlen);
     if (rc != 0)
         return rc;
     int n = PQntuples(res);
@@ -884,60 +880,34 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
     return OMNISYNC_OK;
 }
 
-static struct json_object *repair_item(const struct reconcile_entry *e)
-{
-    struct json_object *w = json_object_new_object();
-    json_object_object_add(w, "p", json_object_new_string(e->primary_id));
-    json_object_object_add(w, "reset", json_object_new_boolean(e->forget_created));
-    struct json_object *forget = json_object_new_array();
-    for (int i = 0; i < 2; i++) {
-        if (e->forget_channels[i] != NULL)
-            json_object_array_add(forget, json_object_new_string(e->forget_channels[i]));
-    }
-    json_object_object_add(w, "forget", forget);
-    return w;
-}
-
 /* Enqueues one 'reconcile' row per missing or different customer, in batches, each batch one
  * transaction. */
 static int repair(PGconn *conn, const char *sql, const char *start_id,
                   struct reconcile_report *report, char *err, size_t errlen)
 {
+    struct operator_repair *batch = calloc(REPAIR_BATCH, sizeof(*batch));
+    if (batch == NULL)
+        return OMNISYNC_ENOMEM;
     size_t i = 0;
     int rc = OMNISYNC_OK;
     while (rc == 0 && i < report->nentries) {
-        struct json_object *batch = json_object_new_array();
         size_t wanted = 0;
         for (; i < report->nentries && wanted < REPAIR_BATCH; i++) {
             const struct reconcile_entry *e = &report->entries[i];
             if (e->kind != RECONCILE_MISSING && e->kind != RECONCILE_DIFFERENT)
                 continue;
-            json_object_array_add(batch, repair_item(e));
-            wanted++;
+            batch[wanted++] = (struct operator_repair){
+                e->primary_id, e->forget_created, {e->forget_channels[0], e->forget_channels[1]}};
         }
-        if (wanted > 0) {
-            PGresult *res = NULL;
-            const char *params[] = {json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN),
-                                    start_id};
-            rc = db_exec(conn, "BEGIN", err, errlen);
-            if (rc == 0)
-                rc = db_query(conn, sql, 2, params, &res, err, errlen);
-            long long n = rc == 0 ? PQntuples(res) : 0;
-            PQclear(res);
-            if (rc == 0)
-                rc = db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
-            if (rc != 0) {
-                char ignored[128];
-                if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {
-                    /* the connection is gone; the server rolled back */
-                }
-            } else {
-                report->enqueued += n;
-                report->repair_skipped += (long long)wanted - n;
-            }
+        long long n = 0;
+        if (wanted > 0)
+            rc = operator_reconcile_repair(conn, sql, batch, wanted, start_id, &n, err, errlen);
+        if (rc == 0) {
+            report->enqueued += n;
+            report->repair_skipped += (long long)wanted - n;
         }
-        json_object_put(batch);
     }
+    free(batch);
     return rc;
 }
 
@@ -958,20 +928,7 @@ static int record_run(PGconn *conn, const struct reconcile_report *r, int repair
         snprintf(enq, sizeof(enq), " enqueued=%lld", r->enqueued);
     char reason[320];
     snprintf(reason, sizeof(reason), "%s%s", summary, enq);
-    const char *params[] = {r->source, reason};
-    return db_query(conn,
-                    "INSERT INTO omnisync.operator_action (action, source, reason) "
-                    "VALUES ('reconcile', $1, $2)",
-                    2, params, NULL, err, errlen);
-}
-
-int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen)
-{
-    return db_query(conn,
-                    "SELECT DISTINCT ON (source) source, at AS finished_at, db_user, reason AS "
-                    "figures FROM omnisync.operator_action WHERE action = 'reconcile' "
-                    "ORDER BY source, at DESC",
-                    0, NULL, out, err, errlen);
+    return operator_reconcile_record(conn, r->source, reason, err, errlen);
 }
 
 int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
@@ -980,18 +937,13 @@ int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconc
     struct reader rd;
     struct remotes rs = {0};
     char *read_sql = NULL, *repair_sql = NULL, start_id[32] = "0";
-    PGresult *res = NULL;
     int rc = reader_init(&rd, o, err, errlen);
     if (rc == 0)
-        rc = schema_reconcile_sql(conn, o->src, &read_sql, &repair_sql, err, errlen);
+        rc = operator_reconcile_sql(conn, o->src, &read_sql, &repair_sql, err, errlen);
     /* Rows newer than this were written while the run read: their customers are not repaired
      * with what this run saw. */
     if (rc == 0)
-        rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res, err,
-                      errlen);
-    if (rc == 0)
-        snprintf(start_id, sizeof(start_id), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
+        rc = operator_outbox_last_id(conn, start_id, sizeof(start_id), err, errlen);
     if (rc == 0)
         rc = read_index(&rd, &rs, report, err, errlen);
     if (rc == 0)

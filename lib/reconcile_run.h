@@ -54,8 +54,4 @@ struct reconcile_options {
 int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
                   char *err, size_t errlen) OMNISYNC_MUST_CHECK;
 
-/* The last completed run per source (source, finished_at, db_user, figures), for `status`.
- * *out is the caller's to PQclear. 0 or OMNISYNC_EDB with err set. */
-int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
-
 #endif
