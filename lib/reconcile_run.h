@@ -6,8 +6,10 @@
  * then the rest with up to 8 requests in flight, at most [omnidesk] max_in_flight; every request
  * at `rate` requests per second, honouring Retry-After, retrying transient failures with capped
  * backoff; pages taken in order, so the result is that of a read page by page) and the item
- * endpoint for customers whose index entry does not list their custom fields; then the CRM table
- * through the source's mapping in keyset pages, comparing each row as reconcile.c does. Outbox rows
+ * endpoint for customers whose index entry does not list their custom fields. The CRM table is
+ * read through the source's mapping in keyset pages on `conn` with libpq's asynchronous API while
+ * the index pages are in flight; once every index page is in, each CRM row is compared as
+ * reconcile.c does. Outbox rows
  * not yet delivered make their customer `pending`. With `repair`, missing and different customers
  * get one outbox row of op 'reconcile' each, carrying the CRM's current state.
  *
