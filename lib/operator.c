@@ -533,31 +533,32 @@ int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char *
     /* One statement: the state enqueued is the row as it is now, in this transaction, and the
      * sync_state corrections apply only to the customers actually enqueued. */
     if (source_lit == NULL ||
-        asprintf(repair,
-                 "WITH want AS ("
-                 " SELECT w.p, coalesce(w.reset, false) AS reset, coalesce(w.forget, '{}') AS forget"
-                 " FROM jsonb_to_recordset($1::jsonb) AS w(p text, reset boolean, forget text[])), "
-                 "listed AS (%s), "
-                 "fresh AS ("
-                 " SELECT l.k, l.data, l.brand, w.reset, w.forget"
-                 " FROM listed l JOIN want w ON w.p = l.p"
-                 " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
-                 "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)), "
-                 "corrected AS ("
-                 " UPDATE omnisync.sync_state s SET"
-                 "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
-                 "  omnidesk_id = CASE WHEN f.reset THEN NULL ELSE s.omnidesk_id END,"
-                 "  channels = CASE WHEN f.reset THEN '{}'::text[] ELSE"
-                 "   ARRAY(SELECT c FROM unnest(s.channels) c WHERE c <> ALL (f.forget)) END,"
-                 "  updated_at = now()"
-                 " FROM fresh f WHERE s.source = %s AND s.brand_id = f.brand"
-                 "  AND s.primary_id = f.k::text RETURNING 1), "
-                 "enqueued AS ("
-                 " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
-                 " SELECT %s, brand, k::text, 'reconcile', data FROM fresh ORDER BY k"
-                 " RETURNING primary_id) "
-                 "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
-                 rows.keyed, source_lit, source_lit, source_lit) < 0) {
+        asprintf(
+            repair,
+            "WITH want AS ("
+            " SELECT w.p, coalesce(w.reset, false) AS reset, coalesce(w.forget, '{}') AS forget"
+            " FROM jsonb_to_recordset($1::jsonb) AS w(p text, reset boolean, forget text[])), "
+            "listed AS (%s), "
+            "fresh AS ("
+            " SELECT l.k, l.data, l.brand, w.reset, w.forget"
+            " FROM listed l JOIN want w ON w.p = l.p"
+            " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
+            "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)), "
+            "corrected AS ("
+            " UPDATE omnisync.sync_state s SET"
+            "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
+            "  omnidesk_id = CASE WHEN f.reset THEN NULL ELSE s.omnidesk_id END,"
+            "  channels = CASE WHEN f.reset THEN '{}'::text[] ELSE"
+            "   ARRAY(SELECT c FROM unnest(s.channels) c WHERE c <> ALL (f.forget)) END,"
+            "  updated_at = now()"
+            " FROM fresh f WHERE s.source = %s AND s.brand_id = f.brand"
+            "  AND s.primary_id = f.k::text RETURNING 1), "
+            "enqueued AS ("
+            " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
+            " SELECT %s, brand, k::text, 'reconcile', data FROM fresh ORDER BY k"
+            " RETURNING primary_id) "
+            "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
+            rows.keyed, source_lit, source_lit, source_lit) < 0) {
         *repair = NULL;
         rc = OMNISYNC_ENOMEM;
     } else {
@@ -595,8 +596,7 @@ int operator_reconcile_repair(PGconn *conn, const char *sql, const struct operat
         json_object_array_add(list, w);
     }
     PGresult *res = NULL;
-    const char *params[] = {json_object_to_json_string_ext(list, JSON_C_TO_STRING_PLAIN),
-                            start_id};
+    const char *params[] = {json_object_to_json_string_ext(list, JSON_C_TO_STRING_PLAIN), start_id};
     int rc = begin(conn, err, errlen);
     if (rc == 0)
         rc = db_query(conn, sql, 2, params, &res, err, errlen);

@@ -448,10 +448,10 @@ static int take_page(struct reader *rd, struct json_object *root, long long star
 struct crm {
     PGconn *conn;
     const char *sql;
-    char *last;        /* the last key of the newest page */
-    PGresult *answer;  /* the page that answered, before its query has ended */
-    int busy;          /* a query is in flight */
-    int done;          /* the last page is in */
+    char *last;       /* the last key of the newest page */
+    PGresult *answer; /* the page that answered, before its query has ended */
+    int busy;         /* a query is in flight */
+    int done;         /* the last page is in */
     PGresult **pages;
     size_t npages, cap;
     long long rows;
@@ -752,8 +752,8 @@ static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_rep
         }
         if (!finished) {
             struct curl_waitfd db = {crm_socket(crm), CURL_WAIT_POLLIN, 0};
-            mc = curl_multi_poll(multi, db.fd >= 0 ? &db : NULL, db.fd >= 0 ? 1 : 0,
-                                 (int)wait_ms, NULL);
+            mc = curl_multi_poll(multi, db.fd >= 0 ? &db : NULL, db.fd >= 0 ? 1 : 0, (int)wait_ms,
+                                 NULL);
             if (mc != CURLM_OK) {
                 snprintf(err, errlen, "libcurl: %s", curl_multi_strerror(mc));
                 rc = OMNISYNC_EHTTP;
