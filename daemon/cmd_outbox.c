@@ -8,7 +8,6 @@
 
 #include "cli.h"
 #include "operator.h"
-#include "reconcile_run.h"
 
 struct outbox_opts {
     struct outbox_filter filter;
@@ -355,7 +354,7 @@ static int run_status(struct cli *cli)
     PGresult *counts = NULL, *failures = NULL, *processes = NULL, *reconciled = NULL;
     int rc;
     if (outbox_status(cli->conn, &counts, &failures, &processes, err, sizeof(err)) != 0 ||
-        reconcile_last_runs(cli->conn, &reconciled, err, sizeof(err)) != 0) {
+        operator_reconcile_last_runs(cli->conn, &reconciled, err, sizeof(err)) != 0) {
         rc = fail(cli, err);
     } else if (opts.as_json) {
         printf("{\"sources\":\n");

@@ -8,7 +8,6 @@
 
 #include "db.h"
 #include "operator.h"
-#include "schema.h"
 
 static void nap(int ms)
 {
@@ -27,7 +26,7 @@ int backfill_run(PGconn *conn, const struct config_source *src, const struct bac
     char batch_text[24];
     snprintf(batch_text, sizeof(batch_text), "%lld", batch);
 
-    int rc = schema_backfill_sql(conn, src, &sql, err, errlen);
+    int rc = operator_backfill_sql(conn, src, &sql, err, errlen);
     if (rc == 0)
         rc = operator_backfill_begin(conn, src->name, o->restart, &last_key, enqueued, err, errlen);
     while (rc == 0) {
@@ -66,7 +65,7 @@ int backfill_run(PGconn *conn, const struct config_source *src, const struct bac
         }
         PQclear(res);
         if (rc == 0)
-            rc = db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
+            rc = operator_commit(conn, err, errlen);
         if (rc != 0) {
             char ignored[128];
             if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {

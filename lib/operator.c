@@ -4,23 +4,30 @@
  */
 #include "operator.h"
 
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "db.h"
+#include "schema.h"
 
 static int begin(PGconn *conn, char *err, size_t errlen)
 {
     return db_exec(conn, "BEGIN", err, errlen);
 }
 
+int operator_commit(PGconn *conn, char *err, size_t errlen)
+{
+    return db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
+}
+
 static int finish(PGconn *conn, int rc, char *err, size_t errlen)
 {
     char ignored[128];
     if (rc == 0)
-        return db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
+        return operator_commit(conn, err, errlen);
     if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {
         /* The session is unusable anyway; the server rolls back when it closes. */
     }
@@ -484,4 +491,161 @@ int operator_backfill_finished(PGconn *conn, const char *source, char *err, size
     const char *params[] = {source};
     return db_query(conn, "UPDATE omnisync.backfill SET finished_at = now() WHERE source = $1", 1,
                     params, NULL, err, errlen);
+}
+
+/* ---- backfill's and reconcile's statements on the outbox ---- */
+
+int operator_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
+                          size_t errlen)
+{
+    struct schema_source_rows rows;
+    *sql = NULL;
+    int rc = schema_source_rows(conn, src, &rows, err, errlen);
+    if (rc != 0)
+        return rc;
+    char *source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
+    if (source_lit == NULL ||
+        asprintf(sql,
+                 "WITH batch AS (%s), "
+                 "enqueued AS ("
+                 " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
+                 " SELECT %s, brand, coalesce(k::text, ''), 'backfill', data FROM batch ORDER BY k"
+                 " RETURNING 1) "
+                 "SELECT (SELECT count(*) FROM enqueued), (SELECT max(k)::text FROM batch)",
+                 rows.page, source_lit) < 0) {
+        *sql = NULL;
+        rc = OMNISYNC_ENOMEM;
+    }
+    PQfreemem(source_lit);
+    schema_source_rows_free(&rows);
+    return rc;
+}
+
+int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char **read,
+                           char **repair, char *err, size_t errlen)
+{
+    struct schema_source_rows rows;
+    *read = *repair = NULL;
+    int rc = schema_source_rows(conn, src, &rows, err, errlen);
+    if (rc != 0)
+        return rc;
+    char *source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
+    /* One statement: the state enqueued is the row as it is now, in this transaction, and the
+     * sync_state corrections apply only to the customers actually enqueued. */
+    if (source_lit == NULL ||
+        asprintf(
+            repair,
+            "WITH want AS ("
+            " SELECT w.p, coalesce(w.reset, false) AS reset, coalesce(w.forget, '{}') AS forget"
+            " FROM jsonb_to_recordset($1::jsonb) AS w(p text, reset boolean, forget text[])), "
+            "listed AS (%s), "
+            "fresh AS ("
+            " SELECT l.k, l.data, l.brand, w.reset, w.forget"
+            " FROM listed l JOIN want w ON w.p = l.p"
+            " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
+            "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)), "
+            "corrected AS ("
+            " UPDATE omnisync.sync_state s SET"
+            "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
+            "  omnidesk_id = CASE WHEN f.reset THEN NULL ELSE s.omnidesk_id END,"
+            "  channels = CASE WHEN f.reset THEN '{}'::text[] ELSE"
+            "   ARRAY(SELECT c FROM unnest(s.channels) c WHERE c <> ALL (f.forget)) END,"
+            "  updated_at = now()"
+            " FROM fresh f WHERE s.source = %s AND s.brand_id = f.brand"
+            "  AND s.primary_id = f.k::text RETURNING 1), "
+            "enqueued AS ("
+            " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
+            " SELECT %s, brand, k::text, 'reconcile', data FROM fresh ORDER BY k"
+            " RETURNING primary_id) "
+            "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
+            rows.keyed, source_lit, source_lit, source_lit) < 0) {
+        *repair = NULL;
+        rc = OMNISYNC_ENOMEM;
+    } else {
+        *read = rows.read; /* the source alone: nothing of the outbox */
+        rows.read = NULL;
+    }
+    PQfreemem(source_lit);
+    schema_source_rows_free(&rows);
+    return rc;
+}
+
+int operator_reconcile_repair(PGconn *conn, const char *sql, const struct operator_repair *items,
+                              size_t n, const char *start_id, long long *enqueued, char *err,
+                              size_t errlen)
+{
+    *enqueued = 0;
+    struct json_object *list = json_object_new_array();
+    if (list == NULL)
+        return OMNISYNC_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *w = json_object_new_object(), *forget = json_object_new_array();
+        if (w == NULL || forget == NULL) {
+            json_object_put(w);
+            json_object_put(forget);
+            json_object_put(list);
+            return OMNISYNC_ENOMEM;
+        }
+        json_object_object_add(w, "p", json_object_new_string(items[i].primary_id));
+        json_object_object_add(w, "reset", json_object_new_boolean(items[i].reset));
+        for (int c = 0; c < 2; c++) {
+            if (items[i].forget[c] != NULL)
+                json_object_array_add(forget, json_object_new_string(items[i].forget[c]));
+        }
+        json_object_object_add(w, "forget", forget);
+        json_object_array_add(list, w);
+    }
+    PGresult *res = NULL;
+    const char *params[] = {json_object_to_json_string_ext(list, JSON_C_TO_STRING_PLAIN), start_id};
+    int rc = begin(conn, err, errlen);
+    if (rc == 0)
+        rc = db_query(conn, sql, 2, params, &res, err, errlen);
+    if (rc == 0)
+        *enqueued = PQntuples(res);
+    PQclear(res);
+    rc = finish(conn, rc, err, errlen);
+    if (rc != 0)
+        *enqueued = 0;
+    json_object_put(list);
+    return rc;
+}
+
+int operator_outbox_last_id(PGconn *conn, char *out, size_t outlen, char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    int rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res, err,
+                      errlen);
+    if (rc == 0)
+        snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return rc;
+}
+
+int operator_open_customers(PGconn *conn, const char *source, PGresult **out, char *err,
+                            size_t errlen)
+{
+    const char *params[] = {source};
+    return db_query(conn,
+                    "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
+                    "WHERE source = $1 AND status IN ('pending', 'held')",
+                    1, params, out, err, errlen);
+}
+
+int operator_reconcile_record(PGconn *conn, const char *source, const char *figures, char *err,
+                              size_t errlen)
+{
+    const char *params[] = {source, figures};
+    return db_query(conn,
+                    "INSERT INTO omnisync.operator_action (action, source, reason) "
+                    "VALUES ('reconcile', $1, $2)",
+                    2, params, NULL, err, errlen);
+}
+
+int operator_reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen)
+{
+    return db_query(conn,
+                    "SELECT DISTINCT ON (source) source, at AS finished_at, db_user, reason AS "
+                    "figures FROM omnisync.operator_action WHERE action = 'reconcile' "
+                    "ORDER BY source, at DESC",
+                    0, NULL, out, err, errlen);
 }

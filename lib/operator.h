@@ -14,6 +14,12 @@
 
 #include "errors.h"
 
+struct config_source;
+
+/* Rings the doorbell (pg_notify('omnisync', ''): running daemons poll the outbox at once) and
+ * commits; every transaction that enqueues or changes rows ends here. */
+int operator_commit(PGconn *conn, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
 /* Sets (paused = 1) or clears the pause flag of `source`, or of every source when NULL. */
 int outbox_set_paused(PGconn *conn, const char *source, int paused, const char *reason,
                       char *err, size_t errlen) OMNISYNC_MUST_CHECK;
@@ -90,5 +96,62 @@ int operator_backfill_progress(PGconn *conn, const char *source, const char *las
                                long long added, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
 int operator_backfill_finished(PGconn *conn, const char *source, char *err,
                                size_t errlen) OMNISYNC_MUST_CHECK;
+
+/*
+ * The statement that enqueues the next backfill batch of `src` as outbox rows of op 'backfill'
+ * carrying the mapped columns, exactly as the trigger would (the source's rows: schema.c's
+ * page): $1 the last key done (NULL to start), $2 the batch size; it returns (rows enqueued, last
+ * key of the batch). *sql is malloc'd; 0 or a negative code with err set.
+ */
+int operator_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
+                          size_t errlen) OMNISYNC_MUST_CHECK;
+
+/*
+ * The two statements of `omnisync reconcile` for `src` (*read and *repair malloc'd; 0 or a
+ * negative code with err set):
+ *  - *read: the next page of CRM rows in primary id order ($1 the last key done, NULL to start;
+ *    $2 the page size): (key text, mapped columns as jsonb text, brand bigint); schema.c's read.
+ *  - *repair: enqueues op 'reconcile' rows carrying each listed customer's current state, read
+ *    in the same statement: $1 a jsonb array of {"p": primary id, "reset": bool, "forget":
+ *    [channel keys]}, each key listed once, $2 the highest outbox id when the run started. A
+ *    customer with an outbox row newer than $2 (changed in the CRM meanwhile) is left alone: that
+ *    row carries newer data. For those enqueued, sync_state learns what reconcile saw (reset: the
+ *    customer is gone at Omnidesk; forget: channels it lacks), so delivery creates or re-adds
+ *    them. It returns one row per enqueued customer.
+ */
+int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char **read,
+                           char **repair, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* One customer for the repair statement: forget_created (reset) and the channel keys
+ * ("email:…", "telephone:…", or NULL) Omnidesk lacks. Borrowed strings. */
+struct operator_repair {
+    const char *primary_id;
+    int reset;
+    const char *forget[2];
+};
+
+/* Runs `sql` (operator_reconcile_sql's *repair) for items[0..n) in one transaction that rings the
+ * doorbell; *enqueued receives the customers enqueued (0 on failure: nothing was). */
+int operator_reconcile_repair(PGconn *conn, const char *sql, const struct operator_repair *items,
+                              size_t n, const char *start_id, long long *enqueued, char *err,
+                              size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* The highest outbox id so far ("0" when empty) into out: rows above it are newer. */
+int operator_outbox_last_id(PGconn *conn, char *out, size_t outlen, char *err,
+                            size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* The customers of `source` with outbox rows not yet delivered (pending or held): brand_id,
+ * primary_id, each once. *out is the caller's to PQclear. */
+int operator_open_customers(PGconn *conn, const char *source, PGresult **out, char *err,
+                            size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* Records a reconcile run of `source` and its figures (no values) as an operator action. */
+int operator_reconcile_record(PGconn *conn, const char *source, const char *figures, char *err,
+                              size_t errlen) OMNISYNC_MUST_CHECK;
+
+/* The last completed reconcile run per source (source, finished_at, db_user, figures), for
+ * `status`. *out is the caller's to PQclear. 0 or OMNISYNC_EDB with err set. */
+int operator_reconcile_last_runs(PGconn *conn, PGresult **out, char *err,
+                                 size_t errlen) OMNISYNC_MUST_CHECK;
 
 #endif

@@ -16,8 +16,8 @@
 
 #include "db.h"
 #include "log.h"
+#include "operator.h"
 #include "ratelimit.h"
-#include "schema.h"
 
 #define BODY_MAX (8u << 20) /* one index page of 99 customers is far below this */
 #define CRM_PAGE "1000"     /* CRM rows per keyset page */
@@ -435,6 +435,153 @@ static int take_page(struct reader *rd, struct json_object *root, long long star
     return rc;
 }
 
+/* ---- the CRM's pages, read while the index pages are ---- */
+
+/*
+ * The CRM table in keyset pages of CRM_PAGE rows, with libpq's asynchronous API on the run's
+ * connection (idle while the index is read): the next page's query is sent as soon as the one
+ * before it has answered, and crm_step takes what has arrived without waiting, between index
+ * answers. The pages are kept as they came (key, mapped columns as text, brand): the comparison
+ * needs every index page first, and the rows are mapped only then, so memory holds the rows'
+ * text, not a plan per row.
+ */
+struct crm {
+    PGconn *conn;
+    const char *sql;
+    char *last;       /* the last key of the newest page */
+    PGresult *answer; /* the page that answered, before its query has ended */
+    int busy;         /* a query is in flight */
+    int done;         /* the last page is in */
+    PGresult **pages;
+    size_t npages, cap;
+    long long rows;
+};
+
+static int crm_send(struct crm *c, char *err, size_t errlen)
+{
+    const char *params[] = {c->last, CRM_PAGE};
+    if (!PQsendQueryParams(c->conn, c->sql, 2, NULL, params, NULL, NULL, 0)) {
+        db_error_message(c->conn, NULL, err, errlen);
+        return OMNISYNC_EDB;
+    }
+    c->busy = 1;
+    return OMNISYNC_OK;
+}
+
+/* Starts the read: the first page's query. */
+static int crm_start(struct crm *c, PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    c->conn = conn;
+    c->sql = sql;
+    return crm_send(c, err, errlen);
+}
+
+/* A page whose query has ended: kept, and the next one asked for unless it was the last. */
+static int crm_take(struct crm *c, PGresult *page, char *err, size_t errlen)
+{
+    int rows = PQntuples(page);
+    if (rows == 0) {
+        PQclear(page);
+        c->done = 1;
+        return OMNISYNC_OK;
+    }
+    if (c->npages == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        PGresult **grown = realloc(c->pages, cap * sizeof(*grown));
+        if (grown == NULL) {
+            PQclear(page);
+            snprintf(err, errlen, "out of memory");
+            return OMNISYNC_ENOMEM;
+        }
+        c->pages = grown;
+        c->cap = cap;
+    }
+    c->pages[c->npages++] = page;
+    c->rows += rows;
+    if (rows < atoi(CRM_PAGE)) {
+        c->done = 1;
+        return OMNISYNC_OK;
+    }
+    free(c->last);
+    c->last = strdup(PQgetvalue(page, rows - 1, 0));
+    if (c->last == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return OMNISYNC_ENOMEM;
+    }
+    return crm_send(c, err, errlen);
+}
+
+/*
+ * Takes the answers that have arrived (wait = 0: never blocks) or waits for the query in flight
+ * to end (wait = 1). 0 (c->done once the last page is in), or an error with err set.
+ */
+static int crm_step(struct crm *c, int wait, char *err, size_t errlen)
+{
+    while (c->busy) {
+        if (!wait) {
+            if (!PQconsumeInput(c->conn)) {
+                db_error_message(c->conn, NULL, err, errlen);
+                return OMNISYNC_EDB;
+            }
+            if (PQisBusy(c->conn))
+                return OMNISYNC_OK;
+        }
+        PGresult *res = PQgetResult(c->conn);
+        if (res != NULL) {
+            if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                db_error_message(c->conn, res, err, errlen);
+                PQclear(res);
+                return OMNISYNC_EDB; /* crm_free drains what is left */
+            }
+            PQclear(c->answer); /* one result per query: a second cannot happen */
+            c->answer = res;
+            continue;
+        }
+        c->busy = 0;
+        PGresult *page = c->answer;
+        c->answer = NULL;
+        if (page == NULL) {
+            db_error_message(c->conn, NULL, err, errlen);
+            return OMNISYNC_EDB;
+        }
+        int rc = crm_take(c, page, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    return OMNISYNC_OK;
+}
+
+/* The socket to wait on while a query is in flight, else -1. */
+static int crm_socket(const struct crm *c)
+{
+    return c != NULL && c->busy ? PQsocket(c->conn) : -1;
+}
+
+/* Frees the pages; a query still in flight (an error, an interrupt) is cancelled and its
+ * results drained, so the connection can serve the next statement. */
+static void crm_free(struct crm *c)
+{
+    if (c->busy) {
+        PGcancel *cancel = PQgetCancel(c->conn);
+        char ignored[256];
+        if (cancel != NULL && !PQcancel(cancel, ignored, sizeof(ignored))) {
+            /* the query then runs to its end; draining waits for it */
+        }
+        PQfreeCancel(cancel);
+        PGresult *res;
+        while ((res = PQgetResult(c->conn)) != NULL)
+            PQclear(res);
+        c->busy = 0;
+    }
+    PQclear(c->answer);
+    for (size_t i = 0; i < c->npages; i++)
+        PQclear(c->pages[i]);
+    free(c->pages);
+    free(c->last);
+    memset(c, 0, sizeof(*c));
+}
+
 /* One index page request of the concurrent read. */
 struct slot {
     struct xfer x;
@@ -463,7 +610,8 @@ static struct slot *slot_of(struct slot *slots, long long n, CURL *easy)
  * later page is requested, and the run's error is the first failed page's.
  */
 static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
-                     long long *total, long long max_pages, char *err, size_t errlen)
+                     long long *total, long long max_pages, struct crm *crm, char *err,
+                     size_t errlen)
 {
     long long window =
         rd->o->cfg->max_in_flight < INDEX_WINDOW ? rd->o->cfg->max_in_flight : INDEX_WINDOW;
@@ -551,6 +699,9 @@ static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_rep
         }
         if (rc != 0)
             break;
+        /* The CRM's answers, between the index's: never waiting for them. */
+        if (crm != NULL && (rc = crm_step(crm, 0, err, errlen)) != 0)
+            break;
         int still = 0;
         CURLMcode mc = curl_multi_perform(multi, &still);
         if (mc != CURLM_OK) {
@@ -600,7 +751,9 @@ static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_rep
             }
         }
         if (!finished) {
-            mc = curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+            struct curl_waitfd db = {crm_socket(crm), CURL_WAIT_POLLIN, 0};
+            mc = curl_multi_poll(multi, db.fd >= 0 ? &db : NULL, db.fd >= 0 ? 1 : 0, (int)wait_ms,
+                                 NULL);
             if (mc != CURLM_OK) {
                 snprintf(err, errlen, "libcurl: %s", curl_multi_strerror(mc));
                 rc = OMNISYNC_EHTTP;
@@ -626,7 +779,7 @@ out:
 /* Reads every index page into rs, keeping the customers that are omnisync's: the first alone
  * (it tells itemTotal), then the rest concurrently. */
 static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_report *report,
-                      char *err, size_t errlen)
+                      struct crm *crm, char *err, size_t errlen)
 {
     long long total = -1;
     char path[128], what[96];
@@ -647,7 +800,7 @@ static int read_index(struct reader *rd, struct remotes *rs, struct reconcile_re
     report->pages++;
     report_progress(rd, report->pages, max_pages, 0, 0);
     if (max_pages > 1)
-        rc = read_rest(rd, rs, report, &total, max_pages, err, errlen);
+        rc = read_rest(rd, rs, report, &total, max_pages, crm, err, errlen);
     if (rc != 0)
         return rc;
     if (rs->n > 0) /* qsort and bsearch want an array, even of nothing */
@@ -779,39 +932,35 @@ out:
     return rc;
 }
 
-static int read_crm(struct reader *rd, PGconn *conn, const char *sql, struct remotes *rs,
-                    struct reconcile_report *report, long long pages_total, char *err,
-                    size_t errlen)
+/* Reads the CRM pages still to come, then compares every CRM row with Omnidesk's side (complete
+ * now: a row's customer may be on any index page). */
+static int compare_crm(struct reader *rd, struct crm *crm, struct remotes *rs,
+                       struct reconcile_report *report, long long pages_total, char *err,
+                       size_t errlen)
 {
-    char *last = NULL;
     int rc = OMNISYNC_OK;
-    for (;;) {
+    while (rc == 0 && !crm->done) {
         if (rd->o->stop != NULL && *rd->o->stop) {
             snprintf(err, errlen, "interrupted");
-            rc = OMNISYNC_ECANCELED;
-            break;
+            return OMNISYNC_ECANCELED;
         }
-        PGresult *res = NULL;
-        const char *params[] = {last, CRM_PAGE};
-        rc = db_query(conn, sql, 2, params, &res, err, errlen);
-        if (rc != 0)
-            break;
+        rc = crm_step(crm, 1, err, errlen);
+    }
+    for (size_t p = 0; rc == 0 && p < crm->npages; p++) {
+        if (rd->o->stop != NULL && *rd->o->stop) {
+            snprintf(err, errlen, "interrupted");
+            return OMNISYNC_ECANCELED;
+        }
+        PGresult *res = crm->pages[p];
         int rows = PQntuples(res);
         for (int i = 0; i < rows && rc == 0; i++)
             rc = compare_row(rd, rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                              atoll(PQgetvalue(res, i, 2)), report, err, errlen);
-        if (rc == 0 && rows > 0) {
-            free(last);
-            last = strdup(PQgetvalue(res, rows - 1, 0));
-            if (last == NULL)
-                rc = OMNISYNC_ENOMEM;
-        }
-        PQclear(res);
-        if (rc != 0 || rows < atoi(CRM_PAGE))
-            break;
-        report_progress(rd, report->pages, pages_total, report->crm_customers, 0);
+        PQclear(res); /* compared: its memory is not needed any more */
+        crm->pages[p] = NULL;
+        if (rc == 0)
+            report_progress(rd, report->pages, pages_total, report->crm_customers, 0);
     }
-    free(last);
     return rc;
 }
 
@@ -855,11 +1004,7 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
                         char *err, size_t errlen)
 {
     PGresult *res = NULL;
-    const char *params[] = {source};
-    int rc = db_query(conn,
-                      "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
-                      "WHERE source = $1 AND status IN ('pending', 'held')",
-                      1, params, &res, err, errlen);
+    int rc = operator_open_customers(conn, source, &res, err, errlen);
     if (rc != 0)
         return rc;
     int n = PQntuples(res);
@@ -884,60 +1029,34 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
     return OMNISYNC_OK;
 }
 
-static struct json_object *repair_item(const struct reconcile_entry *e)
-{
-    struct json_object *w = json_object_new_object();
-    json_object_object_add(w, "p", json_object_new_string(e->primary_id));
-    json_object_object_add(w, "reset", json_object_new_boolean(e->forget_created));
-    struct json_object *forget = json_object_new_array();
-    for (int i = 0; i < 2; i++) {
-        if (e->forget_channels[i] != NULL)
-            json_object_array_add(forget, json_object_new_string(e->forget_channels[i]));
-    }
-    json_object_object_add(w, "forget", forget);
-    return w;
-}
-
 /* Enqueues one 'reconcile' row per missing or different customer, in batches, each batch one
  * transaction. */
 static int repair(PGconn *conn, const char *sql, const char *start_id,
                   struct reconcile_report *report, char *err, size_t errlen)
 {
+    struct operator_repair *batch = calloc(REPAIR_BATCH, sizeof(*batch));
+    if (batch == NULL)
+        return OMNISYNC_ENOMEM;
     size_t i = 0;
     int rc = OMNISYNC_OK;
     while (rc == 0 && i < report->nentries) {
-        struct json_object *batch = json_object_new_array();
         size_t wanted = 0;
         for (; i < report->nentries && wanted < REPAIR_BATCH; i++) {
             const struct reconcile_entry *e = &report->entries[i];
             if (e->kind != RECONCILE_MISSING && e->kind != RECONCILE_DIFFERENT)
                 continue;
-            json_object_array_add(batch, repair_item(e));
-            wanted++;
+            batch[wanted++] = (struct operator_repair){
+                e->primary_id, e->forget_created, {e->forget_channels[0], e->forget_channels[1]}};
         }
-        if (wanted > 0) {
-            PGresult *res = NULL;
-            const char *params[] = {json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN),
-                                    start_id};
-            rc = db_exec(conn, "BEGIN", err, errlen);
-            if (rc == 0)
-                rc = db_query(conn, sql, 2, params, &res, err, errlen);
-            long long n = rc == 0 ? PQntuples(res) : 0;
-            PQclear(res);
-            if (rc == 0)
-                rc = db_exec(conn, "SELECT pg_notify('omnisync', ''); COMMIT", err, errlen);
-            if (rc != 0) {
-                char ignored[128];
-                if (db_exec(conn, "ROLLBACK", ignored, sizeof(ignored)) != 0) {
-                    /* the connection is gone; the server rolled back */
-                }
-            } else {
-                report->enqueued += n;
-                report->repair_skipped += (long long)wanted - n;
-            }
+        long long n = 0;
+        if (wanted > 0)
+            rc = operator_reconcile_repair(conn, sql, batch, wanted, start_id, &n, err, errlen);
+        if (rc == 0) {
+            report->enqueued += n;
+            report->repair_skipped += (long long)wanted - n;
         }
-        json_object_put(batch);
     }
+    free(batch);
     return rc;
 }
 
@@ -958,20 +1077,7 @@ static int record_run(PGconn *conn, const struct reconcile_report *r, int repair
         snprintf(enq, sizeof(enq), " enqueued=%lld", r->enqueued);
     char reason[320];
     snprintf(reason, sizeof(reason), "%s%s", summary, enq);
-    const char *params[] = {r->source, reason};
-    return db_query(conn,
-                    "INSERT INTO omnisync.operator_action (action, source, reason) "
-                    "VALUES ('reconcile', $1, $2)",
-                    2, params, NULL, err, errlen);
-}
-
-int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen)
-{
-    return db_query(conn,
-                    "SELECT DISTINCT ON (source) source, at AS finished_at, db_user, reason AS "
-                    "figures FROM omnisync.operator_action WHERE action = 'reconcile' "
-                    "ORDER BY source, at DESC",
-                    0, NULL, out, err, errlen);
+    return operator_reconcile_record(conn, r->source, reason, err, errlen);
 }
 
 int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
@@ -979,23 +1085,32 @@ int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconc
 {
     struct reader rd;
     struct remotes rs = {0};
+    struct crm crm = {0};
     char *read_sql = NULL, *repair_sql = NULL, start_id[32] = "0";
-    PGresult *res = NULL;
     int rc = reader_init(&rd, o, err, errlen);
     if (rc == 0)
-        rc = schema_reconcile_sql(conn, o->src, &read_sql, &repair_sql, err, errlen);
+        rc = operator_reconcile_sql(conn, o->src, &read_sql, &repair_sql, err, errlen);
     /* Rows newer than this were written while the run read: their customers are not repaired
      * with what this run saw. */
     if (rc == 0)
-        rc = db_query(conn, "SELECT coalesce(max(id), 0) FROM omnisync.outbox", 0, NULL, &res, err,
-                      errlen);
+        rc = operator_outbox_last_id(conn, start_id, sizeof(start_id), err, errlen);
+    /* The CRM's pages are read while the index pages are: neither waits for the other. */
     if (rc == 0)
-        snprintf(start_id, sizeof(start_id), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
+        rc = crm_start(&crm, conn, read_sql, err, errlen);
     if (rc == 0)
-        rc = read_index(&rd, &rs, report, err, errlen);
+        rc = read_index(&rd, &rs, report, &crm, err, errlen);
+    double index_s = seconds_since(&rd.started);
+    size_t crm_pages_then = crm.npages;
     if (rc == 0)
-        rc = read_crm(&rd, conn, read_sql, &rs, report, report->pages, err, errlen);
+        rc = compare_crm(&rd, &crm, &rs, report, report->pages, err, errlen);
+    /* Where the time went, for bench/reconcile's breakdown: the index read (the CRM's pages
+     * read meanwhile), then the rest of the CRM read and the comparison. */
+    if (rc == 0)
+        log_debug("reconcile: index %lld pages in %.3f s (CRM pages read meanwhile: %zu of %zu); "
+                  "CRM rest and comparison %.3f s",
+                  report->pages, index_s, crm_pages_then, crm.npages,
+                  seconds_since(&rd.started) - index_s);
+    crm_free(&crm); /* before the connection serves the statements below */
     if (rc == 0)
         rc = add_extra(&rd, &rs, report);
     if (rc == 0)

@@ -6,8 +6,10 @@
  * then the rest with up to 8 requests in flight, at most [omnidesk] max_in_flight; every request
  * at `rate` requests per second, honouring Retry-After, retrying transient failures with capped
  * backoff; pages taken in order, so the result is that of a read page by page) and the item
- * endpoint for customers whose index entry does not list their custom fields; then the CRM table
- * through the source's mapping in keyset pages, comparing each row as reconcile.c does. Outbox rows
+ * endpoint for customers whose index entry does not list their custom fields. The CRM table is
+ * read through the source's mapping in keyset pages on `conn` with libpq's asynchronous API while
+ * the index pages are in flight; once every index page is in, each CRM row is compared as
+ * reconcile.c does. Outbox rows
  * not yet delivered make their customer `pending`. With `repair`, missing and different customers
  * get one outbox row of op 'reconcile' each, carrying the CRM's current state.
  *
@@ -53,9 +55,5 @@ struct reconcile_options {
  */
 int reconcile_run(PGconn *conn, const struct reconcile_options *o, struct reconcile_report *report,
                   char *err, size_t errlen) OMNISYNC_MUST_CHECK;
-
-/* The last completed run per source (source, finished_at, db_user, figures), for `status`.
- * *out is the caller's to PQclear. 0 or OMNISYNC_EDB with err set. */
-int reconcile_last_runs(PGconn *conn, PGresult **out, char *err, size_t errlen) OMNISYNC_MUST_CHECK;
 
 #endif

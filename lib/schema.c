@@ -552,107 +552,64 @@ out:
     return rc;
 }
 
-int schema_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
-                        size_t errlen)
+void schema_source_rows_free(struct schema_source_rows *rows)
+{
+    free(rows->page);
+    free(rows->keyed);
+    free(rows->read);
+    memset(rows, 0, sizeof(*rows));
+}
+
+int schema_source_rows(PGconn *conn, const struct config_source *src,
+                       struct schema_source_rows *rows, char *err, size_t errlen)
 {
     struct source_sql want = {0};
-    char *source_lit = NULL;
-    *sql = NULL;
+    memset(rows, 0, sizeof(*rows));
     int rc = build_source_sql(conn, src, &want, err, errlen);
     if (rc != 0)
         goto out;
-    source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
-    if (source_lit == NULL || want.row_pairs.failed) {
+    if (want.row_pairs.failed) {
         rc = OMNISYNC_ENOMEM;
         goto out;
     }
     /* Keyset pagination on the primary id column in its own type: each batch is an index range
      * scan, and the last key is all it takes to resume. The type name comes from the catalog. */
-    if (asprintf(sql,
-                 "WITH batch AS ("
-                 " SELECT t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand FROM %s t"
+    if (asprintf(&rows->page,
+                 "SELECT t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand FROM %s t"
                  " WHERE $1::text IS NULL OR t.%s > ($1::text)::%s"
-                 " ORDER BY t.%s LIMIT $2), "
-                 "enqueued AS ("
-                 " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
-                 " SELECT %s, brand, coalesce(k::text, ''), 'backfill', data FROM batch ORDER BY k"
-                 " RETURNING 1) "
-                 "SELECT (SELECT count(*) FROM enqueued), (SELECT max(k)::text FROM batch)",
+                 " ORDER BY t.%s LIMIT $2",
                  want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk, want.pk_type,
-                 want.pk, source_lit) < 0) {
-        *sql = NULL;
+                 want.pk) < 0) {
+        rows->page = NULL;
         rc = OMNISYNC_ENOMEM;
-    }
-out:
-    PQfreemem(source_lit);
-    free(want.ddl.text);
-    free(want.row_pairs.text);
-    return rc;
-}
-
-int schema_reconcile_sql(PGconn *conn, const struct config_source *src, char **read, char **repair,
-                         char *err, size_t errlen)
-{
-    struct source_sql want = {0};
-    char *source_lit = NULL;
-    *read = *repair = NULL;
-    int rc = build_source_sql(conn, src, &want, err, errlen);
-    if (rc != 0)
         goto out;
-    source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
-    if (source_lit == NULL || want.row_pairs.failed) {
+    }
+    /* The listed keys, cast to the column's type so that the primary key's index finds them. */
+    if (asprintf(&rows->keyed,
+                 "SELECT w.p, t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand"
+                 " FROM %s t JOIN jsonb_to_recordset($1::jsonb) AS w(p text)"
+                 " ON t.%s = (w.p)::%s",
+                 want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk,
+                 want.pk_type) < 0) {
+        rows->keyed = NULL;
         rc = OMNISYNC_ENOMEM;
         goto out;
     }
     /* Keyset pages, never one huge result. The page is chosen first and its rows mapped after:
      * a plan that scans and sorts (no statistics yet, a small table) then builds the JSON of
      * one page, not of every row after the key (that made a 20,000-row read take seconds). */
-    if (asprintf(read,
+    if (asprintf(&rows->read,
                  "SELECT coalesce(t.%s::text, ''), jsonb_build_object(%s)::text, %s FROM ("
                  " SELECT * FROM %s t WHERE $1::text IS NULL OR t.%s > ($1::text)::%s"
                  " ORDER BY t.%s LIMIT $2) t ORDER BY t.%s",
                  want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk, want.pk_type,
                  want.pk, want.pk) < 0) {
-        *read = NULL;
-        rc = OMNISYNC_ENOMEM;
-        goto out;
-    }
-    /* One statement: the state enqueued is the row as it is now, in this transaction, and the
-     * sync_state corrections apply only to the customers actually enqueued. */
-    if (asprintf(repair,
-                 "WITH want AS ("
-                 " SELECT w.p, coalesce(w.reset, false) AS reset, coalesce(w.forget, '{}') AS forget"
-                 " FROM jsonb_to_recordset($1::jsonb) AS w(p text, reset boolean, forget text[])), "
-                 "fresh AS ("
-                 " SELECT t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand, w.reset, w.forget"
-                 " FROM %s t JOIN want w ON t.%s = (w.p)::%s"
-                 " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
-                 "  AND o.brand_id = %s AND o.primary_id = t.%s::text AND o.id > $2::bigint)), "
-                 "corrected AS ("
-                 " UPDATE omnisync.sync_state s SET"
-                 "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
-                 "  omnidesk_id = CASE WHEN f.reset THEN NULL ELSE s.omnidesk_id END,"
-                 "  channels = CASE WHEN f.reset THEN '{}'::text[] ELSE"
-                 "   ARRAY(SELECT c FROM unnest(s.channels) c WHERE c <> ALL (f.forget)) END,"
-                 "  updated_at = now()"
-                 " FROM fresh f WHERE s.source = %s AND s.brand_id = f.brand"
-                 "  AND s.primary_id = f.k::text RETURNING 1), "
-                 "enqueued AS ("
-                 " INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)"
-                 " SELECT %s, brand, k::text, 'reconcile', data FROM fresh ORDER BY k"
-                 " RETURNING primary_id) "
-                 "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
-                 want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk, want.pk_type,
-                 source_lit, want.brand_row, want.pk, source_lit, source_lit) < 0) {
-        *repair = NULL;
+        rows->read = NULL;
         rc = OMNISYNC_ENOMEM;
     }
 out:
-    if (rc != 0) {
-        free(*read);
-        *read = NULL;
-    }
-    PQfreemem(source_lit);
+    if (rc != 0)
+        schema_source_rows_free(rows);
     free(want.ddl.text);
     free(want.row_pairs.text);
     return rc;

@@ -27,29 +27,28 @@ int schema_migrate(PGconn *conn, const struct config *cfg, schema_report_cb repo
                    char *err, size_t errlen) OMNISYNC_MUST_CHECK;
 
 /*
- * The statement that enqueues the next backfill batch of `src` as outbox rows of op 'backfill'
- * carrying the mapped columns, exactly as the trigger would: $1 the last key done (NULL to
- * start), $2 the batch size; it returns (rows enqueued, last key of the batch). Names are checked
- * against the catalog and quoted. *sql is malloc'd; 0 or a negative code with err set.
+ * The source side of backfill and reconcile: SELECTs over src's table that map its rows as the
+ * trigger does (names checked against the catalog and quoted, the key cast to its catalog type).
+ * page and keyed yield k (the primary id in its own type), data (the mapped columns, jsonb) and
+ * brand (the outbox's brand key, bigint); operator.c composes them with the statements on the
+ * outbox and sync_state, which this module does not write.
+ *  - page: the next keyset page in key order: $1 the last key done (text, NULL to start), $2
+ *    the page size.
+ *  - keyed: the rows of the listed keys, with p (the key as listed) first: $1 a jsonb array of
+ *    objects with "p", a primary id as text (other members are ignored).
+ *  - read: reconcile's page read, as page but as text: (key text, mapped columns as jsonb text,
+ *    brand bigint).
+ * 0 with the three malloc'd (schema_source_rows_free), or a negative code with err set.
  */
-int schema_backfill_sql(PGconn *conn, const struct config_source *src, char **sql, char *err,
-                        size_t errlen) OMNISYNC_MUST_CHECK;
-
-/*
- * The two statements of `omnisync reconcile` for `src`, built like the backfill's (names checked
- * against the catalog and quoted; *read and *repair malloc'd; 0 or a negative code with err set):
- *  - *read: the next page of CRM rows in primary id order ($1 the last key done, NULL to start;
- *    $2 the page size): (key text, mapped columns as jsonb text, brand bigint).
- *  - *repair: enqueues op 'reconcile' rows carrying each listed customer's current state, read
- *    in the same statement: $1 a jsonb array of {"p": primary id, "reset": bool, "forget":
- *    [channel keys]}, $2 the highest outbox id when the run started. A customer with an outbox
- *    row newer than $2 (changed in the CRM meanwhile) is left alone: that row carries newer data.
- *    For those enqueued, sync_state learns what reconcile saw (reset: the customer is gone at
- *    Omnidesk; forget: channels it lacks), so delivery creates or re-adds them. It returns one
- *    row per enqueued customer.
- */
-int schema_reconcile_sql(PGconn *conn, const struct config_source *src, char **read, char **repair,
-                         char *err, size_t errlen) OMNISYNC_MUST_CHECK;
+struct schema_source_rows {
+    char *page;
+    char *keyed;
+    char *read;
+};
+int schema_source_rows(PGconn *conn, const struct config_source *src,
+                       struct schema_source_rows *rows, char *err,
+                       size_t errlen) OMNISYNC_MUST_CHECK;
+void schema_source_rows_free(struct schema_source_rows *rows);
 
 /* The highest applied schema version, 0 when omnisync's schema is absent, or a negative code. */
 int schema_version(PGconn *conn, char *err, size_t errlen);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "httpget.h"
+#include "operator.h"
 #include "promtool.h"
 #include "scenario.h"
 #include "schema.h"
@@ -405,7 +406,7 @@ START_TEST(test_repair_skips_customers_changed_during_the_run)
     ck_assert_int_eq(config_load(&cfg, sc.config), 0);
     char *read = NULL, *repair = NULL, err[512];
     ck_assert_int_eq(
-        schema_reconcile_sql(sc.conn, &cfg.sources[0], &read, &repair, err, sizeof(err)), 0);
+        operator_reconcile_sql(sc.conn, &cfg.sources[0], &read, &repair, err, sizeof(err)), 0);
     char start_text[32];
     snprintf(start_text, sizeof(start_text), "%lld", start);
     const char *params[] = {
