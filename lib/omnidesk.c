@@ -28,12 +28,16 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <linux/sockios.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "log.h"
@@ -296,6 +300,55 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
         /* 0 means "as soon as possible": the next loop iteration, never from inside curl. */
         uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
     return 0;
+}
+
+/* ---- closing connections ------------------------------------------------------------------ */
+
+/*
+ * Every connection libcurl opens for us is closed here (CURLOPT_CLOSESOCKETFUNCTION).
+ *
+ * A request that times out (timeout_ms) or is aborted (a drain cut short at shutdown) is given
+ * up together with its connection: libcurl closes the socket inside curl_multi_socket_action
+ * (multi_done with `premature` set), before CURLMSG_DONE reports the failure, so nothing after the
+ * fact can change how it closes. A plain close() does not take back what the kernel has not
+ * delivered yet: the socket lives on as an orphan and the kernel keeps retransmitting the
+ * unacknowledged request (0.2, 0.6, 1.4, 3.0, 6.2 ... s after it was first sent). When a network
+ * block was dropping the packets, that copy reaches the API once the path is back, after the daemon
+ * has retried with the customer's newer state: an older update overwrites the newer one, a create
+ * or a channel add arrives twice, a create brings back a customer purged meanwhile, and every
+ * row is `done` (bench/README.md, soak Finding 1; tests/integration/test_late_request.c).
+ *
+ * So when the kernel still holds bytes the API has not acknowledged (SIOCOUTQ > 0: unsent or
+ * unacknowledged), SO_LINGER {1, 0} makes close() discard them and send RST instead of FIN;
+ * the given-up request is gone for good. If we cannot tell, we reset too. A connection with
+ * nothing outstanding (an idle keep-alive connection, one whose answer came in full) closes
+ * with the usual FIN, so the API sees no resets in normal operation (over TLS, a close_notify
+ * written just before the close may make it a reset, which costs nothing). The question is asked
+ * here, at the close, rather than by resetting every socket from CURLOPT_SOCKOPTFUNCTION or by
+ * remembering which transfer failed: the callback's pointer belongs to the transfer that opened
+ * the connection, not the one that gave it up, and the kernel knows exactly what is left.
+ *
+ * What no client can prevent: a request the API's side has already acknowledged (in the
+ * server's socket buffer, or taken by a proxy or load balancer in front of it) is processed
+ * whenever the server gets to it, and segments already on the wire are not recalled. Only a
+ * version check at the API could order those.
+ */
+static int close_connection(void *clientp, curl_socket_t fd)
+{
+    int unacked = 0;
+
+    (void)clientp;
+    if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || unacked > 0) {
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+
+        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0)
+            log_warn("omnidesk cannot reset a connection that holds a request given up; the "
+                     "kernel may still deliver it later error=\"%s\"",
+                     strerror(errno));
+        else
+            log_debug("omnidesk connection reset unacked_bytes=%d", unacked);
+    }
+    return close(fd);
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
@@ -612,6 +665,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     SETOPT(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     SETOPT(req->easy, CURLOPT_LOW_SPEED_TIME, low_speed_s);
     SETOPT(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_connection);
     SETOPT(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
     SETOPT(req->easy, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(req->easy, CURLOPT_WRITEDATA, req);

@@ -7,7 +7,7 @@ export ROOT
 # Packages the build and the suite need (Debian 12 names).
 BUILD_PACKAGES=(build-essential cmake pkg-config libuv1-dev libpq-dev libcurl4-openssl-dev
     libjson-c-dev check libinih-dev libmicrohttpd-dev libsystemd-dev libicu-dev postgresql
-    postgresql-contrib ca-certificates)
+    postgresql-contrib ca-certificates iptables)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
