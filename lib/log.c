@@ -110,6 +110,7 @@ enum {
     BYTE_FORMAT = 0, /* from the format string: trusted */
     BYTE_VALUE = 1,  /* produced by a conversion */
     BYTE_CUT = 2,    /* flag: something was cut off right after this byte */
+    BYTE_STRING = 4, /* flag: produced by a string conversion (%s, %c, %p) */
 };
 
 struct message {
@@ -341,7 +342,7 @@ static void append(struct message *m, const char *s, size_t n, unsigned char kin
         n = room;
         cut = 1;
     }
-    if (kind == BYTE_VALUE && n > CONV_MAX) {
+    if ((kind & BYTE_VALUE) && n > CONV_MAX) {
         n = CONV_MAX;
         cut = 1;
     }
@@ -465,10 +466,12 @@ static const char *format_conversion(struct message *m, const char *fmt, va_list
 #undef EMIT
     if (len < 0)
         return NULL;
+    /* A string's bytes stay a string in JSON, whatever they look like ("12345", "1e5"). */
+    unsigned char kind = BYTE_VALUE | (strchr("csp", conv) != NULL ? BYTE_STRING : 0);
     if ((size_t)len < sizeof(out))
-        append(m, out, (size_t)len, BYTE_VALUE, 0);
+        append(m, out, (size_t)len, kind, 0);
     else
-        append(m, out, sizeof(out) - 1, BYTE_VALUE, 1);
+        append(m, out, sizeof(out) - 1, kind, 1);
     return p;
 }
 
@@ -496,10 +499,11 @@ static void format_message(struct message *m, const char *fmt, va_list *ap)
     }
 }
 
-static int region_cut(const struct message *m, size_t from, size_t to)
+/* Does a byte of m->raw[from, to) carry `flag` (BYTE_CUT, BYTE_STRING)? */
+static int region_has(const struct message *m, size_t from, size_t to, unsigned char flag)
 {
     for (size_t i = from; i < to; i++)
-        if (m->kind[i] & BYTE_CUT)
+        if (m->kind[i] & flag)
             return 1;
     return 0;
 }
@@ -519,7 +523,7 @@ static void put_pair(struct line *l, const struct message *m, size_t key, size_t
         if (vend > v && m->raw[vend - 1] == '"' && !(m->kind[vend - 1] & BYTE_VALUE))
             vend--;
     }
-    int cut = region_cut(m, eq, end);
+    int cut = region_has(m, eq, end, BYTE_CUT);
     size_t keylen = eq - key;
     size_t room = line_room(l);
     size_t overhead = keylen + 6; /* ,"key": and the value's quotes */
@@ -536,7 +540,10 @@ static void put_pair(struct line *l, const struct message *m, size_t key, size_t
         puts_(l, ",\"");
         put(l, m->raw + key, keylen);
         puts_(l, "\":");
-        if (!quoted && !cut && vlen <= budget && is_json_number(val, vlen))
+        /* A number only when the format or a numeric conversion wrote it: a string from
+         * outside that looks like one ("12345", "1e5") stays a string. */
+        if (!quoted && !cut && vlen <= budget && !region_has(m, v, vend, BYTE_STRING) &&
+            is_json_number(val, vlen))
             put(l, val, vlen);
         else
             put_value(l, val, vlen, budget, cut);
@@ -589,7 +596,7 @@ void log_write(enum log_level level, const char *fmt, ...)
     puts_(&l, json ? "\",\"level\":\"" : " level=");
     puts_(&l, level_names[level]);
     puts_(&l, json ? "\",\"msg\":" : " msg=");
-    put_value(&l, m.raw, msg_end, MSG_MAX, region_cut(&m, 0, msg_end));
+    put_value(&l, m.raw, msg_end, MSG_MAX, region_has(&m, 0, msg_end, BYTE_CUT));
     for (size_t at = msg_end; at < m.len && !l.cut;) {
         size_t eq = pair_key_end(&m, at);
         size_t end = next_pair(&m, eq + 1);

@@ -269,14 +269,15 @@ static void http_error(struct omnidesk_response *r, long status, const char *bod
     }
 }
 
-/* A JSON object body whose "type" is "error": the API's own words for a failure. */
+/* A JSON object body whose "type" is "error": the API's own words for a failure. A JSON string
+ * may hold a NUL: the comparison takes its length, so "error\u0000x" is not "error". */
 static int error_body(json_object *root)
 {
     json_object *v;
     return root != NULL && json_object_is_type(root, json_type_object) &&
            json_object_object_get_ex(root, "type", &v) &&
-           json_object_is_type(v, json_type_string) &&
-           strcmp(json_object_get_string(v), "error") == 0;
+           json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 5 &&
+           memcmp(json_object_get_string(v), "error", 5) == 0;
 }
 
 void omnidesk_answer_classify(enum omnidesk_endpoint endpoint, const char *body, size_t body_len,

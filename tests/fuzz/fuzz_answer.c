@@ -7,7 +7,9 @@
  * Input: byte 0-1 the status (mod 600), byte 2 the endpoint, then header lines up to an empty
  * line ("\n\n"), then the body, fed in chunks of at most 257 bytes.
  *
- * Properties: the class follows DESIGN §3 from the status alone except for search's 2xx; the
+ * Properties: a 2xx whose body is an error body (below) is a permanent failure for every endpoint
+ * and its error says "answered <status> with an error body"; any other answer's class follows
+ * DESIGN §3 from the status alone, except search's 2xx (found, not found or malformed); the
  * error text is NUL-terminated, valid UTF-8 without control characters (it is stored as text and
  * shown to operators); a search OK carries an id > 0 and its customer object; Retry-After is -1
  * or within a day; the body kept never exceeds the cap.
@@ -41,6 +43,42 @@ static void feed_headers(struct omnidesk_request *req, const char *p, size_t len
     }
 }
 
+/*
+ * The oracle's own statement of an error body, from the contract and not from the classifier:
+ * DESIGN §2 assumes error bodies are JSON `{"type":"error","message":"..."}`, and issue 17 item 7
+ * makes a body whose `type` is `error` a failure whatever the status. JSON is what the packaged
+ * parser reads (json-c, nested at most OMNIDESK_JSON_MAX_DEPTH deep, the documented limit of an
+ * Omnidesk answer), the whole body with only RFC 8259 whitespace after it; the body must be an
+ * object whose "type" is a string of exactly the five bytes `error` ("error\u0000x" is not).
+ */
+static int expected_error_body(const char *body, size_t len)
+{
+    json_tokener *tok;
+    json_object *root, *type;
+    int is_error = 0;
+
+    if (body == NULL || len == 0)
+        return 0;
+    tok = json_tokener_new_ex(OMNIDESK_JSON_MAX_DEPTH);
+    if (tok == NULL)
+        abort();
+    root = json_tokener_parse_ex(tok, body, (int)len);
+    if (root != NULL && json_tokener_get_error(tok) == json_tokener_success) {
+        size_t end = json_tokener_get_parse_end(tok);
+        while (end < len && strchr(" \t\r\n", body[end]) != NULL && body[end] != '\0')
+            end++;
+        is_error = end == len && json_object_is_type(root, json_type_object) &&
+                   json_object_object_get_ex(root, "type", &type) &&
+                   json_object_is_type(type, json_type_string) &&
+                   json_object_get_string_len(type) == 5 &&
+                   memcmp(json_object_get_string(type), "error", 5) == 0;
+    }
+    json_object_put(root);
+    json_tokener_free(tok);
+    return is_error;
+}
+
+/* DESIGN §3 from the status alone (2xx: success). */
 static enum omnidesk_class expected_class(long status)
 {
     if (status >= 200 && status <= 299)
@@ -104,7 +142,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (const char *p = r.error; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             abort();
-    if (req.endpoint == OMNIDESK_SEARCH && r.http_status >= 200 && r.http_status <= 299) {
+    if (r.http_status >= 200 && r.http_status <= 299 &&
+        expected_error_body(req.body, req.body_len)) {
+        char said[64];
+        snprintf(said, sizeof(said), "answered %ld with an error body", r.http_status);
+        if (r.class != OMNIDESK_PERMANENT || strncmp(r.error, said, strlen(said)) != 0 ||
+            r.customer_id != 0 || r.customer != NULL)
+            abort();
+    } else if (req.endpoint == OMNIDESK_SEARCH && r.http_status >= 200 && r.http_status <= 299) {
         if (r.class == OMNIDESK_OK && (r.customer_id <= 0 || r.customer == NULL))
             abort();
         if (r.class != OMNIDESK_OK && (r.customer_id != 0 || r.customer != NULL))

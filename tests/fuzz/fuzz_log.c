@@ -3,13 +3,17 @@
  * public API never makes a second line or an unparseable one.
  *
  * Input: byte 0 picks logfmt or JSON and where the value goes (a pair's value, or the message
- * text); the rest, up to the first NUL and at most 1000 bytes (well under the 4 KiB line cap, so
- * nothing is cut), is the value. stderr is pointed at a memfd around each call and read back.
+ * text); the rest, up to the first NUL and at most 3000 bytes, is the value: past the writer's
+ * 1 KiB conversion and value caps, so cuts happen, yet the line (4 KiB cap) keeps every pair.
+ * stderr is pointed at a memfd around each call and read back.
  *
- * Properties: exactly one line, ending in its only '\n', no other control character raw; in
- * logfmt the pairs are exactly ts, level, msg, outbox_id, primary_id, status (a value cannot add
- * or hide a key) with outbox_id=1 and status=400 intact; in JSON the line is one JSON object
- * with exactly those keys, and the value comes back as a string.
+ * Properties: exactly one line, ending in its only '\n', no other control character raw, valid
+ * UTF-8; in logfmt the pairs are exactly ts, level, msg, outbox_id, primary_id, status (a value
+ * cannot add or hide a key) with outbox_id=1 and status=400 intact; in JSON the line is one
+ * strict JSON object with exactly those keys, the value is always a string (DESIGN §6: a value
+ * from outside is quoted, whatever it looks like) and, when it was valid UTF-8, it comes back
+ * unchanged, or cut on a character boundary and marked "...[truncated]" (a cut never splits a
+ * character into U+FFFD).
  */
 #include <json-c/json.h>
 #include <stdint.h>
@@ -106,11 +110,35 @@ static void check_logfmt(const char *line)
         abort();
 }
 
-static void check_json(const char *line, size_t len)
+#define CUT_MARKER "...[truncated]"
+
+/* got (from the line) is `want`, or a non-empty prefix of it followed by the cut marker. */
+static void check_round_trip(const char *got, size_t glen, const char *want, size_t wlen)
+{
+    size_t mlen = strlen(CUT_MARKER);
+
+    if (glen == wlen && memcmp(got, want, wlen) == 0)
+        return;
+    if (glen <= mlen || memcmp(got + glen - mlen, CUT_MARKER, mlen) != 0) {
+        fprintf(stderr, "fuzz_log: the value came back changed and not marked as cut\n");
+        abort();
+    }
+    glen -= mlen;
+    if (glen > wlen || memcmp(got, want, glen) != 0) {
+        fprintf(stderr, "fuzz_log: the cut value is not a prefix of the value\n");
+        abort();
+    }
+}
+
+/* want: the value as it should come back (NULL: not checked; it was not valid UTF-8). */
+static void check_json(const char *line, size_t len, int in_message, const char *want, size_t wlen)
 {
     json_tokener *tok = json_tokener_new();
-    json_object *root = json_tokener_parse_ex(tok, line, (int)len);
+    json_object *root;
     size_t k = 0;
+
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    root = json_tokener_parse_ex(tok, line, (int)len);
 
     if (root == NULL || json_tokener_get_error(tok) != json_tokener_success ||
         json_tokener_get_parse_end(tok) != len || !json_object_is_type(root, json_type_object))
@@ -119,8 +147,13 @@ static void check_json(const char *line, size_t len)
     {
         if (k == NKEYS || strcmp(key, expected_keys[k]) != 0)
             abort();
-        if (k == 4 && !json_object_is_type(val, json_type_string))
+        if (k == 4 && !json_object_is_type(val, json_type_string)) {
+            fprintf(stderr, "fuzz_log: primary_id (a %%s conversion) is not a JSON string\n");
             abort();
+        }
+        if (want != NULL && k == (in_message ? 2u : 4u))
+            check_round_trip(json_object_get_string(val), (size_t)json_object_get_string_len(val),
+                             want, wlen);
         if (k == 3 && json_object_get_int(val) != 1)
             abort();
         if (k == 5 && json_object_get_int(val) != 400)
@@ -135,8 +168,8 @@ static void check_json(const char *line, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char value[1001];
-    size_t vlen, len;
+    static char value[3001], want[3100];
+    size_t vlen, len, wlen;
     char *line;
     int json, in_message;
 
@@ -159,12 +192,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             abort();
-    if (fuzz_utf8_valid((const unsigned char *)value, vlen) &&
-        !fuzz_utf8_valid((const unsigned char *)line, len))
+    /* Invalid UTF-8 in a value becomes U+FFFD: the line is valid UTF-8 whatever the value. */
+    if (!fuzz_utf8_valid((const unsigned char *)line, len)) {
+        fprintf(stderr, "fuzz_log: the line is not valid UTF-8\n");
         abort();
-    if (json)
-        check_json(line, len);
-    else
+    }
+    if (json) {
+        int valid = fuzz_utf8_valid((const unsigned char *)value, vlen);
+        wlen = (size_t)snprintf(want, sizeof(want), "%s%s", in_message ? "api said: " : "", value);
+        check_json(line, len, in_message, valid ? want : NULL, wlen);
+    } else
         check_logfmt(line);
     free(line);
     return 0;

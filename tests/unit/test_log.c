@@ -538,6 +538,44 @@ START_TEST(test_json_types)
 }
 END_TEST
 
+/*
+ * A string conversion is a string in JSON whatever its bytes: a CRM primary id "12345", a
+ * SQLSTATE "23505" or "1e5" from outside never turns into a JSON number (a reader would get
+ * 100000 for "1e5", lose digits of a long id, and see one key change type from line to line).
+ * Numbers come from numeric conversions and from the format's own text only (found by fuzz_log).
+ */
+static void write_numeric_strings(void)
+{
+    log_info("delivered outbox_id=%lld primary_id=%s sqlstate=%s exp=%s big=%s neg=%s ch=%c "
+             "count=%d literal=12",
+             7LL, "12345", "23505", "1e5", "123456789012345678901234567890", "-0", '5', 3);
+}
+
+START_TEST(test_json_string_conversions_stay_strings)
+{
+    static const char *const strings[][2] = {
+        {"primary_id", "12345"}, {"sqlstate", "23505"},
+        {"exp", "1e5"},          {"big", "123456789012345678901234567890"},
+        {"neg", "-0"},           {"ch", "5"}};
+    log_configure(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
+    capture(write_numeric_strings);
+    struct field f[FIELDS_MAX];
+    const char *why = "";
+    int nf = read_json(captured, f, &why);
+    ck_assert_msg(nf > 0, "%s: %s", why, captured);
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        const struct field *got = find_field(f, nf, strings[i][0]);
+        ck_assert_msg(got != NULL, "no %s in %s", strings[i][0], captured);
+        ck_assert_msg(got->quoted, "%s is not a string: %s", strings[i][0], captured);
+        ck_assert_str_eq(got->value, strings[i][1]);
+    }
+    ck_assert(!find_field(f, nf, "outbox_id")->quoted);
+    ck_assert(!find_field(f, nf, "count")->quoted);
+    ck_assert(!find_field(f, nf, "literal")->quoted);
+    log_configure(LOG_LEVEL_INFO, LOG_FORMAT_LOGFMT);
+}
+END_TEST
+
 /* Many long values: the line stays under its cap, parses, and says pairs were left out. */
 static void write_many_long(void)
 {
@@ -576,6 +614,7 @@ int main(void)
     tcase_add_test(tc, test_conninfo_redacted);
     tcase_add_test(tc, test_hostile_values_never_forge_or_break_a_line);
     tcase_add_test(tc, test_json_types);
+    tcase_add_test(tc, test_json_string_conversions_stay_strings);
     tcase_add_test(tc, test_line_cap_keeps_the_line_whole);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -31,6 +31,11 @@ static const struct answer_case cases[] = {
     {OMNIDESK_SEARCH, 200, "<html>", OMNIDESK_TRANSIENT, 0, "unparseable answer"},
     {OMNIDESK_UPDATE, 200, "{\"type\":\"error\",\"message\":\"nope\"}", OMNIDESK_PERMANENT, 0,
      "answered 200 with an error body: nope"},
+    /* "type" is exactly "error": a JSON string with a NUL after "error" is not (strcmp said it
+     * was, and a 200 that was applied failed its row). */
+    {OMNIDESK_UPDATE, 200, "{\"type\":\"error\\u0000x\",\"message\":\"m\"}", OMNIDESK_OK, 0, NULL},
+    {OMNIDESK_SEARCH, 200, "{\"type\":\"error\",\"id\":5}", OMNIDESK_PERMANENT, 0,
+     "answered 200 with an error body: {"},
     {OMNIDESK_UPDATE, 401, "", OMNIDESK_AUTH, 0, "HTTP 401"},
     {OMNIDESK_UPDATE, 403, "", OMNIDESK_AUTH, 0, "HTTP 403"},
     {OMNIDESK_UPDATE, 404, "{\"message\":\"gone\"}", OMNIDESK_NOT_FOUND, 0, "HTTP 404: gone"},
