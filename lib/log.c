@@ -46,28 +46,6 @@ int log_enabled(enum log_level level)
     return level <= current_level;
 }
 
-int log_level_parse(const char *text, enum log_level *out)
-{
-    for (unsigned i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
-        if (strcmp(text, level_names[i]) == 0) {
-            *out = (enum log_level)i;
-            return OMNISYNC_OK;
-        }
-    }
-    return OMNISYNC_EINVAL;
-}
-
-int log_format_parse(const char *text, enum log_format *out)
-{
-    if (strcmp(text, "logfmt") == 0)
-        *out = LOG_FORMAT_LOGFMT;
-    else if (strcmp(text, "json") == 0)
-        *out = LOG_FORMAT_JSON;
-    else
-        return OMNISYNC_EINVAL;
-    return OMNISYNC_OK;
-}
-
 /*
  * journald connects stderr as a stream socket and sets JOURNAL_STREAM=dev:inode; the priority
  * prefix is only wanted when stderr is still that socket (not redirected by a wrapper).

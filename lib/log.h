@@ -26,10 +26,6 @@ enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON };
 void log_configure(enum log_level level, enum log_format format);
 int log_enabled(enum log_level level);
 
-/* Parses "error|warn|info|debug" / "logfmt|json"; 0 or OMNISYNC_EINVAL. */
-int log_level_parse(const char *text, enum log_level *out);
-int log_format_parse(const char *text, enum log_format *out);
-
 /*
  * Writes one line: `ts=... level=... msg="<text>" key=value...` or the same fields as one JSON
  * object. Supports the conversions d i o u x X c s p f F e E g G a A with the usual flags and
