@@ -29,6 +29,8 @@
 #include <json-c/json.h>
 #include <limits.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,9 +337,16 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
  */
 static int close_connection(void *clientp, curl_socket_t fd)
 {
+    struct tcp_info info;
+    socklen_t info_len = sizeof(info);
     int unacked = 0;
 
     (void)clientp;
+    /* A connection the peer (or a firewall's REJECT) has reset already holds nothing the
+     * kernel would still send, whatever its stale send counters say. */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &info_len) == 0 &&
+        info.tcpi_state == TCP_CLOSE)
+        return close(fd);
     if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || unacked > 0) {
         struct linger reset = {.l_onoff = 1, .l_linger = 0};
 

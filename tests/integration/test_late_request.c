@@ -44,7 +44,6 @@ static struct proc omnisync_daemon;
 static char rule_tag[64];
 static unsigned blocked[MAX_BLOCKED]; /* source ports of the blocked connections */
 static int nblocked;
-static int rules_added;
 
 /* ---- iptables ---- */
 
@@ -155,13 +154,11 @@ static void block_port(unsigned sport)
                                   "--comment", rule_tag, "-j", "DROP", NULL},
                  NULL),
         0);
-    rules_added++;
 }
 
 static void lift_block(void)
 {
     delete_rules(getpid());
-    rules_added = 0;
 }
 
 /* ---- the kernel's view of the connections ---- */
