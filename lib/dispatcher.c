@@ -526,7 +526,7 @@ static void start_delivery(struct dispatcher *d, const struct claimed *c, size_t
     const char *source = first->source;
     const struct config_source *src = config_find_source(d->cfg, source);
     struct delivery_row *rows = calloc(n, sizeof(*rows));
-    struct delivery *dl = calloc(1, sizeof(*dl));
+    struct delivery *dl = malloc(sizeof(*dl)); /* delivery_init zeroes it: 30 kB, once */
     if (src == NULL || rows == NULL || dl == NULL) {
         /* Leave the rows leased: they are claimed again after the lease, once memory is back. */
         log_error("cannot start a delivery: %s source=%s",
