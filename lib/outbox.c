@@ -393,8 +393,11 @@ int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult
         "  'pending'))::bigint, 0) AS oldest_pending_s, "
         " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
         "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
+        /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. */
         "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
-        " omnisync.outbox) s LEFT JOIN omnisync.outbox o ON o.source = s.source "
+        " omnisync.outbox) s LEFT JOIN (SELECT source, status, created_at FROM omnisync.outbox "
+        " UNION ALL SELECT source, 'pending', captured_at FROM omnisync.capture) o "
+        " ON o.source = s.source "
         "GROUP BY s.source ORDER BY s.source",
         0, NULL, counts, err, errlen);
     if (rc == 0)

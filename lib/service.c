@@ -362,7 +362,9 @@ static void count_outbox(struct service *s)
                      "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = "
                      "'pending')), 0), "
                      "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) "
-                     "FROM omnisync.outbox",
+                     /* captured rows not yet moved (sql/003_capture.sql) are pending too */
+                     "FROM (SELECT status, created_at FROM omnisync.outbox UNION ALL "
+                     "SELECT 'pending', captured_at FROM omnisync.capture) o",
                      0, NULL, DBLOOP_FAIL_FAST, on_counts, s) == 0)
         s->counting = 1;
 }

@@ -1,30 +1,48 @@
--- Capture trigger of one source. `omnisync migrate` fills the dollar-brace slots with quoted
+-- Capture triggers of one source. `omnisync migrate` fills the dollar-brace slots with quoted
 -- identifiers and literals (never raw config text) and runs it in its transaction.
 -- SECURITY DEFINER with a pinned search_path: the CRM's roles need no grant on schema omnisync,
 -- and no object of theirs can shadow what this function calls.
--- This runs inside every CRM write, so it is kept lean (bench/trigger-overhead): PL/pgSQL sets up
--- each expression it evaluates anew in every transaction, so the common case (UPDATE) is tested
--- first and the doorbell costs one comparison.
+--
+-- Statement-level triggers with transition tables: a statement, whatever its size, costs one
+-- trigger call and one INSERT ... SELECT into omnisync.capture (sql/003_capture.sql: no index,
+-- the daemon moves the rows into the outbox). A single-row statement pays the same call as a row
+-- trigger would; a 200,000-row statement pays one call instead of 200,000 (bench/bulk-capture).
+-- Statement triggers have no WHEN clause, and PostgreSQL refuses transition tables on a trigger
+-- with a column list (UPDATE OF ...), so the UPDATE's SELECT keeps only rows whose mapped columns
+-- changed (${changed}), and an update of unmapped columns only captures nothing. Old and new
+-- rows of an UPDATE are paired by position: PostgreSQL appends both versions of each updated row
+-- to the two transition tables in the same step, and a read of a transition table returns its
+-- rows in the order they were appended. A join on the primary id could not pair the row of an
+-- update that changes the primary id, which must stay one update (delivery reports it).
 CREATE FUNCTION omnisync.${function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $omnisync$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, old_data, new_data)
-        VALUES (${source}, ${brand_new}, coalesce((NEW.${pk})::text, ''), 'update',
-                jsonb_build_object(${old_pairs}), jsonb_build_object(${new_pairs}));
+        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, old_data, new_data)
+        SELECT ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
+               jsonb_build_object(${old_pairs}), jsonb_build_object(${new_pairs})
+        FROM (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_new) n
+        JOIN (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_old) o
+          ON o.omnisync_pos = n.omnisync_pos
+        WHERE ${changed};
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)
-        VALUES (${source}, ${brand_new}, coalesce((NEW.${pk})::text, ''), 'insert',
-                jsonb_build_object(${new_pairs}));
+        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, new_data)
+        SELECT ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
+               jsonb_build_object(${new_pairs})
+        FROM omnisync_new n;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, old_data)
-        VALUES (${source}, ${brand_old}, coalesce((OLD.${pk})::text, ''), 'delete',
-                jsonb_build_object(${old_pairs}));
+        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, old_data)
+        SELECT ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
+               jsonb_build_object(${old_pairs})
+        FROM omnisync_old o;
     ELSE
-        INSERT INTO omnisync.outbox (source, primary_id, op)
-        VALUES (${source}, '', 'truncate');
+        INSERT INTO omnisync.capture (source, brand_id, primary_id, op)
+        VALUES (${source}, 0, '', 'truncate');
     END IF;
-    -- The doorbell (NOTIFY omnisync) wakes the daemon at commit; the outbox row is the truth.
+    IF NOT FOUND THEN
+        RETURN NULL; -- nothing captured: no doorbell
+    END IF;
+    -- The doorbell (NOTIFY omnisync) wakes the daemon at commit; the captured row is the truth.
     -- NOTIFY takes a database-wide lock at commit, so ringing it in every transaction would
     -- serialize the CRM's writers: a session rings at most once per 10 ms slot of the clock. The
     -- slot is a session setting, so a rolled-back ring is forgotten and the next change rings.
@@ -41,9 +59,14 @@ BEGIN
 END
 $omnisync$;
 REVOKE ALL ON FUNCTION omnisync.${function}() FROM PUBLIC;
-CREATE TRIGGER ${trigger_insdel} AFTER INSERT OR DELETE ON ${table}
-    FOR EACH ROW EXECUTE FUNCTION omnisync.${function}();
+CREATE TRIGGER ${trigger_insert} AFTER INSERT ON ${table}
+    REFERENCING NEW TABLE AS omnisync_new
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
 CREATE TRIGGER ${trigger_update} AFTER UPDATE ON ${table}
-    FOR EACH ROW WHEN (${changed}) EXECUTE FUNCTION omnisync.${function}();
+    REFERENCING OLD TABLE AS omnisync_old NEW TABLE AS omnisync_new
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
+CREATE TRIGGER ${trigger_delete} AFTER DELETE ON ${table}
+    REFERENCING OLD TABLE AS omnisync_old
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
 CREATE TRIGGER ${trigger_truncate} AFTER TRUNCATE ON ${table}
     FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
