@@ -12,7 +12,8 @@
 -- once per batch, outside the CRM's transactions.
 --
 -- Order. seq comes from a sequence without a session cache, so it grows with the time each row
--- was captured across all sessions. Per customer, capture order is commit order: a trigger
+-- was captured across all sessions. The trigger takes one seq per statement: a statement changes
+-- each customer at most once, so rows sharing a seq are of different customers. Per customer, capture order is commit order: a trigger
 -- captures a customer's change while its transaction holds that customer's row lock (the row
 -- was just inserted, updated or deleted; a new row's key is held through the unique index),
 -- and the lock is held until commit, so of two transactions changing the same customer the

@@ -16,28 +16,44 @@
 -- update that changes the primary id, which must stay one update (delivery reports it).
 CREATE FUNCTION omnisync.${function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $omnisync$
+#variable_conflict use_variable
+DECLARE
+    -- One seq, txid and time per statement, not per row: a statement changes each customer at
+    -- most once, so its rows need no order among themselves (sql/003_capture.sql), and the
+    -- column defaults would cost a sequence access and two calls per row. (use_variable: every
+    -- column the queries below name is qualified, so a CRM column named like a variable is
+    -- never ambiguous.)
+    v_seq bigint := nextval('omnisync.capture_seq');
+    v_txid bigint := txid_current();
+    v_at timestamptz := clock_timestamp();
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, old_data, new_data)
-        SELECT ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      old_data, new_data)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
                jsonb_build_object(${old_pairs}), jsonb_build_object(${new_pairs})
         FROM (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_new) n
         JOIN (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_old) o
           ON o.omnisync_pos = n.omnisync_pos
         WHERE ${changed};
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, new_data)
-        SELECT ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      new_data)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
                jsonb_build_object(${new_pairs})
         FROM omnisync_new n;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO omnisync.capture (source, brand_id, primary_id, op, old_data)
-        SELECT ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
-               jsonb_build_object(${old_pairs})
+        -- A delete is sent as a purge by primary id (or ignored: on_delete); the deleted
+        -- person's other columns are not needed, so they are not kept (and not paid for: a
+        -- DELETE itself writes little, so the payload would be most of what capture adds).
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      old_data)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
+               jsonb_build_object('primary_id', o.${pk})
         FROM omnisync_old o;
     ELSE
-        INSERT INTO omnisync.capture (source, brand_id, primary_id, op)
-        VALUES (${source}, 0, '', 'truncate');
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op)
+        VALUES (v_seq, v_txid, v_at, ${source}, 0, '', 'truncate');
     END IF;
     IF NOT FOUND THEN
         RETURN NULL; -- nothing captured: no doorbell
