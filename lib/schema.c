@@ -279,7 +279,8 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
     int rc;
     char oid[32];
     PGresult *cols = NULL;
-    struct sbuf old_pairs = {0}, new_pairs = {0}, changed = {0};
+    struct sbuf old_pairs = {0}, new_pairs = {0}, changed = {0}, keys = {0}, old_values = {0},
+                new_values = {0};
     char *source_lit = NULL, *pk = NULL;
     char brand_new[QNAME_MAX + 64], brand_old[QNAME_MAX + 64];
 
@@ -339,6 +340,19 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         sbuf_str(&new_pairs, key);
         sbuf_str(&new_pairs, ", n.");
         sbuf_str(&new_pairs, col);
+        /* The capture's text[] payload (sql/trigger_template.sql): text as it is, any other
+         * type as its jsonb payload read it. */
+        int is_text = strcmp(type, "text") == 0 || strncmp(type, "character", 9) == 0;
+        sbuf_str(&keys, i ? ", " : "ARRAY[");
+        sbuf_str(&keys, key);
+        sbuf_str(&old_values, sep);
+        sbuf_str(&old_values, is_text ? "(o." : "to_jsonb(o.");
+        sbuf_str(&old_values, col);
+        sbuf_str(&old_values, is_text ? ")::text" : ") #>> '{}'");
+        sbuf_str(&new_values, sep);
+        sbuf_str(&new_values, is_text ? "(n." : "to_jsonb(n.");
+        sbuf_str(&new_values, col);
+        sbuf_str(&new_values, is_text ? ")::text" : ") #>> '{}'");
         sbuf_str(&out->row_pairs, sep);
         sbuf_str(&out->row_pairs, key);
         sbuf_str(&out->row_pairs, ", t.");
@@ -365,9 +379,10 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         snprintf(brand_old, sizeof(brand_old), "0");
         snprintf(out->brand_row, sizeof(out->brand_row), "0");
     }
+    sbuf_str(&keys, "]::text[]");
     source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
     if (pk == NULL || source_lit == NULL || old_pairs.failed || new_pairs.failed ||
-        changed.failed) {
+        changed.failed || keys.failed || old_values.failed || new_values.failed) {
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
@@ -380,7 +395,8 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         {"old_pairs", old_pairs.text},       {"new_pairs", new_pairs.text},
         {"changed", changed.text},           {"trigger_insert", out->triggers[0]},
         {"trigger_update", out->triggers[1]}, {"trigger_delete", out->triggers[2]},
-        {"trigger_truncate", out->triggers[3]},
+        {"trigger_truncate", out->triggers[3]}, {"keys", keys.text},
+        {"old_values", old_values.text},      {"new_values", new_values.text},
     };
     rc = expand(sql_text("trigger_template.sql"), slots, sizeof(slots) / sizeof(slots[0]),
                 &out->ddl);
@@ -391,6 +407,9 @@ fail:
     free(old_pairs.text);
     free(new_pairs.text);
     free(changed.text);
+    free(keys.text);
+    free(old_values.text);
+    free(new_values.text);
     free(pk);
     PQfreemem(source_lit);
     return rc;

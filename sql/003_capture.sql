@@ -36,8 +36,11 @@ CREATE TABLE omnisync.capture (
     brand_id     bigint      NOT NULL,
     primary_id   text        NOT NULL,
     op           text        NOT NULL,
-    old_data     jsonb,
-    new_data     jsonb,
+    -- The mapped columns: Omnidesk field names and the values before and after, as text
+    -- (omnisync.captured_data() makes the outbox's jsonb of them).
+    keys         text[]      NOT NULL,
+    old_values   text[],
+    new_values   text[],
     txid         bigint      NOT NULL DEFAULT txid_current(),
     captured_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 )
@@ -48,6 +51,16 @@ WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
       autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 10000,
       autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0,
       autovacuum_analyze_threshold = 10000);
+
+-- The outbox's jsonb payload of captured keys and values: what the trigger of version 2 built
+-- with jsonb_build_object, the erase flag a boolean again (delivery reads the rest as strings).
+CREATE FUNCTION omnisync.captured_data(p_keys text[], p_values text[])
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN j ? 'erase'
+                THEN jsonb_set(j, '{erase}', coalesce(to_jsonb((j->>'erase')::boolean), 'null'))
+                ELSE j END
+    FROM (SELECT jsonb_object(p_keys, p_values) AS j) x
+$$;
 
 -- Moves every committed captured row into the outbox, in seq order; returns how many. Called by
 -- claim() below, so the daemon's claim round trip moves as well. Another process moving right
@@ -65,8 +78,8 @@ BEGIN
     )
     INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, old_data, new_data, txid,
                                  created_at)
-    SELECT t.source, t.brand_id, t.primary_id, t.op, t.old_data, t.new_data, t.txid,
-           t.captured_at
+    SELECT t.source, t.brand_id, t.primary_id, t.op, omnisync.captured_data(t.keys, t.old_values),
+           omnisync.captured_data(t.keys, t.new_values), t.txid, t.captured_at
     FROM taken t
     ORDER BY t.seq;
     GET DIAGNOSTICS moved = ROW_COUNT;
