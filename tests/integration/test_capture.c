@@ -250,10 +250,8 @@ START_TEST(test_bulk_update_races_single_rows_delivered_in_order)
     for (int k = 1; k <= n; k++) {
         char sql[160];
         snprintf(sql, sizeof(sql),
-                 "SELECT right(loyalty_tier, -1)::int FROM customers WHERE customer_no = 'T%d'",
-                 k);
-        ck_assert_msg(last[k] == pgrig_query_int(sc.conn, sql), "T%d ended at v%03d", k,
-                      last[k]);
+                 "SELECT right(loyalty_tier, -1)::int FROM customers WHERE customer_no = 'T%d'", k);
+        ck_assert_msg(last[k] == pgrig_query_int(sc.conn, sql), "T%d ended at v%03d", k, last[k]);
     }
     free(last);
     json_object_put(log);
