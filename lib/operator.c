@@ -377,6 +377,15 @@ int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbo
                reason, dry_run, rows, err, errlen);
 }
 
+void operator_move_captured(PGconn *conn)
+{
+    /* A role that may not move them (or a schema older than version 3) still gets its answer:
+     * status counts captured rows anyway, and the daemon moves them at its next claim. */
+    PQclear(PQexec(conn, "DO $omnisync$ BEGIN "
+                         "IF to_regproc('omnisync.move_captured') IS NOT NULL THEN "
+                         "PERFORM omnisync.move_captured(); END IF; END $omnisync$"));
+}
+
 int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
                   char *err, size_t errlen)
 {
@@ -393,8 +402,11 @@ int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult
         "  'pending'))::bigint, 0) AS oldest_pending_s, "
         " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
         "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
+        /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. */
         "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
-        " omnisync.outbox) s LEFT JOIN omnisync.outbox o ON o.source = s.source "
+        " omnisync.outbox) s LEFT JOIN (SELECT source, status, created_at FROM omnisync.outbox "
+        " UNION ALL SELECT source, 'pending', captured_at FROM omnisync.capture) o "
+        " ON o.source = s.source "
         "GROUP BY s.source ORDER BY s.source",
         0, NULL, counts, err, errlen);
     if (rc == 0)

@@ -16,6 +16,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "operator.h"
 #include "ratelimit.h"
 #include "schema.h"
 
@@ -856,6 +857,8 @@ static int mark_pending(PGconn *conn, const char *source, struct reconcile_repor
 {
     PGresult *res = NULL;
     const char *params[] = {source};
+    /* Changes still in omnisync.capture (sql/003) are pending too: into the outbox first. */
+    operator_move_captured(conn);
     int rc = db_query(conn,
                       "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
                       "WHERE source = $1 AND status IN ('pending', 'held')",
