@@ -58,6 +58,7 @@ static void migrate(void)
 /* What an older release left: the newest version's row gone (and its objects, for no schema). */
 static void make_schema_older(void)
 {
+    /* The newest migration's row goes: renumbering it would collide with the one before. */
     scenario_exec(&sc, "DELETE FROM omnisync.schema_version "
                        "WHERE version = (SELECT max(version) FROM omnisync.schema_version)");
 }
@@ -73,19 +74,23 @@ static void assert_status(const char *primary_id, const char *status)
 }
 
 /*
- * Schema version 2 as released before issue 14: migrations 001 and 002 and the row triggers
- * writing straight into the outbox (their names and the outbox columns they filled; the payload
- * is the scenario's mapping).
+ * Schema version 1 or 2 as released before issue 14: migrations 001 (and 002) and the row
+ * triggers writing straight into the outbox (their names and the outbox columns they filled; the
+ * payload is the scenario's mapping).
  */
-static void install_version_2(void)
+static void install_version(int version)
 {
     scenario_exec(&sc, "DROP SCHEMA omnisync CASCADE; CREATE SCHEMA omnisync;"
                        "CREATE TABLE omnisync.schema_version (version integer PRIMARY KEY, "
                        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
     scenario_exec(&sc, sql_text("001_schema.sql"));
-    scenario_exec(&sc, sql_text("002_create_unknown.sql"));
     scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
-                       "(1, '001_schema.sql'), (2, '002_create_unknown.sql')");
+                       "(1, '001_schema.sql')");
+    if (version >= 2) {
+        scenario_exec(&sc, sql_text("002_create_unknown.sql"));
+        scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
+                           "(2, '002_create_unknown.sql')");
+    }
     scenario_exec(
         &sc,
         "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
@@ -105,14 +110,17 @@ static void install_version_2(void)
         "CREATE TRIGGER omnisync_customers_truncate AFTER TRUNCATE ON public.customers "
         " FOR EACH STATEMENT EXECUTE FUNCTION omnisync.capture_customers();"
         "INSERT INTO omnisync.installed_source (source, table_name, definition) VALUES "
-        " ('customers', 'public.customers', 'version 2')");
+        " ('customers', 'public.customers', 'before issue 14')");
 }
 
-/* Rows in every status survive `omnisync migrate` from version 2, and the new daemon delivers
- * the pending ones and those an operator replays. */
-START_TEST(test_upgrade_from_version_2)
+/* Rows in every status survive `omnisync migrate` from version 1 and from version 2 (the loop's
+ * _i), and the new daemon delivers the pending ones and those an operator replays. */
+START_TEST(test_upgrade_with_rows)
 {
-    install_version_2();
+    int from = _i;
+    install_version(from);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
+                     from);
     scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
                        "SELECT 'v' || i, 'Ann', 'Lee', 'v' || i || '@example.org' "
                        "FROM generate_series(1, 5) i");
@@ -129,6 +137,16 @@ START_TEST(test_upgrade_from_version_2)
     migrate();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
                      schema_latest_version());
+    /* Every migration from `from` on applied in order: claim() moves captured rows (003) and
+     * then claims with the member lookup of 004. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.schema_version"),
+                     schema_latest_version());
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM pg_proc WHERE pronamespace = "
+                                     "'omnisync'::regnamespace AND ((proname = 'claim' AND "
+                                     "prosrc LIKE '%move_captured%') OR (proname = 'claim_outbox' "
+                                     "AND prosrc LIKE '%status || '''' = ''pending''%'))"),
+                     2);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
                                               "'public.customers'::regclass AND NOT tgisinternal "
                                               "AND tgname = 'omnisync_customers_insdel'"),
@@ -230,7 +248,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
-    tcase_add_test(tc, test_upgrade_from_version_2);
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 3); /* from version 1, from 2 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }
