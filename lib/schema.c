@@ -658,7 +658,10 @@ int schema_reconcile_sql(PGconn *conn, const struct config_source *src, char **r
                  " SELECT t.%s AS k, jsonb_build_object(%s) AS data, %s AS brand, w.reset, w.forget"
                  " FROM %s t JOIN want w ON t.%s = (w.p)::%s"
                  " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
-                 "  AND o.brand_id = %s AND o.primary_id = t.%s::text AND o.id > $2::bigint)), "
+                 "  AND o.brand_id = %s AND o.primary_id = t.%s::text AND o.id > $2::bigint)"
+                 /* a change captured and not yet moved into the outbox (sql/003) is newer too */
+                 "  AND NOT EXISTS (SELECT 1 FROM omnisync.capture c WHERE c.source = %s"
+                 "  AND c.brand_id = %s AND c.primary_id = t.%s::text)), "
                  "corrected AS ("
                  " UPDATE omnisync.sync_state s SET"
                  "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
@@ -674,7 +677,8 @@ int schema_reconcile_sql(PGconn *conn, const struct config_source *src, char **r
                  " RETURNING primary_id) "
                  "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
                  want.pk, want.row_pairs.text, want.brand_row, want.table, want.pk, want.pk_type,
-                 source_lit, want.brand_row, want.pk, source_lit, source_lit) < 0) {
+                 source_lit, want.brand_row, want.pk, source_lit, want.brand_row, want.pk,
+                 source_lit, source_lit) < 0) {
         *repair = NULL;
         rc = OMNISYNC_ENOMEM;
     }
