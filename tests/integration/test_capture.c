@@ -123,6 +123,33 @@ START_TEST(test_rollback_leaves_nothing)
 }
 END_TEST
 
+/* A claim moves at most 2,000 captured rows, the lowest seqs first: a customer's later change
+ * stays behind its earlier one, and the next claims move the rest. */
+START_TEST(test_claim_moves_in_batches)
+{
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'B' || i, 'Ann', 'Lee' FROM generate_series(1, 4500) i");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Bo' WHERE customer_no = 'B1'");
+    const char *claim = "SELECT count(*) FROM omnisync.claim(1, 60000, 'test', 1, "
+                        "'{customers}', 10)";
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 2501);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE op = 'update'"),
+                     0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 4501);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox u JOIN "
+                                              "omnisync.outbox i ON i.primary_id = u.primary_id "
+                                              "AND i.op = 'insert' WHERE u.op = 'update' AND "
+                                              "u.primary_id = 'B1' AND u.id > i.id"),
+                     1);
+}
+END_TEST
+
 /* The customers' tiers "v<NNN>": each change adds one, so per customer the values in commit
  * order are consecutive. */
 #define NEXT_TIER "'v' || lpad((right(loyalty_tier, -1)::int + 1)::text, 3, '0')"
@@ -130,10 +157,10 @@ END_TEST
 /*
  * One statement over `n` customers racing single-row updates of the first `hot` of them from
  * another session, while a third session moves captured rows into the outbox as fast as it can
- * (what claims do): per customer, the outbox rows in id order carry consecutive tiers, ending at
+ * (`move`: what claims do, or all at once as operator commands do): per customer, the outbox rows in id order carry consecutive tiers, ending at
  * the customer's tier in the table. Returns the number of single-row updates made.
  */
-static int race(int n, int hot, int rounds)
+static int race(int n, int hot, int rounds, const char *move)
 {
     scenario_execf(&sc,
                    "SET session_replication_role = replica;"
@@ -161,7 +188,7 @@ static int race(int n, int hot, int rounds)
                                                       "WHERE wait_event_type = 'Lock' AND query "
                                                       "LIKE 'UPDATE customers SET%'") == 1,
                              10000));
-        ck_assert_int_eq(pgrig_exec(mover, "SELECT omnisync.move_captured()"), 0);
+        ck_assert_int_eq(pgrig_exec(mover, move), 0);
         ck_assert_int_eq(pgrig_exec(single, "COMMIT"), 0);
         /* ...then more, which wait for the bulk statement's locks. */
         /* Single-row updates go on until the bulk statement is done, then a few more. */
@@ -176,7 +203,7 @@ static int race(int n, int hot, int rounds)
                                          1 + k % hot),
                              0);
             singles++;
-            ck_assert_int_eq(pgrig_exec(mover, "SELECT omnisync.move_captured()"), 0);
+            ck_assert_int_eq(pgrig_exec(mover, move), 0);
         }
         PGresult *res;
         while ((res = PQgetResult(bulk)) != NULL) {
@@ -186,9 +213,9 @@ static int race(int n, int hot, int rounds)
         }
     }
     /* A daemon's claim may be moving right now (our try-lock then skips): until all moved. */
-    ck_assert(WAIT_UNTIL(pgrig_exec(mover, "SELECT omnisync.move_captured()") == 0 &&
+    ck_assert(WAIT_UNTIL(pgrig_exec(mover, move) == 0 &&
                              pgrig_query_int(mover, "SELECT count(*) FROM omnisync.capture") == 0,
-                         30000));
+                         120000));
     PQfinish(bulk);
     PQfinish(single);
     PQfinish(mover);
@@ -216,7 +243,8 @@ static int race(int n, int hot, int rounds)
  * in id order (test_processes.c checks that part at Omnidesk). */
 START_TEST(test_bulk_update_races_single_rows_in_order)
 {
-    int singles = race(100000, 50, 1);
+    /* In batches of the lowest seqs, as a claim moves (sql/003_capture.sql). */
+    int singles = race(100000, 50, 1, "SELECT omnisync.move_captured(5000)");
     fprintf(stderr, "capture: one 100,000-row UPDATE raced %d single-row updates\n", singles);
     ck_assert_int_gt(singles, 3);
 }
@@ -227,7 +255,7 @@ START_TEST(test_bulk_update_races_single_rows_delivered_in_order)
 {
     start_daemon();
     int n = 2000;
-    race(n, 50, 3);
+    race(n, 50, 3, "SELECT omnisync.move_captured()");
     assert_in_step();
     /* The fake's log: custom_tier values per customer never go back in time. The final values
      * differ per customer (hot ones were updated more), so check against each one's own. */
@@ -268,6 +296,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_late_commit_not_skipped);
     tcase_add_test(tc, test_rollback_leaves_nothing);
+    tcase_add_test(tc, test_claim_moves_in_batches);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);
     tcase_add_test(tc, test_bulk_update_races_single_rows_delivered_in_order);
     suite_add_tcase(s, tc);
