@@ -157,8 +157,9 @@ END_TEST
 /*
  * One statement over `n` customers racing single-row updates of the first `hot` of them from
  * another session, while a third session moves captured rows into the outbox as fast as it can
- * (`move`: what claims do, or all at once as operator commands do): per customer, the outbox rows in id order carry consecutive tiers, ending at
- * the customer's tier in the table. Returns the number of single-row updates made.
+ * (`move`: what claims do, or all at once as operator commands do): per customer, the outbox rows
+ * in id order carry consecutive tiers, ending at the customer's tier in the table. Returns the
+ * number of single-row updates made.
  */
 static int race(int n, int hot, int rounds, const char *move)
 {

@@ -92,25 +92,24 @@ static void install_version(int version)
                            "(2, '002_create_unknown.sql')");
     }
     scenario_exec(
-        &sc,
-        "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
-        "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$ BEGIN "
-        "IF TG_OP IN ('INSERT', 'UPDATE') THEN "
-        " INSERT INTO omnisync.outbox (source, primary_id, op, old_data, new_data) VALUES "
-        " ('customers', NEW.customer_no, lower(TG_OP), CASE WHEN TG_OP = 'UPDATE' THEN "
-        " jsonb_build_object('primary_id', OLD.customer_no, 'firstname', OLD.first_name, "
-        " 'lastname', OLD.last_name, 'email', OLD.email, 'telephone', OLD.phone) END, "
-        " jsonb_build_object('primary_id', NEW.customer_no, 'firstname', NEW.first_name, "
-        " 'lastname', NEW.last_name, 'email', NEW.email, 'telephone', NEW.phone)); "
-        "END IF; RETURN NULL; END $f$;"
-        "CREATE TRIGGER omnisync_customers_insdel AFTER INSERT OR DELETE ON public.customers "
-        " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
-        "CREATE TRIGGER omnisync_customers_update AFTER UPDATE ON public.customers "
-        " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
-        "CREATE TRIGGER omnisync_customers_truncate AFTER TRUNCATE ON public.customers "
-        " FOR EACH STATEMENT EXECUTE FUNCTION omnisync.capture_customers();"
-        "INSERT INTO omnisync.installed_source (source, table_name, definition) VALUES "
-        " ('customers', 'public.customers', 'before issue 14')");
+        &sc, "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
+             "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$ BEGIN "
+             "IF TG_OP IN ('INSERT', 'UPDATE') THEN "
+             " INSERT INTO omnisync.outbox (source, primary_id, op, old_data, new_data) VALUES "
+             " ('customers', NEW.customer_no, lower(TG_OP), CASE WHEN TG_OP = 'UPDATE' THEN "
+             " jsonb_build_object('primary_id', OLD.customer_no, 'firstname', OLD.first_name, "
+             " 'lastname', OLD.last_name, 'email', OLD.email, 'telephone', OLD.phone) END, "
+             " jsonb_build_object('primary_id', NEW.customer_no, 'firstname', NEW.first_name, "
+             " 'lastname', NEW.last_name, 'email', NEW.email, 'telephone', NEW.phone)); "
+             "END IF; RETURN NULL; END $f$;"
+             "CREATE TRIGGER omnisync_customers_insdel AFTER INSERT OR DELETE ON public.customers "
+             " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+             "CREATE TRIGGER omnisync_customers_update AFTER UPDATE ON public.customers "
+             " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+             "CREATE TRIGGER omnisync_customers_truncate AFTER TRUNCATE ON public.customers "
+             " FOR EACH STATEMENT EXECUTE FUNCTION omnisync.capture_customers();"
+             "INSERT INTO omnisync.installed_source (source, table_name, definition) VALUES "
+             " ('customers', 'public.customers', 'before issue 14')");
 }
 
 /* Rows in every status survive `omnisync migrate` from version 1 and from version 2 (the loop's
@@ -175,8 +174,8 @@ START_TEST(test_upgrade_with_rows)
                  ids[i]);
         snprintf(id, sizeof(id), "%lld", pgrig_query_int(sc.conn, sql));
         char *replay[] = {OMNISYNC_BIN, "--config", sc.config, "replay", id, NULL};
-        char *release[] = {OMNISYNC_BIN, "--config", sc.config, "purges", "release", id,
-                           "--reason", "upgrade", NULL};
+        char *release[] = {OMNISYNC_BIN, "--config", sc.config, "purges", "release",
+                           id,           "--reason", "upgrade", NULL};
         char **argv = i == 0 ? release : replay;
         char *err = NULL;
         int rc = proc_run(argv, NULL, 30000, NULL, &err);
