@@ -386,29 +386,43 @@ void operator_move_captured(PGconn *conn)
                          "PERFORM omnisync.move_captured(); END IF; END $omnisync$"));
 }
 
+/* The counts of `status` over the rows `o` (a table or a subquery with source, status,
+ * created_at). */
+#define STATUS_COUNTS(o)                                                                           \
+    "SELECT s.source, "                                                                            \
+    " count(*) FILTER (WHERE o.status = 'pending') AS pending, "                                   \
+    " count(*) FILTER (WHERE o.status = 'held') AS held, "                                         \
+    " count(*) FILTER (WHERE o.status = 'failed') AS failed, "                                     \
+    " count(*) FILTER (WHERE o.status = 'done') AS done, "                                         \
+    " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "                                   \
+    " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "             \
+    "  'pending'))::bigint, 0) AS oldest_pending_s, "                                              \
+    " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "           \
+    "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "                               \
+    "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "        \
+    " omnisync.outbox) s LEFT JOIN " o " o ON o.source = s.source "                                \
+    "GROUP BY s.source ORDER BY s.source"
+
 int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
                   char *err, size_t errlen)
 {
     *counts = *failures = *processes = NULL;
-    int rc = db_query(
-        conn,
-        "SELECT s.source, "
-        " count(*) FILTER (WHERE o.status = 'pending') AS pending, "
-        " count(*) FILTER (WHERE o.status = 'held') AS held, "
-        " count(*) FILTER (WHERE o.status = 'failed') AS failed, "
-        " count(*) FILTER (WHERE o.status = 'done') AS done, "
-        " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "
-        " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "
-        "  'pending'))::bigint, 0) AS oldest_pending_s, "
-        " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
-        "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
-        /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. */
-        "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
-        " omnisync.outbox) s LEFT JOIN (SELECT source, status, created_at FROM omnisync.outbox "
-        " UNION ALL SELECT source, 'pending', captured_at FROM omnisync.capture) o "
-        " ON o.source = s.source "
-        "GROUP BY s.source ORDER BY s.source",
-        0, NULL, counts, err, errlen);
+    /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. A
+     * schema older than version 3 has no capture table: `status` right after a package upgrade,
+     * before `migrate`, still answers. */
+    PGresult *has = NULL;
+    int rc = db_query(conn, "SELECT to_regclass('omnisync.capture') IS NOT NULL", 0, NULL, &has,
+                      err, errlen);
+    if (rc != 0)
+        return rc;
+    int capture = strcmp(PQgetvalue(has, 0, 0), "t") == 0;
+    PQclear(has);
+    rc = db_query(conn,
+                  capture ? STATUS_COUNTS("(SELECT source, status, created_at FROM omnisync.outbox "
+                                          "UNION ALL SELECT source, 'pending', captured_at FROM "
+                                          "omnisync.capture)")
+                          : STATUS_COUNTS("omnisync.outbox"),
+                  0, NULL, counts, err, errlen);
     if (rc == 0)
         rc = db_query(conn,
                       "SELECT id, source, primary_id, last_http_status AS http, "

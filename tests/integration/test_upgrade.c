@@ -133,6 +133,16 @@ START_TEST(test_upgrade_with_rows)
                        "UPDATE omnisync.outbox SET status = 'skipped', action = 'skip' "
                        "WHERE primary_id = 'v5'");
 
+    /* `status` from the new binary before `migrate` (right after a package upgrade) still
+     * answers, with the rows of the older schema. */
+    char *status[] = {OMNISYNC_BIN, "--config", sc.config, "status", "--json", NULL};
+    char *out = NULL, *serr = NULL;
+    int src = proc_run(status, NULL, 30000, &out, &serr);
+    ck_assert_msg(src == 0, "status before migrate exited %d: %s", src, serr ? serr : "");
+    ck_assert_msg(out != NULL && strstr(out, "\"pending\"") != NULL, "%s", out ? out : "");
+    free(out);
+    free(serr);
+
     migrate();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
                      schema_latest_version());
