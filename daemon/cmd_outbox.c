@@ -216,6 +216,7 @@ static int parse_outbox(struct cli *cli, int argc, char **argv)
 
 static int run_outbox(struct cli *cli)
 {
+    operator_move_captured(cli->conn);
     return action == ACT_LIST ? run_list(cli) : run_show(cli);
 }
 
@@ -267,6 +268,8 @@ static int parse_act(struct cli *cli, int argc, char **argv, int skip, const cha
 
 static int run_act(struct cli *cli)
 {
+    /* Captured changes first (sql/003): the command acts on every committed change. */
+    operator_move_captured(cli->conn);
     const struct outbox_opts *o = &opts;
     int skip = action == ACT_SKIP;
     size_t n = cli->nids;
@@ -350,6 +353,7 @@ static int parse_status(struct cli *cli, int argc, char **argv)
 
 static int run_status(struct cli *cli)
 {
+    operator_move_captured(cli->conn);
     char err[512];
     PGresult *counts = NULL, *failures = NULL, *processes = NULL, *reconciled = NULL;
     int rc;

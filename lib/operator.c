@@ -384,26 +384,52 @@ int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbo
                reason, dry_run, rows, err, errlen);
 }
 
+void operator_move_captured(PGconn *conn)
+{
+    /* A role that may not move them (or a schema older than version 3) still gets its answer:
+     * status counts captured rows anyway, and the daemon moves them at its next claim. */
+    PQclear(PQexec(conn, "DO $omnisync$ BEGIN "
+                         "IF to_regproc('omnisync.move_captured') IS NOT NULL THEN "
+                         "PERFORM omnisync.move_captured(); END IF; END $omnisync$"));
+}
+
+/* The counts of `status` over the rows `o` (a table or a subquery with source, status,
+ * created_at). */
+#define STATUS_COUNTS(o)                                                                           \
+    "SELECT s.source, "                                                                            \
+    " count(*) FILTER (WHERE o.status = 'pending') AS pending, "                                   \
+    " count(*) FILTER (WHERE o.status = 'held') AS held, "                                         \
+    " count(*) FILTER (WHERE o.status = 'failed') AS failed, "                                     \
+    " count(*) FILTER (WHERE o.status = 'done') AS done, "                                         \
+    " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "                                   \
+    " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "             \
+    "  'pending'))::bigint, 0) AS oldest_pending_s, "                                              \
+    " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "           \
+    "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "                               \
+    "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "        \
+    " omnisync.outbox) s LEFT JOIN " o " o ON o.source = s.source "                                \
+    "GROUP BY s.source ORDER BY s.source"
+
 int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
                   char *err, size_t errlen)
 {
     *counts = *failures = *processes = NULL;
-    int rc = db_query(
-        conn,
-        "SELECT s.source, "
-        " count(*) FILTER (WHERE o.status = 'pending') AS pending, "
-        " count(*) FILTER (WHERE o.status = 'held') AS held, "
-        " count(*) FILTER (WHERE o.status = 'failed') AS failed, "
-        " count(*) FILTER (WHERE o.status = 'done') AS done, "
-        " count(*) FILTER (WHERE o.status = 'skipped') AS skipped, "
-        " coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.status = "
-        "  'pending'))::bigint, 0) AS oldest_pending_s, "
-        " CASE WHEN EXISTS (SELECT 1 FROM omnisync.control c WHERE c.paused AND c.scope IN "
-        "  ('*', s.source)) THEN 'paused' ELSE 'active' END AS sending "
-        "FROM (SELECT source FROM omnisync.installed_source UNION SELECT DISTINCT source FROM "
-        " omnisync.outbox) s LEFT JOIN omnisync.outbox o ON o.source = s.source "
-        "GROUP BY s.source ORDER BY s.source",
-        0, NULL, counts, err, errlen);
+    /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. A
+     * schema older than version 3 has no capture table: `status` right after a package upgrade,
+     * before `migrate`, still answers. */
+    PGresult *has = NULL;
+    int rc = db_query(conn, "SELECT to_regclass('omnisync.capture') IS NOT NULL", 0, NULL, &has,
+                      err, errlen);
+    if (rc != 0)
+        return rc;
+    int capture = strcmp(PQgetvalue(has, 0, 0), "t") == 0;
+    PQclear(has);
+    rc = db_query(conn,
+                  capture ? STATUS_COUNTS("(SELECT source, status, created_at FROM omnisync.outbox "
+                                          "UNION ALL SELECT source, 'pending', captured_at FROM "
+                                          "omnisync.capture)")
+                          : STATUS_COUNTS("omnisync.outbox"),
+                  0, NULL, counts, err, errlen);
     if (rc == 0)
         rc = db_query(conn,
                       "SELECT id, source, primary_id, last_http_status AS http, "
@@ -543,7 +569,10 @@ int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char *
             " SELECT l.k, l.data, l.brand, w.reset, w.forget"
             " FROM listed l JOIN want w ON w.p = l.p"
             " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
-            "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)), "
+            "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)"
+            /* a change captured and not yet moved into the outbox (sql/003) is newer too */
+            "  AND NOT EXISTS (SELECT 1 FROM omnisync.capture c WHERE c.source = %s"
+            "  AND c.brand_id = l.brand AND c.primary_id = l.k::text)), "
             "corrected AS ("
             " UPDATE omnisync.sync_state s SET"
             "  created = CASE WHEN f.reset THEN false ELSE s.created END,"
@@ -558,7 +587,7 @@ int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char *
             " SELECT %s, brand, k::text, 'reconcile', data FROM fresh ORDER BY k"
             " RETURNING primary_id) "
             "SELECT primary_id, (SELECT count(*) FROM corrected) FROM enqueued",
-            rows.keyed, source_lit, source_lit, source_lit) < 0) {
+            rows.keyed, source_lit, source_lit, source_lit, source_lit) < 0) {
         *repair = NULL;
         rc = OMNISYNC_ENOMEM;
     } else {
@@ -625,6 +654,8 @@ int operator_open_customers(PGconn *conn, const char *source, PGresult **out, ch
                             size_t errlen)
 {
     const char *params[] = {source};
+    /* Changes still in omnisync.capture (sql/003) are open too: into the outbox first. */
+    operator_move_captured(conn);
     return db_query(conn,
                     "SELECT DISTINCT brand_id, primary_id FROM omnisync.outbox "
                     "WHERE source = $1 AND status IN ('pending', 'held')",

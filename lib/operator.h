@@ -79,6 +79,13 @@ int outbox_skip(PGconn *conn, const long long *ids, size_t n, const struct outbo
                 const char *reason, int dry_run, PGresult **rows, char *err,
                 size_t errlen) OMNISYNC_MUST_CHECK;
 
+/*
+ * Moves the changes the CRM committed that no daemon has moved into the outbox yet
+ * (omnisync.capture, sql/003_capture.sql) into it, so that an operator command sees and acts on
+ * all of them. Best effort: a failure (no right to move, an older schema) changes nothing.
+ */
+void operator_move_captured(PGconn *conn);
+
 /* status: counts by source and status, oldest pending age; pause flags; recent failures;
  * processes seen lately. Four results, each to be PQclear()ed. */
 int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult **processes,
@@ -140,7 +147,8 @@ int operator_reconcile_repair(PGconn *conn, const char *sql, const struct operat
 int operator_outbox_last_id(PGconn *conn, char *out, size_t outlen, char *err,
                             size_t errlen) OMNISYNC_MUST_CHECK;
 
-/* The customers of `source` with outbox rows not yet delivered (pending or held): brand_id,
+/* The customers of `source` with outbox rows not yet delivered (pending or held; captured changes
+ * are moved into the outbox first): brand_id,
  * primary_id, each once. *out is the caller's to PQclear. */
 int operator_open_customers(PGconn *conn, const char *source, PGresult **out, char *err,
                             size_t errlen) OMNISYNC_MUST_CHECK;

@@ -385,7 +385,9 @@ int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
                         "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE "
                         "status = 'pending')), 0) AS oldest_pending_age, "
                         "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) AS paused "
-                        "FROM omnisync.outbox",
+                        /* captured rows not yet moved (sql/003_capture.sql) are pending too */
+                        "FROM (SELECT status, created_at FROM omnisync.outbox UNION ALL "
+                        "SELECT 'pending', captured_at FROM omnisync.capture) o",
                         0, NULL, DBLOOP_FAIL_FAST, cb, arg);
 }
 

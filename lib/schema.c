@@ -191,6 +191,12 @@ static int apply_migrations(PGconn *conn, schema_report_cb report, void *arg, ch
     return OMNISYNC_OK;
 }
 
+/*
+ * The triggers of a source: the four of sql/trigger_template.sql, then those of earlier versions
+ * that a migrate must drop ("insdel": the row trigger of schema versions 1 and 2).
+ */
+#define NTRIGGERS 5
+
 /* The generated SQL of one source and what it needs to be dropped again. */
 struct source_sql {
     char table[QNAME_MAX]; /* resolved "schema"."table" */
@@ -199,20 +205,21 @@ struct source_sql {
     char brand_row[QNAME_MAX + 64]; /* the brand of a table row t, as SQL */
     struct sbuf row_pairs; /* jsonb_build_object arguments for a table row t (backfill) */
     char function[128];    /* quoted function name, without schema */
-    char triggers[3][128]; /* quoted trigger names */
+    char triggers[NTRIGGERS][128]; /* quoted trigger names */
     struct sbuf ddl;
 };
 
 static void trigger_names(PGconn *conn, const char *source, char function[128],
-                          char triggers[3][128])
+                          char triggers[NTRIGGERS][128])
 {
-    static const char *const suffixes[] = {"insdel", "update", "truncate"};
+    static const char *const suffixes[NTRIGGERS] = {"insert", "update", "delete", "truncate",
+                                                    "insdel"};
     char raw[128];
     snprintf(raw, sizeof(raw), "capture_%s", source);
     char *q = PQescapeIdentifier(conn, raw, strlen(raw));
     snprintf(function, 128, "%s", q ? q : "");
     PQfreemem(q);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NTRIGGERS; i++) {
         snprintf(raw, sizeof(raw), "omnisync_%s_%s", source, suffixes[i]);
         q = PQescapeIdentifier(conn, raw, strlen(raw));
         snprintf(triggers[i], 128, "%s", q ? q : "");
@@ -264,14 +271,18 @@ static const char *column_type(PGresult *cols, const char *column)
     return NULL;
 }
 
-/* Builds `key', NEW."col", ... for jsonb_build_object, and the WHEN clause of the update trigger. */
+/*
+ * Builds `key', n."col", ... for jsonb_build_object over the new rows n (o: the old rows), and
+ * the filter on mapped columns of the update trigger's SELECT.
+ */
 static int build_source_sql(PGconn *conn, const struct config_source *src, struct source_sql *out,
                             char *err, size_t errlen)
 {
     int rc;
     char oid[32];
     PGresult *cols = NULL;
-    struct sbuf old_pairs = {0}, new_pairs = {0}, changed = {0};
+    struct sbuf old_pairs = {0}, new_pairs = {0}, changed = {0}, keys = {0}, old_values = {0},
+                new_values = {0};
     char *source_lit = NULL, *pk = NULL;
     char brand_new[QNAME_MAX + 64], brand_old[QNAME_MAX + 64];
 
@@ -325,19 +336,32 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         const char *sep = i ? ", " : "";
         sbuf_str(&old_pairs, sep);
         sbuf_str(&old_pairs, key);
-        sbuf_str(&old_pairs, ", OLD.");
+        sbuf_str(&old_pairs, ", o.");
         sbuf_str(&old_pairs, col);
         sbuf_str(&new_pairs, sep);
         sbuf_str(&new_pairs, key);
-        sbuf_str(&new_pairs, ", NEW.");
+        sbuf_str(&new_pairs, ", n.");
         sbuf_str(&new_pairs, col);
+        /* The capture's text[] payload (sql/trigger_template.sql): text as it is, any other
+         * type as its jsonb payload read it. */
+        int is_text = strcmp(type, "text") == 0 || strncmp(type, "character", 9) == 0;
+        sbuf_str(&keys, i ? ", " : "ARRAY[");
+        sbuf_str(&keys, key);
+        sbuf_str(&old_values, sep);
+        sbuf_str(&old_values, is_text ? "(o." : "to_jsonb(o.");
+        sbuf_str(&old_values, col);
+        sbuf_str(&old_values, is_text ? ")::text" : ") #>> '{}'");
+        sbuf_str(&new_values, sep);
+        sbuf_str(&new_values, is_text ? "(n." : "to_jsonb(n.");
+        sbuf_str(&new_values, col);
+        sbuf_str(&new_values, is_text ? ")::text" : ") #>> '{}'");
         sbuf_str(&out->row_pairs, sep);
         sbuf_str(&out->row_pairs, key);
         sbuf_str(&out->row_pairs, ", t.");
         sbuf_str(&out->row_pairs, col);
-        sbuf_str(&changed, i ? " OR OLD." : "OLD.");
+        sbuf_str(&changed, i ? " OR o." : "o.");
         sbuf_str(&changed, col);
-        sbuf_str(&changed, " IS DISTINCT FROM NEW.");
+        sbuf_str(&changed, " IS DISTINCT FROM n.");
         sbuf_str(&changed, col);
         if (strcmp(fields[i], "primary_id") == 0) {
             pk = strdup(col);
@@ -345,8 +369,8 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
             snprintf(out->pk_type, sizeof(out->pk_type), "%s", type);
         }
         if (strcmp(fields[i], "brand_id") == 0) {
-            snprintf(brand_new, sizeof(brand_new), "coalesce((NEW.%s)::bigint, 0)", col);
-            snprintf(brand_old, sizeof(brand_old), "coalesce((OLD.%s)::bigint, 0)", col);
+            snprintf(brand_new, sizeof(brand_new), "coalesce((n.%s)::bigint, 0)", col);
+            snprintf(brand_old, sizeof(brand_old), "coalesce((o.%s)::bigint, 0)", col);
             snprintf(out->brand_row, sizeof(out->brand_row), "coalesce((t.%s)::bigint, 0)", col);
         }
         PQfreemem(col);
@@ -357,9 +381,10 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         snprintf(brand_old, sizeof(brand_old), "0");
         snprintf(out->brand_row, sizeof(out->brand_row), "0");
     }
+    sbuf_str(&keys, "]::text[]");
     source_lit = PQescapeLiteral(conn, src->name, strlen(src->name));
     if (pk == NULL || source_lit == NULL || old_pairs.failed || new_pairs.failed ||
-        changed.failed) {
+        changed.failed || keys.failed || old_values.failed || new_values.failed) {
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
@@ -370,8 +395,10 @@ static int build_source_sql(PGconn *conn, const struct config_source *src, struc
         {"table", out->table},               {"pk", pk},
         {"brand_new", brand_new},            {"brand_old", brand_old},
         {"old_pairs", old_pairs.text},       {"new_pairs", new_pairs.text},
-        {"changed", changed.text},           {"trigger_insdel", out->triggers[0]},
-        {"trigger_update", out->triggers[1]}, {"trigger_truncate", out->triggers[2]},
+        {"changed", changed.text},           {"trigger_insert", out->triggers[0]},
+        {"trigger_update", out->triggers[1]}, {"trigger_delete", out->triggers[2]},
+        {"trigger_truncate", out->triggers[3]}, {"keys", keys.text},
+        {"old_values", old_values.text},      {"new_values", new_values.text},
     };
     rc = expand(sql_text("trigger_template.sql"), slots, sizeof(slots) / sizeof(slots[0]),
                 &out->ddl);
@@ -382,6 +409,9 @@ fail:
     free(old_pairs.text);
     free(new_pairs.text);
     free(changed.text);
+    free(keys.text);
+    free(old_values.text);
+    free(new_values.text);
     free(pk);
     PQfreemem(source_lit);
     return rc;
@@ -391,7 +421,7 @@ fail:
 static int drop_source(PGconn *conn, const char *source, const char *table, char *err,
                        size_t errlen)
 {
-    char function[128], triggers[3][128];
+    char function[128], triggers[NTRIGGERS][128];
     trigger_names(conn, source, function, triggers);
     struct sbuf sql = {0};
     const char *params[] = {table};
@@ -402,7 +432,7 @@ static int drop_source(PGconn *conn, const char *source, const char *table, char
     int table_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     if (table_exists) {
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < NTRIGGERS; i++) {
             sbuf_str(&sql, "DROP TRIGGER IF EXISTS ");
             sbuf_str(&sql, triggers[i]);
             sbuf_str(&sql, " ON ");
@@ -446,14 +476,15 @@ static int source_up_to_date(PGconn *conn, const char *source, const struct sour
     /* Someone may have dropped a trigger by hand: count what is really there. */
     char function[QNAME_MAX];
     snprintf(function, sizeof(function), "omnisync.%s()", want->function);
-    const char *p2[] = {want->table, function, want->triggers[0], want->triggers[1],
-                        want->triggers[2]};
+    const char *p2[] = {want->table,       function,          want->triggers[0],
+                        want->triggers[1], want->triggers[2], want->triggers[3]};
     rc = db_query(conn,
                   "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND "
                   "quote_ident(tgname) IN (quote_ident(trim(both '\"' from $3)), "
-                  "quote_ident(trim(both '\"' from $4)), quote_ident(trim(both '\"' from $5)))) = 3 "
+                  "quote_ident(trim(both '\"' from $4)), quote_ident(trim(both '\"' from $5)), "
+                  "quote_ident(trim(both '\"' from $6)))) = 4 "
                   "AND to_regprocedure($2) IS NOT NULL",
-                  5, p2, &res, err, errlen);
+                  6, p2, &res, err, errlen);
     if (rc != 0)
         return rc;
     *up_to_date = strcmp(PQgetvalue(res, 0, 0), "t") == 0;

@@ -1,49 +1,102 @@
--- Capture trigger of one source. `omnisync migrate` fills the dollar-brace slots with quoted
+-- Capture triggers of one source. `omnisync migrate` fills the dollar-brace slots with quoted
 -- identifiers and literals (never raw config text) and runs it in its transaction.
 -- SECURITY DEFINER with a pinned search_path: the CRM's roles need no grant on schema omnisync,
 -- and no object of theirs can shadow what this function calls.
--- This runs inside every CRM write, so it is kept lean (bench/trigger-overhead): PL/pgSQL sets up
--- each expression it evaluates anew in every transaction, so the common case (UPDATE) is tested
--- first and the doorbell costs one comparison.
+--
+-- The payload is the mapped columns' values as text[] with their keys (omnisync.captured_data()
+-- in sql/003_capture.sql turns them into the outbox's jsonb when the daemon moves them): building
+-- jsonb in the CRM's statement cost about 15 times as much as the array (and was most of what
+-- capture added to a bulk statement). Text-typed columns go in as they are; others through
+-- to_jsonb, so a value reads as it did in the jsonb payload (no DateStyle of the CRM's session).
+--
+-- Statement-level triggers with transition tables: a statement, whatever its size, costs one
+-- trigger call and one INSERT ... SELECT into omnisync.capture (sql/003_capture.sql: no index,
+-- the daemon moves the rows into the outbox). A single-row statement pays the same call as a row
+-- trigger would; a 200,000-row statement pays one call instead of 200,000 (bench/bulk-capture).
+-- Statement triggers have no WHEN clause, and PostgreSQL refuses transition tables on a trigger
+-- with a column list (UPDATE OF ...), so the UPDATE's SELECT keeps only rows whose mapped columns
+-- changed (${changed}), and an update of unmapped columns only captures nothing. Old and new
+-- rows of an UPDATE are paired by position: PostgreSQL appends both versions of each updated row
+-- to the two transition tables in the same step, and a read of a transition table returns its
+-- rows in the order they were appended. A join on the primary id could not pair the row of an
+-- update that changes the primary id, which must stay one update (delivery reports it).
 CREATE FUNCTION omnisync.${function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $omnisync$
+#variable_conflict use_variable
+DECLARE
+    -- One seq, txid and time per statement, not per row: a statement changes each customer at
+    -- most once, so its rows need no order among themselves (sql/003_capture.sql), and the
+    -- column defaults would cost a sequence access and two calls per row. (use_variable: every
+    -- column the queries below name is qualified, so a CRM column named like a variable is
+    -- never ambiguous.)
+    v_seq bigint := nextval('omnisync.capture_seq');
+    v_txid bigint := txid_current();
+    v_at timestamptz := clock_timestamp();
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, old_data, new_data)
-        VALUES (${source}, ${brand_new}, coalesce((NEW.${pk})::text, ''), 'update',
-                jsonb_build_object(${old_pairs}), jsonb_build_object(${new_pairs}));
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      keys, old_values, new_values)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
+               ${keys}, ARRAY[${old_values}], ARRAY[${new_values}]
+        FROM (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_new) n
+        JOIN (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_old) o
+          ON o.omnisync_pos = n.omnisync_pos
+        WHERE ${changed};
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, new_data)
-        VALUES (${source}, ${brand_new}, coalesce((NEW.${pk})::text, ''), 'insert',
-                jsonb_build_object(${new_pairs}));
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      keys, new_values)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
+               ${keys}, ARRAY[${new_values}]
+        FROM omnisync_new n;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO omnisync.outbox (source, brand_id, primary_id, op, old_data)
-        VALUES (${source}, ${brand_old}, coalesce((OLD.${pk})::text, ''), 'delete',
-                jsonb_build_object(${old_pairs}));
+        -- A delete is sent as a purge by primary id (or ignored: on_delete); the deleted
+        -- person's other columns are not needed, so they are not kept (and not paid for: a
+        -- DELETE itself writes little, so the payload would be most of what capture adds).
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      keys, old_values)
+        SELECT v_seq, v_txid, v_at, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
+               '{primary_id}'::text[], ARRAY[(o.${pk})::text]
+        FROM omnisync_old o;
     ELSE
-        INSERT INTO omnisync.outbox (source, primary_id, op)
-        VALUES (${source}, '', 'truncate');
+        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
+                                      keys)
+        VALUES (v_seq, v_txid, v_at, ${source}, 0, '', 'truncate', '{}');
     END IF;
-    -- The doorbell (NOTIFY omnisync) wakes the daemon at commit; the outbox row is the truth.
+    IF NOT FOUND THEN
+        RETURN NULL; -- nothing captured: no doorbell
+    END IF;
+    -- The doorbell (NOTIFY omnisync) wakes the daemon at commit; the captured row is the truth.
     -- NOTIFY takes a database-wide lock at commit, so ringing it in every transaction would
     -- serialize the CRM's writers: a session rings at most once per 10 ms slot of the clock. The
     -- slot is a session setting, so a rolled-back ring is forgotten and the next change rings.
-    -- A transaction that skips it follows a ring of its own session within 10 ms, and the daemon
-    -- claims again 50 ms after every ring; only a transaction still open by then waits for
-    -- the next ring of any session or for the poll ([delivery] poll_interval).
+    -- Eight busy sessions still rang hundreds of times a second and queued on that lock (29 % of
+    -- their samples in bench/trigger-overhead), so a ring also needs a transaction-level
+    -- advisory lock that no other transaction holds: one ringing transaction at a time, and it
+    -- is released with the NOTIFY lock, so no writer ever waits for either. A transaction that
+    -- skips the ring commits close to one that rang (its own session's within 10 ms, or the
+    -- one holding the lock), and the daemon claims again 50 ms after every ring; only a
+    -- transaction still open by then waits for the next ring or for the poll
+    -- ([delivery] poll_interval).
     IF current_setting('omnisync.rang', true) IS DISTINCT FROM
        (date_part('epoch', clock_timestamp()) * 100)::bigint::text THEN
-        PERFORM pg_notify('omnisync', '');
-        PERFORM set_config('omnisync.rang',
-                           (date_part('epoch', clock_timestamp()) * 100)::bigint::text, false);
+        IF pg_try_advisory_xact_lock(hashtext('omnisync doorbell')) THEN
+            PERFORM pg_notify('omnisync', '');
+            PERFORM set_config('omnisync.rang',
+                               (date_part('epoch', clock_timestamp()) * 100)::bigint::text, false);
+        END IF;
     END IF;
     RETURN NULL;
 END
 $omnisync$;
 REVOKE ALL ON FUNCTION omnisync.${function}() FROM PUBLIC;
-CREATE TRIGGER ${trigger_insdel} AFTER INSERT OR DELETE ON ${table}
-    FOR EACH ROW EXECUTE FUNCTION omnisync.${function}();
+CREATE TRIGGER ${trigger_insert} AFTER INSERT ON ${table}
+    REFERENCING NEW TABLE AS omnisync_new
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
 CREATE TRIGGER ${trigger_update} AFTER UPDATE ON ${table}
-    FOR EACH ROW WHEN (${changed}) EXECUTE FUNCTION omnisync.${function}();
+    REFERENCING OLD TABLE AS omnisync_old NEW TABLE AS omnisync_new
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
+CREATE TRIGGER ${trigger_delete} AFTER DELETE ON ${table}
+    REFERENCING OLD TABLE AS omnisync_old
+    FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();
 CREATE TRIGGER ${trigger_truncate} AFTER TRUNCATE ON ${table}
     FOR EACH STATEMENT EXECUTE FUNCTION omnisync.${function}();

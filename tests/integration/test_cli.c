@@ -49,6 +49,7 @@ static void setup(void)
     ck_assert_int_eq(pgrig_exec(sc.conn,
                                 "INSERT INTO customers (customer_no, first_name, last_name) VALUES "
                                 "('A1', 'Ann', 'Lee'), ('B2', 'Bob', 'Li'), ('C3', 'Cy', 'Ng');"
+                                "SELECT omnisync.move_captured();" /* what a claim does */
                                 "UPDATE omnisync.outbox SET status = 'failed', attempts = 12, "
                                 " last_error = 'HTTP 400: bad', last_http_status = 400 "
                                 " WHERE primary_id = 'A1';"

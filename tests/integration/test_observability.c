@@ -366,6 +366,10 @@ START_TEST(test_primary_id_change_warning_names_both_rows)
     ck_assert_int_eq(pgrig_exec(sc.conn, "UPDATE customers SET first_name = 'Bo' "
                                          "WHERE customer_no = 'K2'"),
                      0);
+    /* What a claim does first: captured rows into the outbox, where they get their ids. */
+    ck_assert(WAIT_UNTIL(pgrig_exec(sc.conn, "SELECT omnisync.move_captured()") == 0 &&
+                             pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture") == 0,
+                         10000));
     changed_in = pgrig_query_int(sc.conn, "SELECT min(id) FROM omnisync.outbox "
                                           "WHERE primary_id = 'K2'");
     sent = pgrig_query_int(sc.conn, "SELECT max(id) FROM omnisync.outbox WHERE primary_id = 'K2'");

@@ -392,6 +392,8 @@ START_TEST(test_repair_skips_customers_changed_during_the_run)
     ck_assert_int_eq(scenario_setup(&sc, NULL, NULL), 0);
     insert_customers(3);
     scenario_exec(&sc, "UPDATE customers SET last_name = 'Now' WHERE customer_no = 'R00001'");
+    /* What a daemon's claim does: the captured changes into the outbox, delivered. */
+    scenario_exec(&sc, "SELECT omnisync.move_captured()");
     scenario_exec(&sc, "UPDATE omnisync.outbox SET status = 'done'");
     scenario_exec(&sc, "INSERT INTO omnisync.sync_state (source, brand_id, primary_id, created, "
                        "omnidesk_id, channels) VALUES "
@@ -399,7 +401,8 @@ START_TEST(test_repair_skips_customers_changed_during_the_run)
                        "('customers', 0, 'R00003', true, 13, "
                        "'{email:r3@example.com,telephone:+31610000003}')");
     long long start = q("SELECT max(id) FROM omnisync.outbox");
-    /* R00002 changes after the run started: its own row carries the newer state. */
+    /* R00002 changes after the run started: its own row carries the newer state, still in
+     * omnisync.capture (no daemon has moved it) or already in the outbox. */
     scenario_exec(&sc, "UPDATE customers SET first_name = 'Fresh' WHERE customer_no = 'R00002'");
 
     struct config cfg;

@@ -13,6 +13,7 @@
 #include "scenario.h"
 #include "schema.h"
 #include "service.h"
+#include "sql.h"
 #include "testutil.h"
 
 #define REFUSE_DEADLINE_MS 30000
@@ -57,9 +58,148 @@ static void migrate(void)
 /* What an older release left: the newest version's row gone (and its objects, for no schema). */
 static void make_schema_older(void)
 {
+    /* The newest migration's row goes: renumbering it would collide with the one before. */
     scenario_exec(&sc, "DELETE FROM omnisync.schema_version "
                        "WHERE version = (SELECT max(version) FROM omnisync.schema_version)");
 }
+
+/* An outbox row's status by its customer. */
+static void assert_status(const char *primary_id, const char *status)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM omnisync.outbox WHERE primary_id = '%s' AND status = '%s'",
+             primary_id, status);
+    ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
+}
+
+/*
+ * Schema version 1 or 2 as released before issue 14: migrations 001 (and 002) and the row
+ * triggers writing straight into the outbox (their names and the outbox columns they filled; the
+ * payload is the scenario's mapping).
+ */
+static void install_version(int version)
+{
+    scenario_exec(&sc, "DROP SCHEMA omnisync CASCADE; CREATE SCHEMA omnisync;"
+                       "CREATE TABLE omnisync.schema_version (version integer PRIMARY KEY, "
+                       "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    scenario_exec(&sc, sql_text("001_schema.sql"));
+    scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
+                       "(1, '001_schema.sql')");
+    if (version >= 2) {
+        scenario_exec(&sc, sql_text("002_create_unknown.sql"));
+        scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
+                           "(2, '002_create_unknown.sql')");
+    }
+    scenario_exec(
+        &sc, "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
+             "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$ BEGIN "
+             "IF TG_OP IN ('INSERT', 'UPDATE') THEN "
+             " INSERT INTO omnisync.outbox (source, primary_id, op, old_data, new_data) VALUES "
+             " ('customers', NEW.customer_no, lower(TG_OP), CASE WHEN TG_OP = 'UPDATE' THEN "
+             " jsonb_build_object('primary_id', OLD.customer_no, 'firstname', OLD.first_name, "
+             " 'lastname', OLD.last_name, 'email', OLD.email, 'telephone', OLD.phone) END, "
+             " jsonb_build_object('primary_id', NEW.customer_no, 'firstname', NEW.first_name, "
+             " 'lastname', NEW.last_name, 'email', NEW.email, 'telephone', NEW.phone)); "
+             "END IF; RETURN NULL; END $f$;"
+             "CREATE TRIGGER omnisync_customers_insdel AFTER INSERT OR DELETE ON public.customers "
+             " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+             "CREATE TRIGGER omnisync_customers_update AFTER UPDATE ON public.customers "
+             " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+             "CREATE TRIGGER omnisync_customers_truncate AFTER TRUNCATE ON public.customers "
+             " FOR EACH STATEMENT EXECUTE FUNCTION omnisync.capture_customers();"
+             "INSERT INTO omnisync.installed_source (source, table_name, definition) VALUES "
+             " ('customers', 'public.customers', 'before issue 14')");
+}
+
+/* Rows in every status survive `omnisync migrate` from version 1 and from version 2 (the loop's
+ * _i), and the new daemon delivers the pending ones and those an operator replays. */
+START_TEST(test_upgrade_with_rows)
+{
+    int from = _i;
+    install_version(from);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
+                     from);
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                       "SELECT 'v' || i, 'Ann', 'Lee', 'v' || i || '@example.org' "
+                       "FROM generate_series(1, 5) i");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 5);
+    scenario_exec(&sc, "UPDATE omnisync.outbox SET status = 'held', result = 'held by test' "
+                       "WHERE primary_id = 'v2';"
+                       "UPDATE omnisync.outbox SET status = 'failed', attempts = 10, "
+                       "last_error = 'HTTP 500' WHERE primary_id = 'v3';"
+                       "UPDATE omnisync.outbox SET status = 'done', delivered_at = now() "
+                       "WHERE primary_id = 'v4';"
+                       "UPDATE omnisync.outbox SET status = 'skipped', action = 'skip' "
+                       "WHERE primary_id = 'v5'");
+
+    /* `status` from the new binary before `migrate` (right after a package upgrade) still
+     * answers, with the rows of the older schema. */
+    char *status[] = {OMNISYNC_BIN, "--config", sc.config, "status", "--json", NULL};
+    char *out = NULL, *serr = NULL;
+    int src = proc_run(status, NULL, 30000, &out, &serr);
+    ck_assert_msg(src == 0, "status before migrate exited %d: %s", src, serr ? serr : "");
+    ck_assert_msg(out != NULL && strstr(out, "\"pending\"") != NULL, "%s", out ? out : "");
+    free(out);
+    free(serr);
+
+    migrate();
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
+                     schema_latest_version());
+    /* Every migration from `from` on applied in order: claim() moves captured rows (003) and
+     * then claims with the member lookup of 004. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.schema_version"),
+                     schema_latest_version());
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM pg_proc WHERE pronamespace = "
+                                     "'omnisync'::regnamespace AND ((proname = 'claim' AND "
+                                     "prosrc LIKE '%move_captured%') OR (proname = 'claim_outbox' "
+                                     "AND prosrc LIKE '%status || '''' = ''pending''%'))"),
+                     2);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                                              "'public.customers'::regclass AND NOT tgisinternal "
+                                              "AND tgname = 'omnisync_customers_insdel'"),
+                     0);
+    assert_status("v1", "pending");
+    assert_status("v2", "held");
+    assert_status("v3", "failed");
+    assert_status("v4", "done");
+    assert_status("v5", "skipped");
+
+    struct proc p;
+    ck_assert_int_eq(scenario_start_daemon(&sc, &p), 0);
+    /* A change after the upgrade goes through the capture table. */
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                       "VALUES ('v6', 'Bea', 'Lee', 'v6@example.org')");
+    ck_assert_msg(scenario_wait_quiet(&sc, 20000), "pending rows were not delivered");
+    assert_status("v1", "done");
+    assert_status("v6", "done");
+    ck_assert_int_eq(fake_customer_count(&sc.fake), 2);
+
+    /* Held and failed rows kept what an operator needs: released and replayed, they go out. */
+    const char *ids[] = {"v2", "v3"};
+    for (int i = 0; i < 2; i++) {
+        char sql[200], id[32];
+        snprintf(sql, sizeof(sql), "SELECT id FROM omnisync.outbox WHERE primary_id = '%s'",
+                 ids[i]);
+        snprintf(id, sizeof(id), "%lld", pgrig_query_int(sc.conn, sql));
+        char *replay[] = {OMNISYNC_BIN, "--config", sc.config, "replay", id, NULL};
+        char *release[] = {OMNISYNC_BIN, "--config", sc.config, "purges", "release",
+                           id,           "--reason", "upgrade", NULL};
+        char **argv = i == 0 ? release : replay;
+        char *err = NULL;
+        int rc = proc_run(argv, NULL, 30000, NULL, &err);
+        ck_assert_msg(rc == 0, "%s %s exited %d: %s", argv[3], ids[i], rc, err ? err : "");
+        free(err);
+    }
+    ck_assert_msg(scenario_wait_quiet(&sc, 20000), "replayed rows were not delivered");
+    assert_status("v2", "done");
+    assert_status("v3", "done");
+    ck_assert_int_eq(fake_customer_count(&sc.fake), 4);
+    ck_assert_int_eq(proc_stop(&p, 20000), 0);
+    proc_free(&p);
+}
+END_TEST
 
 START_TEST(test_no_schema_refused_until_migrate)
 {
@@ -117,6 +257,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 3); /* from version 1, from 2 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }

@@ -116,8 +116,10 @@ int scenario_start_daemon(struct scenario *s, struct proc *p)
 
 long long scenario_open_rows(struct scenario *s)
 {
+    /* Captured rows the daemon has not moved into the outbox yet are open too. */
     return pgrig_query_int(s->conn,
-                           "SELECT count(*) FROM omnisync.outbox WHERE status IN ('pending')");
+                           "SELECT (SELECT count(*) FROM omnisync.outbox WHERE status IN "
+                           "('pending')) + (SELECT count(*) FROM omnisync.capture)");
 }
 
 int scenario_wait_quiet(struct scenario *s, int timeout_ms)
@@ -260,7 +262,10 @@ long long scenario_count_status(struct scenario *s, const char *status)
 {
     const char *params[] = {status};
     PGresult *res = PQexecParams(s->conn,
-                                 "SELECT count(*) FROM omnisync.outbox WHERE status = $1", 1,
+                                 "SELECT (SELECT count(*) FROM omnisync.outbox WHERE status = "
+                                 "$1) + CASE WHEN $1 = 'pending' THEN (SELECT count(*) FROM "
+                                 "omnisync.capture) ELSE 0 END",
+                                 1,
                                  NULL, params, NULL, NULL, 0);
     long long n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoll(PQgetvalue(res, 0, 0)) : -1;
     PQclear(res);

@@ -1,0 +1,305 @@
+/*
+ * The capture path of issue 14 (sql/003_capture.sql, sql/trigger_template.sql): statement-level
+ * triggers append to omnisync.capture in the CRM's transaction, and claims move what committed
+ * into the outbox. What may not be lost: a transaction that commits late is not skipped, a
+ * rolled-back statement leaves nothing, and per customer the outbox (and so Omnidesk) gets the
+ * changes in commit order, a 100,000-row UPDATE racing single-row updates included.
+ */
+#include <check.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scenario.h"
+#include "testutil.h"
+
+static struct scenario sc;
+static struct proc omnisync_daemon;
+static int daemon_running;
+
+static void setup(void)
+{
+    ck_assert_msg(scenario_setup(&sc, NULL, NULL) == 0, "scenario setup failed");
+    daemon_running = 0;
+}
+
+static void teardown(void)
+{
+    if (daemon_running) {
+        ck_assert_int_eq(proc_stop(&omnisync_daemon, 20000), 0);
+        proc_free(&omnisync_daemon);
+    }
+    scenario_teardown(&sc);
+}
+
+static void start_daemon(void)
+{
+    ck_assert_msg(scenario_start_daemon(&sc, &omnisync_daemon) == 0, "daemon did not start");
+    daemon_running = 1;
+}
+
+static void assert_in_step(void)
+{
+    char why[512];
+    ck_assert_msg(scenario_wait_quiet(&sc, 60000), "not quiet: %lld open rows",
+                  scenario_open_rows(&sc));
+    ck_assert_msg(scenario_compare(&sc, NULL, why, sizeof(why)) == 0, "%s", why);
+}
+
+static PGconn *connect_crm(void)
+{
+    PGconn *c = pgrig_connect(sc.pg, sc.db);
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
+/* A transaction still open while the daemon claims (and moves) several times: its change is
+ * delivered once it commits, after changes that committed before it. */
+START_TEST(test_late_commit_not_skipped)
+{
+    start_daemon();
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) VALUES "
+                       "('L1', 'Ann', 'Lee', 'l1@example.org')");
+    assert_in_step();
+
+    PGconn *late = connect_crm();
+    ck_assert_int_eq(pgrig_exec(late, "BEGIN; UPDATE customers SET first_name = 'Anna' "
+                                      "WHERE customer_no = 'L1'"),
+                     0);
+    /* Committed while the late transaction is open: each commit rings, the daemon claims. */
+    for (int i = 2; i <= 6; i++) {
+        scenario_execf(&sc,
+                       "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                       "VALUES ('L%d', 'Bob', 'Li', 'l%d@example.org')",
+                       i, i);
+        ck_assert_msg(fake_wait_stat(&sc.fake, "by_endpoint.create", i, 10000) == 0,
+                      "L%d was not delivered while a transaction was open", i);
+    }
+    /* The late row is still captured, not moved: the daemon's moves did not see it. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE primary_id = 'L1' AND op = 'update'"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(late, "COMMIT"), 0);
+    PQfinish(late);
+    /* No new ring from this session needed: a later claim (poll or another ring) moves it. */
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) VALUES "
+                       "('L7', 'Cy', 'Ng')");
+    assert_in_step();
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE primary_id = 'L1' AND op = 'update' AND "
+                                              "status = 'done'"),
+                     1);
+}
+END_TEST
+
+/* A rolled-back statement (and a rolled-back single row) leaves nothing anywhere. */
+START_TEST(test_rollback_leaves_nothing)
+{
+    scenario_exec(&sc, "SET session_replication_role = replica;"
+                       "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'R' || i, 'Ann', 'Lee' FROM generate_series(1, 1000) i;"
+                       "RESET session_replication_role");
+    scenario_exec(&sc, "BEGIN; UPDATE customers SET first_name = 'Bo';"
+                       "INSERT INTO customers (customer_no, first_name) VALUES ('R0', 'X');"
+                       "DELETE FROM customers WHERE customer_no = 'R5'; ROLLBACK");
+    scenario_exec(&sc, "BEGIN; TRUNCATE customers; ROLLBACK");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
+    /* An update of unmapped columns only captures nothing either. */
+    scenario_exec(&sc, "UPDATE customers SET notes = 'n'");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
+    /* ...and one that changes a mapped column of some rows captures exactly those. */
+    scenario_exec(&sc, "UPDATE customers SET first_name = CASE WHEN right(customer_no, -1)::int "
+                       "<= 10 THEN 'Bo' ELSE first_name END, notes = 'm'");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 10);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
+                                              "op = 'update' AND old_data->>'firstname' = 'Ann' "
+                                              "AND new_data->>'firstname' = 'Bo' AND "
+                                              "old_data->>'primary_id' = primary_id AND "
+                                              "new_data->'erase' = 'false'::jsonb"),
+                     10);
+}
+END_TEST
+
+/* A claim moves at most 2,000 captured rows, the lowest seqs first: a customer's later change
+ * stays behind its earlier one, and the next claims move the rest. */
+START_TEST(test_claim_moves_in_batches)
+{
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'B' || i, 'Ann', 'Lee' FROM generate_series(1, 4500) i");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Bo' WHERE customer_no = 'B1'");
+    const char *claim = "SELECT count(*) FROM omnisync.claim(1, 60000, 'test', 1, "
+                        "'{customers}', 10)";
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 2501);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
+                                              "WHERE op = 'update'"),
+                     0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 4501);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox u JOIN "
+                                              "omnisync.outbox i ON i.primary_id = u.primary_id "
+                                              "AND i.op = 'insert' WHERE u.op = 'update' AND "
+                                              "u.primary_id = 'B1' AND u.id > i.id"),
+                     1);
+}
+END_TEST
+
+/* The customers' tiers "v<NNN>": each change adds one, so per customer the values in commit
+ * order are consecutive. */
+#define NEXT_TIER "'v' || lpad((right(loyalty_tier, -1)::int + 1)::text, 3, '0')"
+
+/*
+ * One statement over `n` customers racing single-row updates of the first `hot` of them from
+ * another session, while a third session moves captured rows into the outbox as fast as it can
+ * (`move`: what claims do, or all at once as operator commands do): per customer, the outbox rows
+ * in id order carry consecutive tiers, ending at the customer's tier in the table. Returns the
+ * number of single-row updates made.
+ */
+static int race(int n, int hot, int rounds, const char *move)
+{
+    scenario_execf(&sc,
+                   "SET session_replication_role = replica;"
+                   "INSERT INTO customers (customer_no, first_name, last_name, email, "
+                   "loyalty_tier) SELECT 'T' || i, 'Ann', 'Lee', 't' || i || '@example.org', "
+                   "'v000' FROM generate_series(1, %d) i;"
+                   "RESET session_replication_role",
+                   n);
+    PGconn *bulk = connect_crm(), *single = connect_crm(), *mover = connect_crm();
+    int singles = 0;
+    for (int r = 0; r < rounds; r++) {
+        /* Single-row updates of the hot customers in a transaction the bulk statement must
+         * wait for (it locks rows as it goes and reaches these first)... */
+        ck_assert_int_eq(pgrig_exec(single, "BEGIN"), 0);
+        for (int k = 1; k <= hot; k++) {
+            ck_assert_int_eq(pgrig_execf(single,
+                                         "UPDATE customers SET loyalty_tier = " NEXT_TIER
+                                         " WHERE customer_no = 'T%d'",
+                                         k),
+                             0);
+            singles++;
+        }
+        ck_assert_int_eq(PQsendQuery(bulk, "UPDATE customers SET loyalty_tier = " NEXT_TIER), 1);
+        ck_assert(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity "
+                                                      "WHERE wait_event_type = 'Lock' AND query "
+                                                      "LIKE 'UPDATE customers SET%'") == 1,
+                             10000));
+        ck_assert_int_eq(pgrig_exec(mover, move), 0);
+        ck_assert_int_eq(pgrig_exec(single, "COMMIT"), 0);
+        /* ...then more, which wait for the bulk statement's locks. */
+        /* Single-row updates go on until the bulk statement is done, then a few more. */
+        int after = 0;
+        for (int k = 0; after < 3; k++) {
+            ck_assert_int_eq(PQconsumeInput(bulk), 1);
+            if (!PQisBusy(bulk))
+                after++;
+            ck_assert_int_eq(pgrig_execf(single,
+                                         "UPDATE customers SET loyalty_tier = " NEXT_TIER
+                                         " WHERE customer_no = 'T%d'",
+                                         1 + k % hot),
+                             0);
+            singles++;
+            ck_assert_int_eq(pgrig_exec(mover, move), 0);
+        }
+        PGresult *res;
+        while ((res = PQgetResult(bulk)) != NULL) {
+            ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "bulk update: %s",
+                          PQresultErrorMessage(res));
+            PQclear(res);
+        }
+    }
+    /* A daemon's claim may be moving right now (our try-lock then skips): until all moved. */
+    ck_assert(WAIT_UNTIL(pgrig_exec(mover, move) == 0 &&
+                             pgrig_query_int(mover, "SELECT count(*) FROM omnisync.capture") == 0,
+                         120000));
+    PQfinish(bulk);
+    PQfinish(single);
+    PQfinish(mover);
+
+    /* Every change captured once: one row per increment of each customer's tier. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"),
+                     pgrig_query_int(sc.conn, "SELECT sum(right(loyalty_tier, -1)::int) "
+                                              "FROM customers"));
+    long long out_of_order = pgrig_query_int(
+        sc.conn, "SELECT count(*) FROM (SELECT right(new_data->>'custom_tier', -1)::int AS t, "
+                 "lag(right(new_data->>'custom_tier', -1)::int, 1, 0) OVER (PARTITION BY "
+                 "primary_id ORDER BY id) AS prev FROM omnisync.outbox) q WHERE t <> prev + 1");
+    ck_assert_msg(out_of_order == 0, "%lld outbox rows out of commit order", out_of_order);
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM customers c LEFT JOIN (SELECT "
+                                     "DISTINCT ON (primary_id) primary_id, new_data->>"
+                                     "'custom_tier' AS tier FROM omnisync.outbox ORDER BY "
+                                     "primary_id, id DESC) o ON o.primary_id = c.customer_no "
+                                     "WHERE o.tier IS DISTINCT FROM c.loyalty_tier"),
+                     0);
+    return singles;
+}
+
+/* 100,000 rows: the order holds in the outbox, from which delivery takes each customer's rows
+ * in id order (test_processes.c checks that part at Omnidesk). */
+START_TEST(test_bulk_update_races_single_rows_in_order)
+{
+    /* In batches of the lowest seqs, as a claim moves (sql/003_capture.sql). */
+    int singles = race(100000, 50, 1, "SELECT omnisync.move_captured(5000)");
+    fprintf(stderr, "capture: one 100,000-row UPDATE raced %d single-row updates\n", singles);
+    ck_assert_int_gt(singles, 3);
+}
+END_TEST
+
+/* The same race with the daemon delivering: per customer, Omnidesk gets the tiers in order. */
+START_TEST(test_bulk_update_races_single_rows_delivered_in_order)
+{
+    start_daemon();
+    int n = 2000;
+    race(n, 50, 3, "SELECT omnisync.move_captured()");
+    assert_in_step();
+    /* The fake's log: custom_tier values per customer never go back in time. The final values
+     * differ per customer (hot ones were updated more), so check against each one's own. */
+    struct json_object *log = NULL, *requests;
+    ck_assert_int_eq(fake_get_json(&sc.fake, "/_fake/log", &log), 0);
+    ck_assert(json_object_object_get_ex(log, "requests", &requests));
+    int *last = calloc((size_t)n + 1, sizeof(*last));
+    ck_assert_ptr_nonnull(last);
+    for (size_t i = 0; i < json_object_array_length(requests); i++) {
+        struct json_object *r = json_object_array_get_idx(requests, i), *fields, *cust, *tier;
+        if (!json_object_object_get_ex(r, "customer", &cust) || cust == NULL ||
+            !json_object_object_get_ex(r, "fields", &fields) ||
+            !json_object_object_get_ex(fields, "custom_tier", &tier))
+            continue;
+        int k = atoi(json_object_get_string(cust) + 1), t = atoi(json_object_get_string(tier) + 1);
+        ck_assert_msg(k >= 1 && k <= n, "unexpected customer %s", json_object_get_string(cust));
+        ck_assert_msg(t >= last[k], "customer T%d got v%03d after v%03d", k, t, last[k]);
+        last[k] = t;
+    }
+    for (int k = 1; k <= n; k++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT right(loyalty_tier, -1)::int FROM customers WHERE customer_no = 'T%d'", k);
+        ck_assert_msg(last[k] == pgrig_query_int(sc.conn, sql), "T%d ended at v%03d", k, last[k]);
+    }
+    free(last);
+    json_object_put(log);
+}
+END_TEST
+
+int main(void)
+{
+    if (pgrig_global() == NULL)
+        return 1;
+    Suite *s = suite_create("capture");
+    TCase *tc = tcase_create("capture");
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_late_commit_not_skipped);
+    tcase_add_test(tc, test_rollback_leaves_nothing);
+    tcase_add_test(tc, test_claim_moves_in_batches);
+    tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);
+    tcase_add_test(tc, test_bulk_update_races_single_rows_delivered_in_order);
+    suite_add_tcase(s, tc);
+    return pgrig_run_suite(s);
+}
