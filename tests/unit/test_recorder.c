@@ -162,10 +162,5 @@ int main(void)
         fprintf(stderr, "test_recorder: cannot start the test PostgreSQL\n");
         return 1;
     }
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pgrig_stop(pgrig_global());
-    return failed != 0;
+    return pgrig_run_suite(s);
 }
