@@ -50,9 +50,16 @@ struct dispatcher {
     uv_timer_t renew_timer; /* lease renewal */
     int claiming;
     int wake_pending; /* a wake-up (NOTIFY, poll, reconnect): claim while below high water */
-    int more_due;     /* rows may be due (the last claim was full, outcomes were recorded):
+    int more_due;     /* rows may be due that no wake-up announces (the last claim was full or
+                         left captured rows, an outcome that leaves rows due was recorded):
                          claim at the low-water mark */
     unsigned last_claim_limit;
+    int passed_over;   /* the last claim passed over rows behind rows this process holds:
+                          claim after each recorded outcome */
+    int due_on_record; /* an outcome that leaves rows due is not recorded yet */
+    uint64_t retry_ms; /* 0, or the shortest wait of a retry outcome not recorded yet */
+    unsigned long long records;       /* recorder callbacks so far */
+    unsigned long long claim_records; /* `records` when the last claim was sent */
     int draining;
     int auth_paused;
     unsigned auth_probes;

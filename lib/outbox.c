@@ -298,11 +298,12 @@ int outbox_reservation_granted(const PGresult *res)
 int outbox_claim_prepare_sql(char *out, size_t len)
 {
     /* Prepared once per connection: the claim runs at every wake-up, and planning it each time
-     * would cost more than running it. */
+     * would cost more than running it. claim_batch (sql/005_claim_batch.sql) is claim() with a
+     * status row: what the claim left behind. */
     int n = snprintf(out, len,
                      "PREPARE " OUTBOX_CLAIM_STATEMENT
                      " (integer, bigint, text, integer, text[], integer) AS "
-                     "SELECT * FROM omnisync.claim($1, $2, $3, $4, $5, $6)");
+                     "SELECT * FROM omnisync.claim_batch($1, $2, $3, $4, $5, $6)");
     return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
 }
 
@@ -339,9 +340,12 @@ int outbox_claim_columns(const PGresult *res, struct outbox_claim_columns *c)
     c->orphaned = PQfnumber(res, "orphaned");
     c->created_epoch = PQfnumber(res, "created_epoch");
     c->sync = PQfnumber(res, "sync");
+    c->captured_left = PQfnumber(res, "captured_left");
+    c->passed_over = PQfnumber(res, "passed_over");
     const int all[] = {c->id,         c->head_id,  c->source,        c->brand_id,
                        c->primary_id, c->op,       c->old_data,      c->new_data,
-                       c->attempts,   c->orphaned, c->created_epoch, c->sync};
+                       c->attempts,   c->orphaned, c->created_epoch, c->sync,
+                       c->captured_left, c->passed_over};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (all[i] < 0)
             return OMNISYNC_EINVAL;
@@ -354,9 +358,12 @@ static const char *text_or_null(const PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-void outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *c, int row,
-                      struct outbox_row *out)
+int outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *c, int row,
+                     struct outbox_row *out)
 {
+    /* The status row: no id (sql/005_claim_batch.sql). */
+    if (PQgetisnull(res, row, c->id))
+        return 0;
     out->id = atoll(PQgetvalue(res, row, c->id));
     out->head_id = atoll(PQgetvalue(res, row, c->head_id));
     out->source = PQgetvalue(res, row, c->source);
@@ -369,6 +376,28 @@ void outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *c,
     out->orphaned = strcmp(PQgetvalue(res, row, c->orphaned), "t") == 0;
     out->created_epoch = atof(PQgetvalue(res, row, c->created_epoch));
     out->sync = text_or_null(res, row, c->sync);
+    return 1;
+}
+
+/* Column `col` of the claim's status row (it comes last; looked for, not assumed there): true
+ * unless it says false, so that an answer without it is read as "maybe". */
+static int status_flag(const PGresult *res, const struct outbox_claim_columns *c, int col)
+{
+    for (int row = PQntuples(res) - 1; row >= 0; row--) {
+        if (PQgetisnull(res, row, c->id))
+            return PQgetisnull(res, row, col) || strcmp(PQgetvalue(res, row, col), "f") != 0;
+    }
+    return 1;
+}
+
+int outbox_claim_left(const PGresult *res, const struct outbox_claim_columns *c)
+{
+    return status_flag(res, c, c->captured_left);
+}
+
+int outbox_claim_passed_over(const PGresult *res, const struct outbox_claim_columns *c)
+{
+    return status_flag(res, c, c->passed_over);
 }
 
 /* ---- the service's statements ---- */

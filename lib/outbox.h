@@ -142,7 +142,7 @@ int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_c
 /* The claim result's columns, found by name once per result. */
 struct outbox_claim_columns {
     int id, head_id, source, brand_id, primary_id, op, old_data, new_data, attempts, orphaned,
-        created_epoch, sync;
+        created_epoch, sync, captured_left, passed_over;
 };
 /* 0, or OMNISYNC_EINVAL when a column is missing. */
 int outbox_claim_columns(const PGresult *res,
@@ -163,8 +163,20 @@ struct outbox_row {
     double created_epoch;
     const char *sync; /* the customer's sync_state as JSON text, or NULL */
 };
-void outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *cols, int row,
-                      struct outbox_row *out);
+/* Reads result row `row` into *out: 1, or 0 when it is the claim's status row (no claimed row;
+ * *out untouched). */
+int outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *cols, int row,
+                     struct outbox_row *out);
+/*
+ * What the claim's status row says it left behind (sql/005_claim_batch.sql), rows no wake-up
+ * will announce; an answer without a status row says yes to both.
+ * left: captured rows may still be in omnisync.capture (its move filled its batch of 2,000, or
+ * another process was moving).
+ * passed_over: it passed over due rows behind an earlier row of their customer that this
+ * process holds (claimable once that row's outcome is recorded), or stopped at its scan limit.
+ */
+int outbox_claim_left(const PGresult *res, const struct outbox_claim_columns *cols);
+int outbox_claim_passed_over(const PGresult *res, const struct outbox_claim_columns *cols);
 
 /* ---- the service's statements ---- */
 

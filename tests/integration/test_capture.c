@@ -123,25 +123,34 @@ START_TEST(test_rollback_leaves_nothing)
 }
 END_TEST
 
-/* A claim moves at most 2,000 captured rows, the lowest seqs first: a customer's later change
- * stays behind its earlier one, and the next claims move the rest. */
+/*
+ * A claim moves at most 2,000 captured rows, the lowest seqs first: a customer's later change
+ * stays behind its earlier one, and the next claims move the rest. Each claim says whether it
+ * left captured rows (the daemon claims again then: no ring will come for them); the claim of
+ * an older daemon (omnisync.claim) moves the same way.
+ */
 START_TEST(test_claim_moves_in_batches)
 {
     scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
                        "SELECT 'B' || i, 'Ann', 'Lee' FROM generate_series(1, 4500) i");
     scenario_exec(&sc, "UPDATE customers SET first_name = 'Bo' WHERE customer_no = 'B1'");
-    const char *claim = "SELECT count(*) FROM omnisync.claim(1, 60000, 'test', 1, "
-                        "'{customers}', 10)";
-    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    /* The claimed rows, and the status row's captured_left as 10 (left) or 0. */
+    const char *claim = "SELECT count(id) + 10 * count(*) FILTER (WHERE captured_left) "
+                        "FROM omnisync.claim_batch(1, 60000, 'test', 1, '{customers}', 10)";
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 11);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 2501);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox "
                                               "WHERE op = 'update'"),
                      0);
-    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
-    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 11);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.claim(1, 60000, "
+                                              "'older', 1, '{customers}', 10)"),
+                     1);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 4501);
+    /* Nothing captured: nothing left, and no move. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 1);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox u JOIN "
                                               "omnisync.outbox i ON i.primary_id = u.primary_id "
                                               "AND i.op = 'insert' WHERE u.op = 'update' AND "

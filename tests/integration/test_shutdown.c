@@ -24,19 +24,21 @@
 static struct scenario sc;
 static struct proc omnisync_daemon;
 
-/* Replaces omnisync.claim by a wrapper that sleeps while public.slow_claim has a row. Done before
- * the daemon starts: it prepares its claim statement against the function's name at connect. */
+/* Replaces omnisync.claim_batch (the daemon's claim) by a wrapper that sleeps while
+ * public.slow_claim has a row. Done before the daemon starts: it prepares its claim statement
+ * against the function's name at connect. */
 static void install_slow_claim(void)
 {
     scenario_exec(&sc, "CREATE TABLE public.slow_claim (seconds integer NOT NULL)");
-    scenario_exec(&sc, "ALTER FUNCTION omnisync.claim(integer, bigint, text, integer, text[], "
-                       "integer) RENAME TO claim_real");
+    scenario_exec(&sc, "ALTER FUNCTION omnisync.claim_batch(integer, bigint, text, integer, "
+                       "text[], integer) RENAME TO claim_real");
     scenario_exec(
-        &sc, "CREATE FUNCTION omnisync.claim(p_limit integer, p_lease_ms bigint, p_process text, "
-             "p_per_customer integer, p_sources text[], p_scan integer) "
+        &sc, "CREATE FUNCTION omnisync.claim_batch(p_limit integer, p_lease_ms bigint, "
+             "p_process text, p_per_customer integer, p_sources text[], p_scan integer) "
              "RETURNS TABLE (id bigint, head_id bigint, source text, brand_id bigint, "
              "primary_id text, op text, old_data text, new_data text, attempts integer, "
-             "orphaned boolean, created_epoch double precision, sync text) "
+             "orphaned boolean, created_epoch double precision, sync text, "
+             "captured_left boolean, passed_over boolean) "
              "LANGUAGE plpgsql AS $$ BEGIN "
              "PERFORM pg_sleep(coalesce((SELECT max(seconds) FROM public.slow_claim), 0)); "
              "RETURN QUERY SELECT * FROM omnisync.claim_real(p_limit, p_lease_ms, p_process, "

@@ -73,23 +73,46 @@ static void assert_status(const char *primary_id, const char *status)
     ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
 }
 
+/* The migrations of schema versions 1 to 4, as released. */
+static const char *const released[] = {"001_schema.sql", "002_create_unknown.sql",
+                                       "003_capture.sql", "004_claim_plans.sql"};
+
 /*
- * Schema version 1 or 2 as released before issue 14: migrations 001 (and 002) and the row
- * triggers writing straight into the outbox (their names and the outbox columns they filled; the
- * payload is the scenario's mapping).
+ * Schema version 1 to 4 as released: its migrations, and the triggers of the time under their
+ * names. Versions 1 and 2 (before issue 14): row triggers writing straight into the outbox (the
+ * outbox columns they filled; the payload is the scenario's mapping). Versions 3 and 4: triggers
+ * appending to omnisync.capture (its columns; row triggers here, which write the same rows as the
+ * statement triggers of the time for single-row statements).
  */
 static void install_version(int version)
 {
     scenario_exec(&sc, "DROP SCHEMA omnisync CASCADE; CREATE SCHEMA omnisync;"
                        "CREATE TABLE omnisync.schema_version (version integer PRIMARY KEY, "
                        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
-    scenario_exec(&sc, sql_text("001_schema.sql"));
-    scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
-                       "(1, '001_schema.sql')");
-    if (version >= 2) {
-        scenario_exec(&sc, sql_text("002_create_unknown.sql"));
-        scenario_exec(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
-                           "(2, '002_create_unknown.sql')");
+    for (int v = 1; v <= version; v++) {
+        scenario_exec(&sc, sql_text(released[v - 1]));
+        scenario_execf(&sc, "INSERT INTO omnisync.schema_version (version, name) VALUES "
+                            "(%d, '%s')",
+                       v, released[v - 1]);
+    }
+    if (version >= 3) {
+        scenario_exec(
+            &sc, "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
+                 "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$ BEGIN "
+                 "INSERT INTO omnisync.capture (source, brand_id, primary_id, op, keys, "
+                 " old_values, new_values) VALUES ('customers', 0, NEW.customer_no, "
+                 " lower(TG_OP), '{primary_id,firstname,lastname,email,telephone}', "
+                 " CASE WHEN TG_OP = 'UPDATE' THEN ARRAY[OLD.customer_no, OLD.first_name, "
+                 " OLD.last_name, OLD.email, OLD.phone] END, ARRAY[NEW.customer_no, "
+                 " NEW.first_name, NEW.last_name, NEW.email, NEW.phone]); "
+                 "PERFORM pg_notify('omnisync', ''); RETURN NULL; END $f$;"
+                 "CREATE TRIGGER omnisync_customers_insert AFTER INSERT ON public.customers "
+                 " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+                 "CREATE TRIGGER omnisync_customers_update AFTER UPDATE ON public.customers "
+                 " FOR EACH ROW EXECUTE FUNCTION omnisync.capture_customers();"
+                 "INSERT INTO omnisync.installed_source (source, table_name, definition) VALUES "
+                 " ('customers', 'public.customers', 'before issue 15')");
+        return;
     }
     scenario_exec(
         &sc, "CREATE FUNCTION omnisync.capture_customers() RETURNS trigger LANGUAGE plpgsql "
@@ -112,8 +135,9 @@ static void install_version(int version)
              " ('customers', 'public.customers', 'before issue 14')");
 }
 
-/* Rows in every status survive `omnisync migrate` from version 1 and from version 2 (the loop's
- * _i), and the new daemon delivers the pending ones and those an operator replays. */
+/* Rows in every status (and, from version 3 on, a captured change not yet moved) survive
+ * `omnisync migrate` from each released version (the loop's _i), and the new daemon delivers the
+ * pending ones and those an operator replays. */
 START_TEST(test_upgrade_with_rows)
 {
     int from = _i;
@@ -123,6 +147,8 @@ START_TEST(test_upgrade_with_rows)
     scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
                        "SELECT 'v' || i, 'Ann', 'Lee', 'v' || i || '@example.org' "
                        "FROM generate_series(1, 5) i");
+    if (from >= 3) /* what a claim of the time did first */
+        ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 5);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 5);
     scenario_exec(&sc, "UPDATE omnisync.outbox SET status = 'held', result = 'held by test' "
                        "WHERE primary_id = 'v2';"
@@ -143,19 +169,30 @@ START_TEST(test_upgrade_with_rows)
     free(out);
     free(serr);
 
+    if (from >= 3) {
+        /* A change still captured (status moved what was there): it stays through `migrate`. */
+        scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                           "VALUES ('v7', 'Cy', 'Lee', 'v7@example.org')");
+        ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 1);
+    }
     migrate();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
                      schema_latest_version());
-    /* Every migration from `from` on applied in order: claim() moves captured rows (003) and
-     * then claims with the member lookup of 004. */
+    /* Every migration from `from` on applied in order: claim_batch() moves captured rows (003),
+     * claims with the member lookup of 004 and answers what it left (005); claim() of an older
+     * daemon is claim_batch() without that answer, and claim_outbox() is gone. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.schema_version"),
                      schema_latest_version());
     ck_assert_int_eq(pgrig_query_int(sc.conn,
                                      "SELECT count(*) FROM pg_proc WHERE pronamespace = "
-                                     "'omnisync'::regnamespace AND ((proname = 'claim' AND "
-                                     "prosrc LIKE '%move_captured%') OR (proname = 'claim_outbox' "
-                                     "AND prosrc LIKE '%status || '''' = ''pending''%'))"),
+                                     "'omnisync'::regnamespace AND ((proname = 'claim_batch' AND "
+                                     "prosrc LIKE '%move_captured%' AND prosrc LIKE "
+                                     "'%status || '''' = ''pending''%') OR (proname = 'claim' AND "
+                                     "prosrc LIKE '%claim_batch%') OR proname = 'claim_outbox')"),
                      2);
+    /* A change captured before the upgrade is still there, for the new daemon to move. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
+                     from >= 3);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
                                               "'public.customers'::regclass AND NOT tgisinternal "
                                               "AND tgname = 'omnisync_customers_insdel'"),
@@ -174,7 +211,10 @@ START_TEST(test_upgrade_with_rows)
     ck_assert_msg(scenario_wait_quiet(&sc, 20000), "pending rows were not delivered");
     assert_status("v1", "done");
     assert_status("v6", "done");
-    ck_assert_int_eq(fake_customer_count(&sc.fake), 2);
+    if (from >= 3)
+        assert_status("v7", "done");
+    int created = from >= 3 ? 3 : 2;
+    ck_assert_int_eq(fake_customer_count(&sc.fake), created);
 
     /* Held and failed rows kept what an operator needs: released and replayed, they go out. */
     const char *ids[] = {"v2", "v3"};
@@ -195,7 +235,7 @@ START_TEST(test_upgrade_with_rows)
     ck_assert_msg(scenario_wait_quiet(&sc, 20000), "replayed rows were not delivered");
     assert_status("v2", "done");
     assert_status("v3", "done");
-    ck_assert_int_eq(fake_customer_count(&sc.fake), 4);
+    ck_assert_int_eq(fake_customer_count(&sc.fake), created + 2);
     ck_assert_int_eq(proc_stop(&p, 20000), 0);
     proc_free(&p);
 }
@@ -257,7 +297,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
-    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 3); /* from version 1, from 2 */
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 5); /* from each version 1 to 4 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }

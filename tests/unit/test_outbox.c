@@ -1,7 +1,8 @@
 /*
  * test_outbox: the daemon's boundary to the omnisync tables. An outcome becomes the JSON
  * omnisync.record_outcomes() reads, a refused one its replacement; result columns are found by
- * name whatever their order; and the claim's columns are those of the real omnisync.claim().
+ * name whatever their order; and the claim's columns are those of the real
+ * omnisync.claim_batch().
  */
 #include <check.h>
 #include <json-c/json.h>
@@ -203,16 +204,18 @@ static PGresult *result(const char *const *names, const char *const *values, int
 START_TEST(claim_row_read_by_name)
 {
     /* The function's order reversed: every field still lands where it belongs. */
-    const char *names[] = {"sync", "created_epoch", "orphaned", "attempts", "new_data", "old_data",
-                           "op",   "primary_id",    "brand_id", "source",   "head_id",  "id"};
-    const char *values[] = {
-        "{\"created\":true}", "1700000000.5", "t", "3", "{\"a\":1}", NULL, "update", "C-1", "12",
-        "customers",          "40",           "41"};
-    PGresult *res = result(names, values, 12);
+    const char *names[] = {"passed_over", "captured_left", "sync",     "created_epoch",
+                           "orphaned",    "attempts",      "new_data", "old_data",
+                           "op",          "primary_id",    "brand_id", "source",
+                           "head_id",     "id"};
+    const char *values[] = {NULL,        NULL,     "{\"created\":true}", "1700000000.5", "t",
+                            "3",         "{\"a\":1}", NULL,                "update",       "C-1",
+                            "12",        "customers",  "40",               "41"};
+    PGresult *res = result(names, values, 14);
     struct outbox_claim_columns cols;
     ck_assert_int_eq(outbox_claim_columns(res, &cols), 0);
     struct outbox_row row;
-    outbox_claim_row(res, &cols, 0, &row);
+    ck_assert_int_eq(outbox_claim_row(res, &cols, 0, &row), 1);
     ck_assert_int_eq(row.id, 41);
     ck_assert_int_eq(row.head_id, 40);
     ck_assert_str_eq(row.source, "customers");
@@ -225,10 +228,29 @@ START_TEST(claim_row_read_by_name)
     ck_assert_int_eq(row.orphaned, 1);
     ck_assert(row.created_epoch == 1700000000.5);
     ck_assert_str_eq(row.sync, "{\"created\":true}");
+
+    /* No status row: read as "maybe" both. */
+    ck_assert_int_eq(outbox_claim_left(res, &cols), 1);
+    ck_assert_int_eq(outbox_claim_passed_over(res, &cols), 1);
+    PQclear(res);
+
+    /* The status row is no claimed row, and says what it says. */
+    const char *status[] = {"t", "f", NULL, NULL, NULL, NULL, NULL,
+                            NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    res = result(names, status, 14);
+    ck_assert_int_eq(outbox_claim_columns(res, &cols), 0);
+    row.id = 7;
+    ck_assert_int_eq(outbox_claim_row(res, &cols, 0, &row), 0);
+    ck_assert_int_eq(row.id, 7);
+    ck_assert_int_eq(outbox_claim_left(res, &cols), 0);
+    ck_assert_int_eq(outbox_claim_passed_over(res, &cols), 1);
     PQclear(res);
 
     /* A column missing is an error, not a read of another column. */
-    res = result(names + 1, values + 1, 11);
+    res = result(names + 1, values + 1, 13); /* no passed_over */
+    ck_assert_int_eq(outbox_claim_columns(res, &cols), OMNISYNC_EINVAL);
+    PQclear(res);
+    res = result(names, values, 13); /* no id */
     ck_assert_int_eq(outbox_claim_columns(res, &cols), OMNISYNC_EINVAL);
     PQclear(res);
 }
@@ -290,7 +312,7 @@ START_TEST(sync_parse)
 }
 END_TEST
 
-/* The claim's column names are those omnisync.claim() returns, and its rows parse. */
+/* The claim's column names are those omnisync.claim_batch() returns, and its rows parse. */
 START_TEST(claim_against_the_schema)
 {
     struct pgrig *pg = pgrig_global();
@@ -315,12 +337,15 @@ START_TEST(claim_against_the_schema)
     const char *params[] = {"10", "60000", "p1", "256", "{customers}", "10000"};
     PGresult *res = PQexecPrepared(c, OUTBOX_CLAIM_STATEMENT, 6, params, NULL, NULL, 0);
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
-    ck_assert_int_eq(PQntuples(res), 2);
+    ck_assert_int_eq(PQntuples(res), 3); /* two rows and the status row */
     struct outbox_claim_columns cols;
     ck_assert_int_eq(outbox_claim_columns(res, &cols), 0);
-    struct outbox_row a, b;
-    outbox_claim_row(res, &cols, 0, &a);
-    outbox_claim_row(res, &cols, 1, &b);
+    struct outbox_row a, b, none;
+    ck_assert_int_eq(outbox_claim_row(res, &cols, 0, &a), 1);
+    ck_assert_int_eq(outbox_claim_row(res, &cols, 1, &b), 1);
+    ck_assert_int_eq(outbox_claim_row(res, &cols, 2, &none), 0);
+    ck_assert_int_eq(outbox_claim_left(res, &cols), 0);
+    ck_assert_int_eq(outbox_claim_passed_over(res, &cols), 0);
     ck_assert_int_eq(a.head_id, b.head_id);
     ck_assert_str_eq(a.source, "customers");
     ck_assert_str_eq(a.primary_id, "C1");
