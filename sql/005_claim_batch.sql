@@ -15,7 +15,8 @@
 -- claim can see, so it says them in a status row:
 -- - captured_left: captured rows may still be in omnisync.capture. Their ring has been heard,
 --   and the claim moved only the first 2,000 (or another process held the move and the claim
---   gave up waiting). The daemon claims again (at its low-water mark) while it is true.
+--   gave up waiting). The daemon claims again (at its low-water mark) while it is true: while
+--   an operator's command moves a large capture at once, that is a claim every 200 ms.
 -- - passed_over: the claim passed over due rows that this process's outcomes will make
 --   claimable: rows behind an earlier row of their customer that this process holds (a change
 --   committed while that customer was in flight), or rows beyond p_scan. The daemon claims
