@@ -242,24 +242,12 @@ char *outbox_batch_row_ids(struct json_object *batch)
 
 /* ---- asynchronous statements ---- */
 
-#define RECORD_SQL "SELECT omnisync.record_outcomes($1, $2::jsonb)"
-
-int outbox_record_prepare_sql(char *out, size_t len)
-{
-    /* At max_in_flight 1 every delivered row is a write of its own: parsing and planning this
-     * call each time was a tenth of its cost (bench/README.md, "The outcome write"). */
-    int n = snprintf(out, len, "PREPARE " OUTBOX_RECORD_STATEMENT " (text, jsonb) AS " RECORD_SQL);
-    return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
-}
-
 int outbox_record_outcomes(struct dbloop *db, const char *process, struct json_object *batch,
-                           int prepared, dbloop_query_cb cb, void *arg)
+                           dbloop_query_cb cb, void *arg)
 {
     const char *params[] = {process, json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN)};
-    if (prepared)
-        return dbloop_query(db, OUTBOX_RECORD_STATEMENT, 2, params,
-                            DBLOOP_RETRY_ON_RECONNECT | DBLOOP_PREPARED, cb, arg);
-    return dbloop_query(db, RECORD_SQL, 2, params, DBLOOP_RETRY_ON_RECONNECT, cb, arg);
+    return dbloop_query(db, "SELECT omnisync.record_outcomes($1, $2::jsonb)", 2, params,
+                        DBLOOP_RETRY_ON_RECONNECT, cb, arg);
 }
 
 int outbox_mark_unrecorded(struct dbloop *db, const char *process, const char *ids,

@@ -105,13 +105,9 @@ char *outbox_batch_row_ids(struct json_object *batch);
 
 /* ---- asynchronous statements of the daemon ---- */
 
-#define OUTBOX_RECORD_STATEMENT "omnisync_record"
-/* The PREPARE of the outcome write, to run after each connect of the recorder's connection. */
-int outbox_record_prepare_sql(char *out, size_t len) OMNISYNC_MUST_CHECK;
-/* Writes a batch (a JSON array of outcomes) for `process`; `prepared`: the connection ran
- * outbox_record_prepare_sql's statement when it connected. */
+/* Writes a batch (a JSON array of outcomes) for `process`. */
 int outbox_record_outcomes(struct dbloop *db, const char *process, struct json_object *batch,
-                           int prepared, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
+                           dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
 /* Renames the lease holder of rows `ids` (outbox_batch_row_ids) still pending and leased by
  * `process` to "<process> (outcome not recorded)": renewal leaves them, the lease runs out. */
 int outbox_mark_unrecorded(struct dbloop *db, const char *process, const char *ids,

@@ -280,7 +280,7 @@ static void start_write(struct recorder *r)
         r->pending = json_object_new_array();
         r->writing_alone = 0;
     }
-    int rc = outbox_record_outcomes(r->db, r->process, r->writing, r->prepared, written, r);
+    int rc = outbox_record_outcomes(r->db, r->process, r->writing, written, r);
     if (rc != 0) {
         log_error("cannot queue the outcome write error=\"%s\"", omnisync_strerror(rc));
         requeue(r);

@@ -43,8 +43,6 @@ struct recorder {
     unsigned long long dropped;  /* outcomes dropped since start (their rows are re-sent) */
     unsigned long long refused;  /* outcomes refused and replaced by their rows' failure */
     long long refused_id;        /* the row of the last refused outcome */
-    int prepared; /* `db` prepares OUTBOX_RECORD_STATEMENT on connect (outbox_record_prepare_sql);
-                     set by whoever set up `db`, after recorder_init */
 };
 
 /* `db` (a connection for the recorder alone: nothing else should queue behind its batches)

@@ -653,15 +653,9 @@ int service_run(struct config *cfg, const char *config_path)
         goto unwind;
     }
     s->part[PART_WORK_DB] = PART_STARTED;
-    char record_prepare[256];
-    if (outbox_record_prepare_sql(record_prepare, sizeof(record_prepare)) != 0) {
-        log_error("the outcome statement does not fit its buffer");
-        goto unwind;
-    }
     struct dbloop_options recordopts = {
         .conninfo = cfg->conninfo,
         .application_name = "omnisync recorder",
-        .on_connect_sql = record_prepare,
         .on_state = on_record_db_state,
         .data = s,
     };
@@ -675,7 +669,6 @@ int service_run(struct config *cfg, const char *config_path)
                         s->process) != 0)
         goto out_of_memory;
     s->part[PART_DISPATCHER] = PART_STARTED;
-    s->dispatcher.recorder.prepared = 1; /* record_db's on_connect_sql */
     if (retention_init(&s->retention, &s->loop, &s->db, cfg) != 0)
         goto out_of_memory;
     s->part[PART_RETENTION] = PART_STARTED;

@@ -6,9 +6,7 @@
 -- call of its own, nearly always one plain done. This version first asks, with one jsonpath test
 -- on the batch (and, for a batch of several, a count of its customers), whether every outcome is
 -- plain; then it runs only the set-based statement, which is 002's without the filter. Any other
--- batch takes 002's path, unchanged. The daemon also prepares the call on the recorder's
--- connection (lib/outbox.c), so the outer statement is no longer parsed and planned per batch.
--- The effects are exactly 002's for every batch.
+-- batch takes 002's path, unchanged. The effects are exactly 002's for every batch.
 CREATE OR REPLACE FUNCTION omnisync.record_outcomes(p_process text, p_outcomes jsonb)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
