@@ -20,50 +20,63 @@
 -- to the two transition tables in the same step, and a read of a transition table returns its
 -- rows in the order they were appended. A join on the primary id could not pair the row of an
 -- update that changes the primary id, which must stay one update (delivery reports it).
+--
+-- The pairing is a FULL JOIN, though every row has its partner: PostgreSQL plans a full join only
+-- as a hash or merge join, never as a nested loop. PL/pgSQL keeps the query's plan for the
+-- session, planned with the row counts of the statements that came first; with an inner join,
+-- a session whose first updates were single rows kept a nested loop, and a later 5,000-row
+-- UPDATE in it took 10 s instead of 0.05 s (quadratic: a 200,000-row one would take hours).
+-- A single-row UPDATE (most of a CRM's writes) does not pay for the pairing: with one row in
+-- each table the cross join is the pair, and the plan of that query never sees more rows.
+--
+-- What a statement costs besides its INSERT is kept to few PL/pgSQL expressions (each is set up
+-- again in every transaction): one seq per statement; the transaction id and the time come from
+-- the capture table's column defaults (per row, a few nanoseconds each).
 CREATE FUNCTION omnisync.${function}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $omnisync$
 #variable_conflict use_variable
 DECLARE
-    -- One seq, txid and time per statement, not per row: a statement changes each customer at
-    -- most once, so its rows need no order among themselves (sql/003_capture.sql), and the
-    -- column defaults would cost a sequence access and two calls per row. (use_variable: every
-    -- column the queries below name is qualified, so a CRM column named like a variable is
-    -- never ambiguous.)
+    -- One seq per statement, not per row: a statement changes each customer at most once, so
+    -- its rows need no order among themselves (sql/003_capture.sql), and the column default
+    -- would cost a sequence access per row. (use_variable: every column the queries below name
+    -- is qualified, so a CRM column named like a variable is never ambiguous.)
     v_seq bigint := nextval('omnisync.capture_seq');
-    v_txid bigint := txid_current();
-    v_at timestamptz := clock_timestamp();
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
-                                      keys, old_values, new_values)
-        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
-               ${keys}, ARRAY[${old_values}], ARRAY[${new_values}]
-        FROM (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_new) n
-        JOIN (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_old) o
-          ON o.omnisync_pos = n.omnisync_pos
-        WHERE ${changed};
+        IF NOT EXISTS (SELECT FROM omnisync_new OFFSET 1) THEN
+            -- One row (or none) in each table: they are the pair.
+            INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values,
+                                          new_values)
+            SELECT v_seq, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
+                   ${keys}, ARRAY[${old_values}], ARRAY[${new_values}]
+            FROM omnisync_new n, omnisync_old o
+            WHERE ${changed};
+        ELSE
+            INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values,
+                                          new_values)
+            SELECT v_seq, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'update',
+                   ${keys}, ARRAY[${old_values}], ARRAY[${new_values}]
+            FROM (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_new) n
+            FULL JOIN (SELECT row_number() OVER () AS omnisync_pos, * FROM omnisync_old) o
+              ON o.omnisync_pos = n.omnisync_pos
+            WHERE ${changed};
+        END IF;
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
-                                      keys, new_values)
-        SELECT v_seq, v_txid, v_at, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
+        INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, new_values)
+        SELECT v_seq, ${source}, ${brand_new}, coalesce((n.${pk})::text, ''), 'insert',
                ${keys}, ARRAY[${new_values}]
         FROM omnisync_new n;
     ELSIF TG_OP = 'DELETE' THEN
         -- A delete is sent as a purge by primary id (or ignored: on_delete); the deleted
         -- person's other columns are not needed, so they are not kept (and not paid for: a
         -- DELETE itself writes little, so the payload would be most of what capture adds).
-        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
-                                      keys, old_values)
-        SELECT v_seq, v_txid, v_at, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
+        INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values)
+        SELECT v_seq, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
                '{primary_id}'::text[], ARRAY[(o.${pk})::text]
         FROM omnisync_old o;
     ELSE
-        INSERT INTO omnisync.capture (seq, txid, captured_at, source, brand_id, primary_id, op,
-                                      keys)
-        VALUES (v_seq, v_txid, v_at, ${source}, 0, '', 'truncate', '{}');
-    END IF;
-    IF NOT FOUND THEN
-        RETURN NULL; -- nothing captured: no doorbell
+        INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys)
+        VALUES (v_seq, ${source}, 0, '', 'truncate', '{}');
     END IF;
     -- The doorbell (NOTIFY omnisync) wakes the daemon at commit; the captured row is the truth.
     -- NOTIFY takes a database-wide lock at commit, so ringing it in every transaction would
@@ -77,8 +90,9 @@ BEGIN
     -- one holding the lock), and the daemon claims again 50 ms after every ring; only a
     -- transaction still open by then waits for the next ring or for the poll
     -- ([delivery] poll_interval).
-    IF current_setting('omnisync.rang', true) IS DISTINCT FROM
-       (date_part('epoch', clock_timestamp()) * 100)::bigint::text THEN
+    -- (FOUND: something was captured; nothing captured rings no doorbell.)
+    IF FOUND AND current_setting('omnisync.rang', true) IS DISTINCT FROM
+                 (date_part('epoch', clock_timestamp()) * 100)::bigint::text THEN
         IF pg_try_advisory_xact_lock(hashtext('omnisync doorbell')) THEN
             PERFORM pg_notify('omnisync', '');
             PERFORM set_config('omnisync.rang',
