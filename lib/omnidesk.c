@@ -10,7 +10,10 @@
  * The loop integration is curl's multi-uv pattern: curl tells us which sockets to watch
  * (CURLMOPT_SOCKETFUNCTION, one uv_poll per socket) and when to wake it up
  * (CURLMOPT_TIMERFUNCTION, one uv_timer); we hand every event back with curl_multi_socket_action
- * and collect finished transfers with curl_multi_info_read. Nothing here blocks.
+ * and collect finished transfers with curl_multi_info_read. Nothing here blocks. A connection's
+ * uv_poll lives as long as the connection (open_connection to close_connection), not from one
+ * CURL_POLL_REMOVE to the next: a poll made and closed per request cost five epoll_ctl calls and
+ * an ioctl each time.
  *
  * Lifetimes follow libuv: a poll context is freed only in its close callback; callers' callbacks
  * run outside every curl callback, and close/abort work that would tear down the multi handle is
