@@ -10,7 +10,10 @@
  * The loop integration is curl's multi-uv pattern: curl tells us which sockets to watch
  * (CURLMOPT_SOCKETFUNCTION, one uv_poll per socket) and when to wake it up
  * (CURLMOPT_TIMERFUNCTION, one uv_timer); we hand every event back with curl_multi_socket_action
- * and collect finished transfers with curl_multi_info_read. Nothing here blocks.
+ * and collect finished transfers with curl_multi_info_read. Nothing here blocks. A connection's
+ * uv_poll lives as long as the connection (open_connection to close_connection), not from one
+ * CURL_POLL_REMOVE to the next: a poll made and closed per request cost five epoll_ctl calls and
+ * an ioctl each time.
  *
  * Lifetimes follow libuv: a poll context is freed only in its close callback; callers' callbacks
  * run outside every curl callback, and close/abort work that would tear down the multi handle is
@@ -57,7 +60,9 @@
 struct omnidesk_socket {
     uv_poll_t poll;
     curl_socket_t fd;
-    int events; /* UV_READABLE/UV_WRITABLE curl asked for last */
+    int events;     /* UV_READABLE/UV_WRITABLE the poll watches (curl asked for them last) */
+    int connection; /* a connection socket: curl closes it through close_connection */
+    int wanted;     /* curl watches it now (between its IN/OUT and its REMOVE) */
     struct omnidesk *client;
     struct queue node; /* in client->sockets until uv_close is called */
 };
@@ -204,12 +209,55 @@ static void socket_close(struct omnidesk_socket *s)
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
 
+static struct omnidesk_socket *socket_find(struct omnidesk *c, curl_socket_t fd)
+{
+    struct queue *q;
+
+    queue_foreach(q, &c->sockets) {
+        struct omnidesk_socket *s = queue_data(q, struct omnidesk_socket, node);
+        if (s->fd == fd)
+            return s;
+    }
+    return NULL;
+}
+
+static struct omnidesk_socket *socket_open(struct omnidesk *c, curl_socket_t fd, int connection)
+{
+    struct omnidesk_socket *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL)
+        return NULL;
+    rc = uv_poll_init_socket(c->loop, &s->poll, fd);
+    if (rc != 0) {
+        log_warn("omnidesk cannot watch a socket: %s", uv_strerror(rc));
+        free(s);
+        return NULL;
+    }
+    s->fd = fd;
+    s->connection = connection;
+    s->client = c;
+    s->poll.data = s;
+    queue_insert_head(&c->sockets, &s->node);
+    c->handles_open++;
+    return s;
+}
+
 static void on_poll(uv_poll_t *poll, int status, int events)
 {
     struct omnidesk_socket *s = poll->data;
     struct omnidesk *c = s->client;
     int flags = 0;
     int running;
+
+    /* An idle keep-alive connection still watched (see on_curl_socket) that became readable:
+     * the server closed it or sent something unasked. curl is not watching it and will find
+     * out itself when it next picks the connection; stop, so a level-triggered EOF cannot spin. */
+    if (!s->wanted) {
+        uv_poll_stop(poll);
+        s->events = 0;
+        return;
+    }
 
     /*
      * On POLLERR (a reset, for one) libuv reports UV_EBADF and stops the handle. Passing
@@ -246,31 +294,38 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int action, void *userp,
     if (action == CURL_POLL_REMOVE) {
         if (s != NULL) {
             curl_multi_assign(c->multi, fd, NULL);
-            socket_close(s);
+            s->wanted = 0;
+            /*
+             * A connection curl keeps alive for the next request stays watched for reading, as
+             * it is: curl asks for the same again when it reuses the connection, and stopping
+             * and starting the poll cost libuv five epoll_ctl calls and an ioctl per request.
+             * Its poll is closed with the connection (close_connection); one watched for
+             * writing is stopped (a writable socket would wake the loop at once). Any other
+             * socket (a resolver's) is closed now: curl closes it without telling us.
+             */
+            if (!s->connection) {
+                socket_close(s);
+            } else if (s->events != UV_READABLE) {
+                uv_poll_stop(&s->poll);
+                s->events = 0;
+            }
         }
         return 0;
     }
     if (s == NULL) {
-        s = calloc(1, sizeof(*s));
-        if (s == NULL)
+        /* A connection's context outlives curl's REMOVE: find it by its descriptor. */
+        s = socket_find(c, fd);
+        if (s == NULL && (s = socket_open(c, fd, 0)) == NULL)
             return -1;
-        rc = uv_poll_init_socket(c->loop, &s->poll, fd);
-        if (rc != 0) {
-            log_warn("omnidesk cannot watch a socket: %s", uv_strerror(rc));
-            free(s);
-            return -1;
-        }
-        s->fd = fd;
-        s->client = c;
-        s->poll.data = s;
-        queue_insert_head(&c->sockets, &s->node);
-        c->handles_open++;
         curl_multi_assign(c->multi, fd, s);
     }
+    s->wanted = 1;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
         events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
+    if (events == s->events && uv_is_active((uv_handle_t *)&s->poll))
+        return 0;
     s->events = events;
     rc = uv_poll_start(&s->poll, events, on_poll);
     if (rc != 0) {
@@ -335,13 +390,32 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
  * whenever the server gets to it, and segments already on the wire are not recalled. Only a
  * version check at the API could order those.
  */
+/* A new connection socket (CURLOPT_SOCKOPTFUNCTION): its poll context lives until curl closes
+ * it (close_connection), across the requests that reuse it. Without one (out of memory),
+ * on_curl_socket makes a context that is closed at curl's REMOVE, as for any other socket. */
+static int open_connection(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+    struct omnidesk *c = clientp;
+
+    if (purpose == CURLSOCKTYPE_IPCXN && c != NULL && !c->torn_down && socket_find(c, fd) == NULL)
+        (void)socket_open(c, fd, 1);
+    return CURL_SOCKOPT_OK;
+}
+
 static int close_connection(void *clientp, curl_socket_t fd)
 {
+    struct omnidesk *c = clientp;
     struct tcp_info info;
     socklen_t info_len = sizeof(info);
     int unacked = 0;
 
-    (void)clientp;
+    /* Stop watching before the descriptor is closed (and its number perhaps reused). During
+     * teardown every context is closed already. */
+    if (c != NULL && !c->torn_down) {
+        struct omnidesk_socket *s = socket_find(c, fd);
+        if (s != NULL)
+            socket_close(s);
+    }
     /* A connection the peer (or a firewall's REJECT) has reset already holds nothing the
      * kernel would still send, whatever its stale send counters say. */
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &info_len) == 0 &&
@@ -674,7 +748,10 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     SETOPT(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     SETOPT(req->easy, CURLOPT_LOW_SPEED_TIME, low_speed_s);
     SETOPT(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(req->easy, CURLOPT_SOCKOPTFUNCTION, open_connection);
+    SETOPT(req->easy, CURLOPT_SOCKOPTDATA, c);
     SETOPT(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_connection);
+    SETOPT(req->easy, CURLOPT_CLOSESOCKETDATA, c);
     SETOPT(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
     SETOPT(req->easy, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(req->easy, CURLOPT_WRITEDATA, req);
