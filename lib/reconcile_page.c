@@ -29,7 +29,8 @@ struct scan {
 };
 
 /* The member name just read is the literal `lit`. */
-#define NAME_IS(s, lit) ((s)->key_len == sizeof(lit) - 1 && memcmp((s)->key, lit, sizeof(lit) - 1) == 0)
+#define NAME_IS(s, lit)                                                                            \
+    ((s)->key_len == sizeof(lit) - 1 && memcmp((s)->key, lit, sizeof(lit) - 1) == 0)
 
 /* A scalar read by value(): a string is in s->buf until the next string is read; V_INT is an
  * integer of at most 18 digits written as json-c would print it (text, textlen); V_NUMBER is any
@@ -803,8 +804,7 @@ static int row(struct scan *s, struct json_object *obj)
         /* The name is new (looked up above): json-c's own lookup is not needed again. */
         int rc = (v.kind != V_NULL && member == NULL)
                      ? -1
-                     : json_object_object_add_ex(obj, s->key, member,
-                                                 JSON_C_OBJECT_ADD_KEY_IS_NEW);
+                     : json_object_object_add_ex(obj, s->key, member, JSON_C_OBJECT_ADD_KEY_IS_NEW);
         if (rc != 0) {
             json_object_put(member);
             return -1;

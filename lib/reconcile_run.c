@@ -422,8 +422,8 @@ static void index_what(char *what, size_t len, long long start)
 }
 
 /* Adds `r` (taken: moved into rs or freed) to rs when it is omnisync's. */
-static int keep_remote(struct reader *rd, struct remotes *rs, struct reconcile_remote *r,
-                       char *err, size_t errlen)
+static int keep_remote(struct reader *rd, struct remotes *rs, struct reconcile_remote *r, char *err,
+                       size_t errlen)
 {
     const struct config *cfg = rd->o->cfg;
     if (r->primary_id == NULL ||
@@ -775,8 +775,8 @@ static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_rep
             struct index_answer *a = &done[sl->page];
             a->start = sl->page * RECONCILE_PAGE_LIMIT;
             a->first_total = *total;
-            int r = classify(&sl->x, cc, sl->what, a, &a->root, reason, sizeof(reason), e,
-                             sizeof(e));
+            int r =
+                classify(&sl->x, cc, sl->what, a, &a->root, reason, sizeof(reason), e, sizeof(e));
             if (r == RETRY) {
                 r = tries_next(rd, &sl->t, sl->what, reason, sl->x.retry_after_ms, e, sizeof(e));
                 if (r == 0)
@@ -920,8 +920,8 @@ static void forget_channel(struct reconcile_entry *e, const char *type, const ch
 
 /* Compares one CRM row (its key, mapped columns as JSON text, outbox brand). */
 static int compare_row(struct reader *rd, struct remotes *rs, const char *key, const char *data,
-                       size_t data_len, long long brand, struct reconcile_report *report,
-                       char *err, size_t errlen)
+                       size_t data_len, long long brand, struct reconcile_report *report, char *err,
+                       size_t errlen)
 {
     const struct reconcile_options *o = rd->o;
     struct json_object *new_data = NULL;

@@ -12,6 +12,11 @@
 
 #include "reconcile_page.h"
 
+/* A CRM row as jsonb_build_object(...)::text gives it. */
+#define CRM_ROW                                                                                    \
+    "{\"email\": \"c1@example.com\", \"lastname\": \"Smith\", \"firstname\": \"Ann\", "            \
+    "\"telephone\": \"+31610000001\", \"custom.tier\": \"gold\"}"
+
 static void same_text(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)
@@ -100,7 +105,8 @@ START_TEST(test_fast_pages_read_as_json_c)
      * of another shape and oversized values skipped. Custom fields: ints and booleans as text,
      * null not set, an empty object still says "custom fields known". */
     char big[RECONCILE_VALUE_MAX + 1024];
-    snprintf(big, sizeof(big), "{\"itemTotal\":4,\"itemStart\":2,\"items\":[{\"id\":1,"
+    snprintf(big, sizeof(big),
+             "{\"itemTotal\":4,\"itemStart\":2,\"items\":[{\"id\":1,"
              "\"channels\":[{\"type\":\"email\",\"address\":\"a@b\"},{\"address\":\"x\","
              "\"type\":\"email\",\"value\":null},[1],\"s\",{},{\"type\":1,\"value\":\"v\"},"
              "{\"type\":\"t\",\"value\":\"%0*d\"}],\"custom\":{\"a\":null,\"b\":7,\"c\":true,"
@@ -180,8 +186,7 @@ END_TEST
 START_TEST(test_crm_rows)
 {
     static const char *const fast[] = {
-        "{\"email\": \"c1@example.com\", \"lastname\": \"Smith\", \"firstname\": \"Ann\", "
-        "\"telephone\": \"+31610000001\", \"custom.tier\": \"gold\"}",
+        CRM_ROW,
         "{\"a\": null, \"b\": 12, \"c\": true, \"d\": false, \"e\": \"\\u00e9\\n\", \"f\": -7}",
         "{}",
     };
@@ -201,8 +206,15 @@ START_TEST(test_crm_rows)
         json_object_put(theirs);
     }
     static const char *const slow[] = {
-        "{\"a\": 1.5}", "{\"a\": {\"b\": 1}}", "{\"a\": [1]}", "{\"a\": 1, \"a\": 2}",
-        "{\"a\": \"\\u0000\"}", "[]", "", "{} x", "{\"a\": 1} x",
+        "{\"a\": 1.5}",
+        "{\"a\": {\"b\": 1}}",
+        "{\"a\": [1]}",
+        "{\"a\": 1, \"a\": 2}",
+        "{\"a\": \"\\u0000\"}",
+        "[]",
+        "",
+        "{} x",
+        "{\"a\": 1} x",
     };
     for (size_t i = 0; i < sizeof(slow) / sizeof(slow[0]); i++) {
         struct json_object *mine = NULL;
