@@ -294,17 +294,26 @@ static int literal(struct scan *s, const char *word, size_t n)
 
 static int skip(struct scan *s);
 
-/* A container at s->p, read and dropped: members are checked as JSON, nothing kept. */
-static int skip_container(struct scan *s, char close)
+/* Steps into the object or array whose opening bracket is at s->p: -1 when that is too deep,
+ * 1 when it is empty (and already left), 0 when members follow. */
+static int enter(struct scan *s, char close)
 {
     if (++s->depth > MAX_DEPTH)
         return -1;
     s->p++;
-    if (peek(s) == close) {
-        s->p++;
-        s->depth--;
+    if (peek(s) != close)
         return 0;
-    }
+    s->p++;
+    s->depth--;
+    return 1;
+}
+
+/* A container at s->p, read and dropped: members are checked as JSON, nothing kept. */
+static int skip_container(struct scan *s, char close)
+{
+    int entered = enter(s, close);
+    if (entered != 0)
+        return entered < 0 ? -1 : 0;
     for (;;) {
         if (close == '}' && name(s) != 0)
             return -1;
@@ -429,14 +438,9 @@ static int channel(struct scan *s, struct reconcile_remote *r)
     int has_value = 0, has_address = 0, has_type = 0, rc = -1;
     if (peek(s) != '{')
         return skip(s);
-    if (++s->depth > MAX_DEPTH)
-        return -1;
-    s->p++;
-    if (peek(s) == '}') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
+    int entered = enter(s, '}');
+    if (entered != 0)
+        return entered < 0 ? -1 : 0;
     for (;;) {
         struct value v;
         if (name(s) != 0)
@@ -485,14 +489,9 @@ out:
 
 static int channels(struct scan *s, struct reconcile_remote *r)
 {
-    if (++s->depth > MAX_DEPTH)
-        return -1;
-    s->p++;
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
+    int entered = enter(s, ']');
+    if (entered != 0)
+        return entered < 0 ? -1 : 0;
     for (;;) {
         if (channel(s, r) != 0)
             return -1;
@@ -516,14 +515,9 @@ static int custom(struct scan *s, struct reconcile_remote *r)
     size_t ndropped = 0;
     int rc = -1;
     r->custom_known = 1;
-    if (++s->depth > MAX_DEPTH)
-        return -1;
-    s->p++;
-    if (peek(s) == '}') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
+    int entered = enter(s, '}');
+    if (entered != 0)
+        return entered < 0 ? -1 : 0;
     for (;;) {
         struct value v;
         char *key = NULL, *text = NULL;
@@ -682,14 +676,9 @@ static int item(struct scan *s, struct reconcile_remote *r)
 static int items(struct scan *s, struct reconcile_page_items *out)
 {
     size_t cap = 0;
-    if (++s->depth > MAX_DEPTH)
-        return -1;
-    s->p++;
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
+    int entered = enter(s, ']');
+    if (entered != 0)
+        return entered < 0 ? -1 : 0;
     for (;;) {
         if (out->n == cap) {
             size_t grown_cap = cap ? cap * 2 : RECONCILE_PAGE_LIMIT;
