@@ -414,9 +414,10 @@ int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult
                   char *err, size_t errlen)
 {
     *counts = *failures = *processes = NULL;
-    /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too. A
-     * schema older than version 3 has no capture table: `status` right after a package upgrade,
-     * before `migrate`, still answers. */
+    /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too, a
+     * multi-row DELETE's row once per key (sql/007_statement_deletes.sql). A schema older than
+     * version 3 has no capture table: `status` right after a package upgrade, before `migrate`,
+     * still answers. */
     PGresult *has = NULL;
     int rc = db_query(conn, "SELECT to_regclass('omnisync.capture') IS NOT NULL", 0, NULL, &has,
                       err, errlen);
@@ -426,8 +427,10 @@ int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult
     PQclear(has);
     rc = db_query(conn,
                   capture ? STATUS_COUNTS("(SELECT source, status, created_at FROM omnisync.outbox "
-                                          "UNION ALL SELECT source, 'pending', captured_at FROM "
-                                          "omnisync.capture)")
+                                          "UNION ALL SELECT c.source, 'pending', c.captured_at "
+                                          "FROM omnisync.capture c, generate_series(1, CASE WHEN "
+                                          "c.op = 'delete_many' THEN cardinality(c.old_values) "
+                                          "ELSE 1 END))")
                           : STATUS_COUNTS("omnisync.outbox"),
                   0, NULL, counts, err, errlen);
     if (rc == 0)
@@ -570,9 +573,11 @@ int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char *
             " FROM listed l JOIN want w ON w.p = l.p"
             " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
             "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)"
-            /* a change captured and not yet moved into the outbox (sql/003) is newer too */
+            /* a change captured and not yet moved into the outbox (sql/003) is newer too, a
+             * key of a multi-row DELETE's row included (sql/007) */
             "  AND NOT EXISTS (SELECT 1 FROM omnisync.capture c WHERE c.source = %s"
-            "  AND c.brand_id = l.brand AND c.primary_id = l.k::text)), "
+            "  AND c.brand_id = l.brand AND (c.primary_id = l.k::text"
+            "  OR c.op = 'delete_many' AND l.k::text = ANY (c.old_values)))), "
             "corrected AS ("
             " UPDATE omnisync.sync_state s SET"
             "  created = CASE WHEN f.reset THEN false ELSE s.created END,"

@@ -414,9 +414,12 @@ int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
                         "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE "
                         "status = 'pending')), 0) AS oldest_pending_age, "
                         "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) AS paused "
-                        /* captured rows not yet moved (sql/003_capture.sql) are pending too */
+                        /* captured rows not yet moved (sql/003_capture.sql) are pending too,
+                         * a multi-row DELETE's row once per key (sql/007_statement_deletes.sql) */
                         "FROM (SELECT status, created_at FROM omnisync.outbox UNION ALL "
-                        "SELECT 'pending', captured_at FROM omnisync.capture) o",
+                        "SELECT 'pending', c.captured_at FROM omnisync.capture c, "
+                        "generate_series(1, CASE WHEN c.op = 'delete_many' "
+                        "THEN cardinality(c.old_values) ELSE 1 END)) o",
                         0, NULL, DBLOOP_FAIL_FAST, cb, arg);
 }
 

@@ -70,10 +70,21 @@ BEGIN
         -- A delete is sent as a purge by primary id (or ignored: on_delete); the deleted
         -- person's other columns are not needed, so they are not kept (and not paid for: a
         -- DELETE itself writes little, so the payload would be most of what capture adds).
-        INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values)
-        SELECT v_seq, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
-               '{primary_id}'::text[], ARRAY[(o.${pk})::text]
-        FROM omnisync_old o;
+        IF NOT EXISTS (SELECT FROM omnisync_old OFFSET 1) THEN
+            INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values)
+            SELECT v_seq, ${source}, ${brand_old}, coalesce((o.${pk})::text, ''), 'delete',
+                   '{primary_id}'::text[], ARRAY[(o.${pk})::text]
+            FROM omnisync_old o;
+        ELSE
+            -- Many rows: one row per brand holding the primary ids, which the daemon's move
+            -- expands into the rows above (sql/007_statement_deletes.sql). A row per customer
+            -- cost the statement 5 times as much as this array.
+            INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys, old_values)
+            SELECT v_seq, ${source}, ${brand_old}, '', 'delete_many', '{primary_id}'::text[],
+                   array_agg(coalesce((o.${pk})::text, ''))
+            FROM omnisync_old o
+            GROUP BY 3;
+        END IF;
     ELSE
         INSERT INTO omnisync.capture (seq, source, brand_id, primary_id, op, keys)
         VALUES (v_seq, ${source}, 0, '', 'truncate', '{}');
