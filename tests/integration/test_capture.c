@@ -103,6 +103,8 @@ START_TEST(test_rollback_leaves_nothing)
     scenario_exec(&sc, "BEGIN; UPDATE customers SET first_name = 'Bo';"
                        "INSERT INTO customers (customer_no, first_name) VALUES ('R0', 'X');"
                        "DELETE FROM customers WHERE customer_no = 'R5'; ROLLBACK");
+    /* A multi-row DELETE: one captured row of keys (sql/007), gone with the rollback. */
+    scenario_exec(&sc, "BEGIN; DELETE FROM customers WHERE customer_no LIKE 'R1%'; ROLLBACK");
     scenario_exec(&sc, "BEGIN; TRUNCATE customers; ROLLBACK");
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 0);
@@ -206,6 +208,96 @@ START_TEST(test_claim_moves_in_batches)
                                               "AND i.op = 'insert' WHERE u.op = 'update' AND "
                                               "u.primary_id = 'B1' AND u.id > i.id"),
                      1);
+}
+END_TEST
+
+/* A customer's outbox rows' ops in id order, comma-separated, as the test's count: 1 if they
+ * are `ops`. */
+static long long ops_are(const char *primary_id, const char *ops)
+{
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM (SELECT string_agg(op, ',' ORDER BY id) AS ops FROM "
+             "omnisync.outbox WHERE primary_id = '%s') q WHERE ops = '%s'",
+             primary_id, ops);
+    return pgrig_query_int(sc.conn, sql);
+}
+
+/*
+ * A multi-row DELETE is captured as one row of its keys (sql/007_statement_deletes.sql), which the
+ * move expands in slices of 50,000 keys. It commits while moves run (they must not skip it), and
+ * changes of the same customers that wait for its locks (a re-insert), then come after it (an
+ * update, another multi-row DELETE, a single-row insert), land after its delete in the outbox,
+ * a key beyond the first slice included.
+ */
+START_TEST(test_bulk_delete_then_changes_in_order)
+{
+    scenario_exec(&sc, "SET session_replication_role = replica;"
+                       "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'D' || i, 'Ann', 'Lee' FROM generate_series(1, 60000) i;"
+                       "RESET session_replication_role");
+    PGconn *bulk = connect_crm(), *single = connect_crm();
+    ck_assert_int_eq(pgrig_exec(bulk, "BEGIN; DELETE FROM customers WHERE customer_no LIKE 'D%'"),
+                     0);
+    /* One row for the statement, not yet committed: the move sees nothing. */
+    ck_assert_int_eq(pgrig_query_int(bulk, "SELECT count(*) FROM omnisync.capture WHERE op = "
+                                           "'delete_many' AND cardinality(old_values) = 60000"),
+                     1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured(5000)"), 0);
+    /* A re-insert of D5 waits for the DELETE's lock on its key. */
+    ck_assert_int_eq(PQsendQuery(single, "INSERT INTO customers (customer_no, first_name, "
+                                         "last_name) VALUES ('D5', 'Re', 'Born')"),
+                     1);
+    ck_assert(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity "
+                                                  "WHERE wait_event_type = 'Lock' AND query "
+                                                  "LIKE 'INSERT INTO customers%'") == 1,
+                         10000));
+    ck_assert_int_eq(pgrig_exec(bulk, "COMMIT"), 0);
+    PGresult *res;
+    while ((res = PQgetResult(single)) != NULL) {
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "re-insert: %s",
+                      PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    ck_assert_int_eq(pgrig_exec(single, "INSERT INTO customers (customer_no, first_name, "
+                                        "last_name) VALUES ('D60000', 'Re', 'Born')"),
+                     0);
+    /* A first batch moves while changes go on: the slice expanded, the rest still one row. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured(5000)"), 5000);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT cardinality(old_values) FROM "
+                                              "omnisync.capture WHERE op = 'delete_many'"),
+                     10000);
+    ck_assert_int_eq(pgrig_exec(single, "UPDATE customers SET first_name = 'Cy' "
+                                        "WHERE customer_no = 'D5'"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(single, "DELETE FROM customers WHERE customer_no IN "
+                                        "('D5', 'D60000')"),
+                     0);
+    ck_assert_int_eq(pgrig_exec(single, "INSERT INTO customers (customer_no, first_name, "
+                                        "last_name) VALUES ('D5', 'Di', 'Born')"),
+                     0);
+    /* Status counts a row of keys once per key: 55,000, 2 inserts, an update, 2 keys, 1 insert. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture c, "
+                                              "generate_series(1, CASE WHEN c.op = "
+                                              "'delete_many' THEN cardinality(c.old_values) "
+                                              "ELSE 1 END)"),
+                     55006);
+    ck_assert(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured(5000)") == 0 &&
+                             pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture") == 0,
+                         60000));
+    PQfinish(bulk);
+    PQfinish(single);
+
+    /* Every deleted customer once, as version 3 wrote it; then the later changes, in order. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(DISTINCT primary_id) FROM "
+                                              "omnisync.outbox WHERE op = 'delete' AND "
+                                              "old_data = jsonb_build_object('primary_id', "
+                                              "primary_id) AND new_data IS NULL"),
+                     60000);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 60006);
+    ck_assert_int_eq(ops_are("D5", "delete,insert,update,delete,insert"), 1);
+    ck_assert_int_eq(ops_are("D60000", "delete,insert,delete"), 1);
+    ck_assert_int_eq(ops_are("D7", "delete"), 1);
 }
 END_TEST
 
@@ -356,6 +448,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_late_commit_not_skipped);
     tcase_add_test(tc, test_rollback_leaves_nothing);
+    tcase_add_test(tc, test_bulk_delete_then_changes_in_order);
     tcase_add_test(tc, test_update_pairs_rows_at_any_size);
     tcase_add_test(tc, test_claim_moves_in_batches);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);

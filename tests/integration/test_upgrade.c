@@ -73,14 +73,15 @@ static void assert_status(const char *primary_id, const char *status)
     ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
 }
 
-/* The migrations of schema versions 1 to 4, as released. */
-static const char *const released[] = {"001_schema.sql", "002_create_unknown.sql",
-                                       "003_capture.sql", "004_claim_plans.sql"};
+/* The migrations of schema versions 1 to 6, as released. */
+static const char *const released[] = {"001_schema.sql",      "002_create_unknown.sql",
+                                       "003_capture.sql",     "004_claim_plans.sql",
+                                       "005_claim_batch.sql", "006_plain_batches.sql"};
 
 /*
- * Schema version 1 to 4 as released: its migrations, and the triggers of the time under their
+ * Schema version 1 to 6 as released: its migrations, and the triggers of the time under their
  * names. Versions 1 and 2 (before issue 14): row triggers writing straight into the outbox (the
- * outbox columns they filled; the payload is the scenario's mapping). Versions 3 and 4: triggers
+ * outbox columns they filled; the payload is the scenario's mapping). Versions 3 to 6: triggers
  * appending to omnisync.capture (its columns; row triggers here, which write the same rows as the
  * statement triggers of the time for single-row statements).
  */
@@ -173,7 +174,19 @@ START_TEST(test_upgrade_with_rows)
         /* A change still captured (status moved what was there): it stays through `migrate`. */
         scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
                            "VALUES ('v7', 'Cy', 'Lee', 'v7@example.org')");
-        ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 1);
+        /* And a multi-row DELETE as versions 3 to 6 captured it, a row per customer (w1, w2
+         * inserted, then deleted in one statement, both still captured): sql/007 captures such
+         * a statement as one row of keys, and must still move rows of the old shape. */
+        scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                           "SELECT 'w' || i, 'Di', 'Lee', 'w' || i || '@example.org' "
+                           "FROM generate_series(1, 2) i;"
+                           "SET session_replication_role = replica;"
+                           "DELETE FROM customers WHERE customer_no LIKE 'w%';"
+                           "RESET session_replication_role;"
+                           "INSERT INTO omnisync.capture (source, brand_id, primary_id, op, keys, "
+                           "old_values) SELECT 'customers', 0, 'w' || i, 'delete', "
+                           "'{primary_id}', ARRAY['w' || i] FROM generate_series(1, 2) i");
+        ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 5);
     }
     migrate();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT max(version) FROM omnisync.schema_version"),
@@ -190,9 +203,9 @@ START_TEST(test_upgrade_with_rows)
                                      "'%status || '''' = ''pending''%') OR (proname = 'claim' AND "
                                      "prosrc LIKE '%claim_batch%') OR proname = 'claim_outbox')"),
                      2);
-    /* A change captured before the upgrade is still there, for the new daemon to move. */
+    /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
-                     from >= 3);
+                     from >= 3 ? 5 : 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
                                               "'public.customers'::regclass AND NOT tgisinternal "
                                               "AND tgname = 'omnisync_customers_insdel'"),
@@ -211,8 +224,16 @@ START_TEST(test_upgrade_with_rows)
     ck_assert_msg(scenario_wait_quiet(&sc, 20000), "pending rows were not delivered");
     assert_status("v1", "done");
     assert_status("v6", "done");
-    if (from >= 3)
+    if (from >= 3) {
         assert_status("v7", "done");
+        /* The old-shape deletes were moved after the inserts they follow, and went out. */
+        ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                         "SELECT count(*) FROM omnisync.outbox d JOIN "
+                                         "omnisync.outbox i ON i.primary_id = d.primary_id AND "
+                                         "i.op = 'insert' AND i.id < d.id WHERE d.op = 'delete' "
+                                         "AND d.primary_id LIKE 'w%' AND d.status = 'done'"),
+                         2);
+    }
     int created = from >= 3 ? 3 : 2;
     ck_assert_int_eq(fake_customer_count(&sc.fake), created);
 
@@ -297,7 +318,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
-    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 5); /* from each version 1 to 4 */
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 7); /* from each version 1 to 6 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }
