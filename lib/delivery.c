@@ -8,6 +8,7 @@
 #include "delivery.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,11 +139,24 @@ static void start_plan(struct delivery *d);
 
 /* ---- set up ---- */
 
+#define END_OF(member) (offsetof(struct delivery, member) + sizeof(((struct delivery *)0)->member))
+
+static void zero_range(struct delivery *d, size_t from, size_t to)
+{
+    memset((char *)d + from, 0, to - from);
+}
+
 int delivery_init(struct delivery *d, const struct config *cfg, const struct config_source *src,
                   long long brand_id, const char *primary_id, struct delivery_row *rows,
                   size_t nrows, const struct outbox_sync *sync)
 {
-    memset(d, 0, sizeof(*d));
+    /* Zero everything but the three arrays (30 kB, a memset that cost 5 % of the daemon's CPU
+     * per row): rows[0..nrows) are copied below, mapping fills each plan it makes, add_outcome
+     * clears each outcome it adds, and nothing reads past nrows, nplans or noutcomes. */
+    zero_range(d, 0, offsetof(struct delivery, rows));
+    zero_range(d, END_OF(rows), offsetof(struct delivery, plans));
+    zero_range(d, END_OF(plans), offsetof(struct delivery, outcomes));
+    zero_range(d, END_OF(outcomes), sizeof(*d));
     d->cfg = cfg;
     d->source = src;
     snprintf(d->source_name, sizeof(d->source_name), "%s", src->name);
