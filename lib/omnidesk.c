@@ -71,10 +71,12 @@ struct omnidesk_request {
     struct omnidesk *client;
     struct queue node; /* in client->requests while in flight */
     CURL *easy;
-    curl_mime *mime;
     struct curl_slist *headers; /* holds the key: wiped before it is freed */
-    char *form;                 /* urlencoded body, owned */
-    struct omnidesk_once once;  /* the multipart part that refuses a resend (see build_mime) */
+    char *post;                 /* the body (urlencoded or multipart), owned */
+    size_t post_len;
+    int send_once;              /* never sent a second time (see on_prereq) */
+    int sends;                  /* times curl was about to send it */
+    int resend_refused;
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
     long connect_timeout_ms;
@@ -557,17 +559,39 @@ static void request_unlink(struct omnidesk_request *req)
     c->in_flight--;
 }
 
+/*
+ * The easy handle goes back to the client's spares, reset (curl_easy_reset drops every option,
+ * so nothing of this request, least of all its pointers into the headers and the body, reaches
+ * the next one): a handle made and destroyed per request cost an allocation of libcurl's
+ * whole transfer state and its teardown each time. Spares are kept up to max_in_flight.
+ */
+static void easy_release(struct omnidesk *c, CURL *easy)
+{
+    if (easy == NULL)
+        return;
+    if (c->torn_down || c->nspare >= OMNIDESK_SPARE_MAX || c->nspare >= c->max_in_flight) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    c->spare[c->nspare++] = easy;
+}
+
+static CURL *easy_take(struct omnidesk *c)
+{
+    if (c->nspare > 0)
+        return c->spare[--c->nspare];
+    return curl_easy_init();
+}
+
 static void request_free(struct omnidesk_request *req)
 {
     if (req == NULL)
         return;
-    /* The easy handle goes first: it may point into the mime, the headers and the form. */
-    if (req->easy != NULL)
-        curl_easy_cleanup(req->easy);
-    curl_mime_free(req->mime);
+    /* The easy handle goes first: it points into the headers and the body. */
+    easy_release(req->client, req->easy);
     omnidesk_request_headers_free(req->headers);
-    free(req->form);
-    free(req->once.data);
+    free(req->post);
     free(req->body);
     free(req);
 }
@@ -613,6 +637,9 @@ static void request_finish(struct omnidesk_request *req, CURLcode rc, int cancel
             r.seconds = (double)total_us / 1e6;
         else
             r.seconds = (double)(monotonic_ms() - req->started_ms) / 1000.0;
+        /* on_prereq refused a resend: the code libcurl gives a body it cannot send again. */
+        if (req->resend_refused && rc == CURLE_ABORTED_BY_CALLBACK)
+            rc = CURLE_SEND_FAIL_REWIND;
         if (rc != CURLE_OK) {
             transport_error(req, rc, &r);
         } else {
@@ -654,6 +681,33 @@ static void check_multi_info(struct omnidesk *c)
     }
 }
 
+/*
+ * A create or a channel add goes out at most once per request: libcurl silently sends a request
+ * again on a new connection when a reused keep-alive connection died before any byte of the
+ * answer came back (Curl_retry_request), and for a create or a channel add that the API may
+ * already have applied, the second copy is a duplicate at Omnidesk. libcurl calls this before
+ * each time it sends the request, on the connection it will use; the second call is that resend,
+ * and refusing it fails the transfer before a byte goes out, reported as CURLE_SEND_FAIL_REWIND
+ * (request_finish): the engine sees a lost answer and decides (it looks the customer up first).
+ * A request that never left goes out normally. This keeps keep-alive for every endpoint: a fresh
+ * TCP connection per create cost the daemon and the API a connect, an accept and a close each.
+ */
+static int on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    struct omnidesk_request *req = arg;
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (req->send_once && req->sends++ > 0) {
+        req->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 /* The body and headers in the shape of each endpoint: lib/omnidesk_request.c. These two keep
  * their names for tests/fuzz/fuzz_body.c, which compiles this file in. */
 static char *build_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
@@ -661,10 +715,40 @@ static char *build_form(const struct omnidesk_field *fields, size_t nfields, CUR
     return omnidesk_request_form(fields, nfields, easy);
 }
 
+/*
+ * The multipart body as one buffer, sent with CURLOPT_POSTFIELDS: libcurl then writes the
+ * headers and the body with one send, where its mime API made two, and drew a random boundary
+ * (a RAND_bytes call) and formatted every part's headers with its printf, per request. The
+ * Content-Type line that names the boundary joins req->headers. With `once`, the request is
+ * never sent twice (on_prereq).
+ */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
-    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL, &req->mime);
+    static const char prefix[] = "Content-Type: multipart/form-data; boundary=";
+    char line[sizeof(prefix) + OMNIDESK_BOUNDARY_LEN];
+    char boundary[OMNIDESK_BOUNDARY_LEN + 1];
+    struct curl_slist *grown;
+    int rc;
+
+    rc = omnidesk_request_multipart(fields, nfields, &req->client->boundary_seq, &req->post,
+                                    &req->post_len, boundary);
+    if (rc != 0)
+        return rc;
+    memcpy(line, prefix, sizeof(prefix) - 1);
+    memcpy(line + sizeof(prefix) - 1, boundary, OMNIDESK_BOUNDARY_LEN + 1);
+    grown = curl_slist_append(req->headers, line);
+    if (grown == NULL)
+        return OMNISYNC_ENOMEM;
+    req->headers = grown;
+    req->send_once = once;
+    if (curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->post) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len) !=
+            CURLE_OK)
+        return OMNISYNC_EHTTP;
+    return 0;
 }
 
 #define SETOPT(easy, opt, val)                                                                     \
@@ -720,7 +804,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     req->max_body = c->max_body;
     req->cb = cb;
     req->data = data;
-    req->easy = curl_easy_init();
+    req->easy = easy_take(c);
     if (req->easy == NULL) {
         rc = OMNISYNC_ENOMEM;
         goto fail;
@@ -730,7 +814,6 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
 
     SETOPT(req->easy, CURLOPT_URL, url);
     SETOPT(req->easy, CURLOPT_PRIVATE, (char *)req);
-    SETOPT(req->easy, CURLOPT_HTTPHEADER, req->headers);
     SETOPT(req->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION);
     SETOPT(req->easy, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -765,17 +848,17 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         if ((rc = build_mime(req, fields, nfields,
                              endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL)) != 0)
             goto fail;
-        SETOPT(req->easy, CURLOPT_MIMEPOST, req->mime);
         break;
     case OMNIDESK_UPDATE:
     case OMNIDESK_PURGE_LEGACY:
-        req->form = build_form(fields, nfields, req->easy);
-        if (req->form == NULL) {
+        req->post = build_form(fields, nfields, req->easy);
+        if (req->post == NULL) {
             rc = OMNISYNC_ENOMEM;
             goto fail;
         }
-        SETOPT(req->easy, CURLOPT_POSTFIELDS, req->form);
-        SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->form));
+        req->post_len = strlen(req->post);
+        SETOPT(req->easy, CURLOPT_POSTFIELDS, req->post);
+        SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len);
         SETOPT(req->easy, CURLOPT_CUSTOMREQUEST, endpoint == OMNIDESK_UPDATE ? "PUT" : "DELETE");
         break;
     case OMNIDESK_PURGE:
@@ -785,6 +868,8 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         SETOPT(req->easy, CURLOPT_HTTPGET, 1L);
         break;
     }
+    /* After the body: a multipart body adds its Content-Type line. */
+    SETOPT(req->easy, CURLOPT_HTTPHEADER, req->headers);
 
     req->started_ms = monotonic_ms();
     /* Adding only arms the timer (CURLMOPT_TIMERFUNCTION): the transfer, and so the callback,
@@ -940,6 +1025,8 @@ static void teardown(struct omnidesk *c)
         socket_close(queue_data(q, struct omnidesk_socket, node));
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
+    while (c->nspare > 0)
+        curl_easy_cleanup(c->spare[--c->nspare]);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->reaper, on_handle_closed);
     wipe_free(c->api_key, c->api_key_len);
