@@ -23,8 +23,8 @@
  * shape (path, headers, body) is built in omnidesk_request.c; what an answer means is decided in
  * omnidesk_answer.c, pure, testable without a socket.
  *
- * Secrets: the API key lives in one buffer and in the header list of each request; both are
- * wiped before they are freed. Nothing written to the log carries the key or a field value.
+ * Secrets: the API key lives in one header list per key (omnidesk_request_headers_new), shared
+ * by reference by the requests started with it and wiped when the last one lets go. Nothing written to the log carries the key or a field value.
  */
 #include "omnidesk.h"
 
@@ -71,7 +71,9 @@ struct omnidesk_request {
     struct omnidesk *client;
     struct queue node; /* in client->requests while in flight */
     CURL *easy;
-    struct curl_slist *headers; /* holds the key: wiped before it is freed */
+    struct omnidesk_headers *headers; /* the client's lines when it started (a reference) */
+    struct curl_slist content_type;    /* this body's Content-Type, in front of headers->list */
+    char content_type_line[96];
     char *post;                 /* the body (urlencoded or multipart), owned */
     size_t post_len;
     int send_once;              /* never sent a second time (see on_prereq) */
@@ -94,14 +96,6 @@ struct omnidesk_request {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static void wipe_free(char *secret, size_t len)
-{
-    if (secret == NULL)
-        return;
-    explicit_bzero(secret, len);
-    free(secret);
-}
 
 static uint64_t monotonic_ms(void)
 {
@@ -590,7 +584,7 @@ static void request_free(struct omnidesk_request *req)
         return;
     /* The easy handle goes first: it points into the headers and the body. */
     easy_release(req->client, req->easy);
-    omnidesk_request_headers_free(req->headers);
+    omnidesk_request_headers_unref(req->headers);
     free(req->post);
     free(req->body);
     free(req);
@@ -719,28 +713,24 @@ static char *build_form(const struct omnidesk_field *fields, size_t nfields, CUR
  * The multipart body as one buffer, sent with CURLOPT_POSTFIELDS: libcurl then writes the
  * headers and the body with one send, where its mime API made two, and drew a random boundary
  * (a RAND_bytes call) and formatted every part's headers with its printf, per request. The
- * Content-Type line that names the boundary joins req->headers. With `once`, the request is
- * never sent twice (on_prereq).
+ * Content-Type line names the boundary (request_headers). With `once`, the request is never
+ * sent twice (on_prereq).
  */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
     static const char prefix[] = "Content-Type: multipart/form-data; boundary=";
-    char line[sizeof(prefix) + OMNIDESK_BOUNDARY_LEN];
     char boundary[OMNIDESK_BOUNDARY_LEN + 1];
-    struct curl_slist *grown;
     int rc;
 
+    _Static_assert(sizeof(prefix) + OMNIDESK_BOUNDARY_LEN <= sizeof(req->content_type_line),
+                   "room for the multipart Content-Type line");
     rc = omnidesk_request_multipart(fields, nfields, &req->client->boundary_seq, &req->post,
                                     &req->post_len, boundary);
     if (rc != 0)
         return rc;
-    memcpy(line, prefix, sizeof(prefix) - 1);
-    memcpy(line + sizeof(prefix) - 1, boundary, OMNIDESK_BOUNDARY_LEN + 1);
-    grown = curl_slist_append(req->headers, line);
-    if (grown == NULL)
-        return OMNISYNC_ENOMEM;
-    req->headers = grown;
+    memcpy(req->content_type_line, prefix, sizeof(prefix) - 1);
+    memcpy(req->content_type_line + sizeof(prefix) - 1, boundary, OMNIDESK_BOUNDARY_LEN + 1);
     req->send_once = once;
     if (curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
         curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req) != CURLE_OK ||
@@ -749,6 +739,18 @@ static int build_mime(struct omnidesk_request *req, const struct omnidesk_field 
             CURLE_OK)
         return OMNISYNC_EHTTP;
     return 0;
+}
+
+/* The request's header lines: its Content-Type, if its body has one, then the client's. */
+static struct curl_slist *request_headers(struct omnidesk_request *req)
+{
+    struct curl_slist *shared = req->headers != NULL ? req->headers->list : NULL;
+
+    if (req->content_type_line[0] == '\0')
+        return shared;
+    req->content_type.data = req->content_type_line;
+    req->content_type.next = shared;
+    return &req->content_type;
 }
 
 #define SETOPT(easy, opt, val)                                                                     \
@@ -809,8 +811,10 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
-    if ((rc = omnidesk_request_headers(c->api_key, c->api_key_len, urlencoded, &req->headers)) != 0)
-        goto fail;
+    req->headers = omnidesk_request_headers_ref(c->headers);
+    if (urlencoded)
+        snprintf(req->content_type_line, sizeof(req->content_type_line), "%s",
+                 "Content-Type: application/x-www-form-urlencoded");
 
     SETOPT(req->easy, CURLOPT_URL, url);
     SETOPT(req->easy, CURLOPT_PRIVATE, (char *)req);
@@ -869,7 +873,7 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         break;
     }
     /* After the body: a multipart body adds its Content-Type line. */
-    SETOPT(req->easy, CURLOPT_HTTPHEADER, req->headers);
+    SETOPT(req->easy, CURLOPT_HTTPHEADER, request_headers(req));
 
     req->started_ms = monotonic_ms();
     /* Adding only arms the timer (CURLMOPT_TIMERFUNCTION): the transfer, and so the callback,
@@ -905,24 +909,10 @@ static int copy_base_url(const char *in, char **out)
     return 0;
 }
 
-static int copy_key(const char *in, char **out, size_t *out_len)
-{
-    size_t len = strlen(in);
-    char *key = malloc(len + 1);
-
-    if (key == NULL)
-        return OMNISYNC_ENOMEM;
-    memcpy(key, in, len + 1);
-    *out = key;
-    *out_len = len;
-    return 0;
-}
-
 int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_options *opts)
 {
     char *base_url = NULL;
-    char *key = NULL;
-    size_t key_len = 0;
+    struct omnidesk_headers *headers = NULL;
     CURLM *multi = NULL;
     int rc;
 
@@ -932,8 +922,11 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
         return rc;
     if ((rc = copy_base_url(opts->base_url, &base_url)) != 0)
         goto fail;
-    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
+    headers = omnidesk_request_headers_new(opts->api_key, strlen(opts->api_key));
+    if (headers == NULL) {
+        rc = OMNISYNC_ENOMEM;
         goto fail;
+    }
     multi = curl_multi_init();
     if (multi == NULL) {
         rc = OMNISYNC_EHTTP;
@@ -954,8 +947,7 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
     c->loop = loop;
     c->multi = multi;
     c->base_url = base_url;
-    c->api_key = key;
-    c->api_key_len = key_len;
+    c->headers = headers;
     c->timeout_ms = opts->timeout_ms;
     c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
                                                          : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
@@ -973,34 +965,34 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
 fail:
     if (multi != NULL)
         curl_multi_cleanup(multi);
-    wipe_free(key, key_len);
+    omnidesk_request_headers_unref(headers);
     free(base_url);
     return rc;
 }
 
 int omnidesk_reconfigure(struct omnidesk *c, const struct omnidesk_options *opts)
 {
-    char *key = NULL;
-    size_t key_len = 0;
+    struct omnidesk_headers *headers;
     int rc;
 
     if (c == NULL || c->closing)
         return OMNISYNC_EINVAL;
     if ((rc = check_options(opts, 0)) != 0)
         return rc;
-    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
-        return rc;
+    headers = omnidesk_request_headers_new(opts->api_key, strlen(opts->api_key));
+    if (headers == NULL)
+        return OMNISYNC_ENOMEM;
     if ((rc = apply_limits(c->multi, opts->max_in_flight)) != 0) {
-        wipe_free(key, key_len);
+        omnidesk_request_headers_unref(headers);
         /* Put the old limits back so the multi handle matches what we enforce. */
         if (apply_limits(c->multi, c->max_in_flight) != 0)
             log_warn("omnidesk could not restore connection limits max_in_flight=%u",
                      c->max_in_flight);
         return rc;
     }
-    wipe_free(c->api_key, c->api_key_len);
-    c->api_key = key;
-    c->api_key_len = key_len;
+    /* Requests in flight keep their reference to the old lines; the last one wipes them. */
+    omnidesk_request_headers_unref(c->headers);
+    c->headers = headers;
     c->timeout_ms = opts->timeout_ms;
     c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
                                                          : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
@@ -1029,9 +1021,8 @@ static void teardown(struct omnidesk *c)
         curl_easy_cleanup(c->spare[--c->nspare]);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->reaper, on_handle_closed);
-    wipe_free(c->api_key, c->api_key_len);
-    c->api_key = NULL;
-    c->api_key_len = 0;
+    omnidesk_request_headers_unref(c->headers);
+    c->headers = NULL;
     free(c->base_url);
     c->base_url = NULL;
 }

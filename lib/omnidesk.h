@@ -80,6 +80,7 @@ struct omnidesk_field {
 };
 
 struct omnidesk;
+struct omnidesk_headers;
 struct omnidesk_request; /* opaque, owned by the client from send until the callback returns */
 
 struct omnidesk_response {
@@ -114,8 +115,7 @@ struct omnidesk {
     uv_timer_t timer;  /* curl's one timeout (CURLMOPT_TIMERFUNCTION) */
     uv_timer_t reaper; /* runs close/abort work outside every callback chain */
     char *base_url;
-    char *api_key; /* explicit_bzero'd before it is freed */
-    size_t api_key_len;
+    struct omnidesk_headers *headers; /* apiKey and the other fixed lines: wiped when freed */
     long timeout_ms;
     long connect_timeout_ms;
     unsigned max_in_flight;

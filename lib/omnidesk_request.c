@@ -13,14 +13,6 @@
 
 #include "errors.h"
 
-void omnidesk_request_headers_free(struct curl_slist *headers)
-{
-    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
-    for (struct curl_slist *h = headers; h != NULL; h = h->next)
-        explicit_bzero(h->data, strlen(h->data));
-    curl_slist_free_all(headers);
-}
-
 char *omnidesk_request_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
 {
     char *form = NULL;
@@ -184,32 +176,58 @@ static int add_header(struct curl_slist **list, const char *line)
     return 0;
 }
 
-int omnidesk_request_headers(const char *api_key, size_t api_key_len, int urlencoded,
-                             struct curl_slist **headers)
+static void headers_free(struct omnidesk_headers *h)
+{
+    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
+    for (struct curl_slist *l = h->list; l != NULL; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(h->list);
+    free(h);
+}
+
+struct omnidesk_headers *omnidesk_request_headers_new(const char *api_key, size_t api_key_len)
 {
     static const char prefix[] = "apiKey: ";
     size_t len = sizeof(prefix) - 1 + api_key_len + 1;
+    struct omnidesk_headers *h = calloc(1, sizeof(*h));
     char *line = malloc(len);
-    int rc;
+    int rc = OMNISYNC_ENOMEM;
 
-    if (line == NULL)
-        return OMNISYNC_ENOMEM;
+    if (h == NULL || line == NULL)
+        goto fail;
+    h->refs = 1;
     memcpy(line, prefix, sizeof(prefix) - 1);
     memcpy(line + sizeof(prefix) - 1, api_key, api_key_len + 1);
-    rc = add_header(headers, line);
+    if ((rc = add_header(&h->list, line)) != 0)
+        goto fail;
+    if ((rc = add_header(&h->list, "Accept: application/json")) != 0)
+        goto fail;
+    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
+    if ((rc = add_header(&h->list, "Expect:")) != 0)
+        goto fail;
     explicit_bzero(line, len);
     free(line);
-    if (rc != 0)
-        return rc;
-    if ((rc = add_header(headers, "Accept: application/json")) != 0)
-        return rc;
-    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
-    if ((rc = add_header(headers, "Expect:")) != 0)
-        return rc;
-    if (urlencoded &&
-        (rc = add_header(headers, "Content-Type: application/x-www-form-urlencoded")) != 0)
-        return rc;
-    return 0;
+    return h;
+
+fail:
+    if (line != NULL)
+        explicit_bzero(line, len);
+    free(line);
+    if (h != NULL)
+        headers_free(h);
+    return NULL;
+}
+
+struct omnidesk_headers *omnidesk_request_headers_ref(struct omnidesk_headers *h)
+{
+    h->refs++;
+    return h;
+}
+
+void omnidesk_request_headers_unref(struct omnidesk_headers *h)
+{
+    if (h != NULL && --h->refs == 0)
+        headers_free(h);
 }
 
 const char *omnidesk_request_path(enum omnidesk_endpoint e)

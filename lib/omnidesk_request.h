@@ -33,12 +33,26 @@ int omnidesk_request_multipart(const struct omnidesk_field *fields, size_t nfiel
                                char **body, size_t *body_len,
                                char boundary[OMNIDESK_BOUNDARY_LEN + 1]);
 
-/* Appends apiKey, Accept, an empty Expect and, when `urlencoded`, the form Content-Type to
- * *headers. 0 or OMNISYNC_ENOMEM (what was appended stays in *headers). */
-int omnidesk_request_headers(const char *api_key, size_t api_key_len, int urlencoded,
-                             struct curl_slist **headers);
+/*
+ * The header lines every request of a client carries: apiKey, Accept and an empty Expect (no
+ * 100-continue round trip). Built once per key (omnidesk_init, omnidesk_reconfigure) and shared,
+ * by reference, by the requests started with that key: a list built per request cost ten
+ * allocations, their frees and a wipe. A request's Content-Type line goes in front of it, in a
+ * node of the request's own (omnidesk.c). Never changed once built.
+ */
+struct omnidesk_headers {
+    unsigned refs;
+    struct curl_slist *list;
+};
 
-/* Wipes every line (one holds the key) and frees the list. */
-void omnidesk_request_headers_free(struct curl_slist *headers);
+/* Builds the lines for `api_key` (copied) with one reference; NULL when out of memory. */
+struct omnidesk_headers *omnidesk_request_headers_new(const char *api_key, size_t api_key_len);
+
+/* Takes a reference; returns `h`. */
+struct omnidesk_headers *omnidesk_request_headers_ref(struct omnidesk_headers *h);
+
+/* Drops a reference (NULL: nothing); the last wipes every line (one holds the key) and frees
+ * them. */
+void omnidesk_request_headers_unref(struct omnidesk_headers *h);
 
 #endif

@@ -286,13 +286,13 @@ static void send_multipart(const struct omnidesk_field *fields, size_t nfields, 
     memset(&req, 0, sizeof(req));
     req.client = &client;
     req.easy = curl_easy_init();
-    req.headers = curl_slist_append(NULL, "Expect:");
+    req.headers = omnidesk_request_headers_new("fuzz-key", 8); /* apiKey, Accept, Expect: */
     if (req.easy == NULL || req.headers == NULL || build_mime(&req, fields, nfields, once) != 0)
         abort();
     start_server();
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v2/customer", listen_port);
     curl_easy_setopt(req.easy, CURLOPT_URL, url);
-    curl_easy_setopt(req.easy, CURLOPT_HTTPHEADER, req.headers);
+    curl_easy_setopt(req.easy, CURLOPT_HTTPHEADER, request_headers(&req));
     curl_easy_setopt(req.easy, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(req.easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(req.easy, CURLOPT_VERBOSE, getenv("FUZZ_VERBOSE") ? 1L : 0L);
@@ -306,7 +306,7 @@ static void send_multipart(const struct omnidesk_field *fields, size_t nfields, 
     decode_multipart(request, request_len, d);
     free(request);
     curl_easy_cleanup(req.easy);
-    curl_slist_free_all(req.headers);
+    omnidesk_request_headers_unref(req.headers);
     free(req.post);
 }
 
