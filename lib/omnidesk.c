@@ -24,7 +24,8 @@
  * omnidesk_answer.c, pure, testable without a socket.
  *
  * Secrets: the API key lives in one header list per key (omnidesk_request_headers_new), shared
- * by reference by the requests started with it and wiped when the last one lets go. Nothing written to the log carries the key or a field value.
+ * by reference by the requests started with it and wiped when the last one lets go. Nothing written
+ * to the log carries the key or a field value.
  */
 #include "omnidesk.h"
 
@@ -72,12 +73,12 @@ struct omnidesk_request {
     struct queue node; /* in client->requests while in flight */
     CURL *easy;
     struct omnidesk_headers *headers; /* the client's lines when it started (a reference) */
-    struct curl_slist content_type;    /* this body's Content-Type, in front of headers->list */
+    struct curl_slist content_type;   /* this body's Content-Type, in front of headers->list */
     char content_type_line[96];
-    char *post;                 /* the body (urlencoded or multipart), owned */
+    char *post; /* the body (urlencoded or multipart), owned */
     size_t post_len;
-    int send_once;              /* never sent a second time (see on_prereq) */
-    int sends;                  /* times curl was about to send it */
+    int send_once; /* never sent a second time (see on_prereq) */
+    int sends;     /* times curl was about to send it */
     int resend_refused;
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
@@ -686,8 +687,7 @@ static void check_multi_info(struct omnidesk *c)
  * A request that never left goes out normally. This keeps keep-alive for every endpoint: a fresh
  * TCP connection per create cost the daemon and the API a connect, an accept and a close each.
  */
-static int on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
-                     int local_port)
+static int on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
     struct omnidesk_request *req = arg;
 

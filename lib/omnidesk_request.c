@@ -127,8 +127,7 @@ int omnidesk_request_multipart(const struct omnidesk_field *fields, size_t nfiel
 
         make_boundary((*seq)++, boundary);
         for (i = 0; i < nfields; i++)
-            if (fields[i].value != NULL &&
-                strstr(fields[i].value, boundary) != NULL)
+            if (fields[i].value != NULL && strstr(fields[i].value, boundary) != NULL)
                 break;
         if (i == nfields)
             break;
