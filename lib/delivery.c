@@ -8,6 +8,7 @@
 #include "delivery.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,14 +139,38 @@ static void start_plan(struct delivery *d);
 
 /* ---- set up ---- */
 
+/* snprintf(out, outlen, "%s", s) without the format machinery (per row). outlen > 0. */
+static void copy_into(char *out, size_t outlen, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n > outlen - 1)
+        n = outlen - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+#define END_OF(member) (offsetof(struct delivery, member) + sizeof(((struct delivery *)0)->member))
+
+static void zero_range(struct delivery *d, size_t from, size_t to)
+{
+    memset((char *)d + from, 0, to - from);
+}
+
 int delivery_init(struct delivery *d, const struct config *cfg, const struct config_source *src,
                   long long brand_id, const char *primary_id, struct delivery_row *rows,
                   size_t nrows, const struct outbox_sync *sync)
 {
-    memset(d, 0, sizeof(*d));
+    /* Zero everything but the three arrays (30 kB, a memset that cost 5 % of the daemon's CPU
+     * per row): rows[0..nrows) are copied below, mapping fills each plan it makes, add_outcome
+     * clears each outcome it adds, and nothing reads past nrows, nplans or noutcomes. */
+    zero_range(d, 0, offsetof(struct delivery, rows));
+    zero_range(d, END_OF(rows), offsetof(struct delivery, plans));
+    zero_range(d, END_OF(plans), offsetof(struct delivery, outcomes));
+    zero_range(d, END_OF(outcomes), sizeof(*d));
     d->cfg = cfg;
     d->source = src;
-    snprintf(d->source_name, sizeof(d->source_name), "%s", src->name);
+    copy_into(d->source_name, sizeof(d->source_name), src->name);
     d->brand_id = brand_id;
     d->send_brand = brand_id > 0 ? brand_id : cfg->brand_id;
     snprintf(d->brand_text, sizeof(d->brand_text), "%lld", d->send_brand);
@@ -781,7 +806,7 @@ static void log_attempt(struct delivery *d, const struct omnidesk_response *resp
     a->class = resp->class;
     a->http_status = resp->http_status > 0 ? (int)resp->http_status : 0;
     a->duration_ms = (int)(resp->seconds * 1000);
-    snprintf(a->error, sizeof(a->error), "%s", resp->error);
+    copy_into(a->error, sizeof(a->error), resp->error);
 }
 
 /*
@@ -814,7 +839,7 @@ static void learn_channels(struct delivery *d, struct json_object *customer)
         if (type == NULL || (strcmp(type, "email") != 0 && strcmp(type, "telephone") != 0))
             continue;
         char key[1100];
-        snprintf(key, sizeof(key), "%s:%s", type, value);
+        mapping_key(key, sizeof(key), type, value);
         sync_add(&d->sync, key);
     }
 }
@@ -886,11 +911,11 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
             d->created_now = 1;
             char key[1100];
             if (p->email) {
-                snprintf(key, sizeof(key), "email:%s", p->email);
+                mapping_key(key, sizeof(key), "email", p->email);
                 sync_add(&d->sync, key);
             }
             if (p->telephone && strlen(p->telephone) >= VALIDATE_TELEPHONE_MIN_CREATE) {
-                snprintf(key, sizeof(key), "telephone:%s", p->telephone);
+                mapping_key(key, sizeof(key), "telephone", p->telephone);
                 sync_add(&d->sync, key);
             }
         } else {

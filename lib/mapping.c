@@ -13,9 +13,34 @@
 
 #define VALUE_MAX 1024
 
+/* Appends what of `s` fits in out[*len..outlen - 1), as snprintf would cut it. */
+static void append(char *out, size_t outlen, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n > outlen - 1 - *len)
+        n = outlen - 1 - *len;
+    memcpy(out + *len, s, n);
+    *len += n;
+}
+
+/* What snprintf(out, outlen, "%s:%s", type, value) writes, without its format machinery: keys
+ * are built several times per delivered row. */
+void mapping_key(char *out, size_t outlen, const char *type, const char *value)
+{
+    size_t len = 0;
+
+    if (outlen == 0)
+        return;
+    append(out, outlen, &len, type);
+    append(out, outlen, &len, ":");
+    append(out, outlen, &len, value);
+    out[len] = '\0';
+}
+
 void mapping_channel_key(const struct mapping_channel *c, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s:%s", c->type, c->value);
+    mapping_key(out, outlen, c->type, c->value);
 }
 
 /* The string value of `key` in `obj`, or NULL when absent or JSON null. Numbers and booleans are

@@ -84,4 +84,7 @@ void mapping_plan_free(struct mapping_plan *plan);
 /* "email:<value>" / "telephone:<value>": the form channels take in sync_state. */
 void mapping_channel_key(const struct mapping_channel *c, char *out, size_t outlen);
 
+/* "type:value" into out[outlen], cut like snprintf when it does not fit. */
+void mapping_key(char *out, size_t outlen, const char *type, const char *value);
+
 #endif

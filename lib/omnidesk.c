@@ -23,8 +23,9 @@
  * shape (path, headers, body) is built in omnidesk_request.c; what an answer means is decided in
  * omnidesk_answer.c, pure, testable without a socket.
  *
- * Secrets: the API key lives in one buffer and in the header list of each request; both are
- * wiped before they are freed. Nothing written to the log carries the key or a field value.
+ * Secrets: the API key lives in one header list per key (omnidesk_request_headers_new), shared
+ * by reference by the requests started with it and wiped when the last one lets go. Nothing written
+ * to the log carries the key or a field value.
  */
 #include "omnidesk.h"
 
@@ -71,10 +72,14 @@ struct omnidesk_request {
     struct omnidesk *client;
     struct queue node; /* in client->requests while in flight */
     CURL *easy;
-    curl_mime *mime;
-    struct curl_slist *headers; /* holds the key: wiped before it is freed */
-    char *form;                 /* urlencoded body, owned */
-    struct omnidesk_once once;  /* the multipart part that refuses a resend (see build_mime) */
+    struct omnidesk_headers *headers; /* the client's lines when it started (a reference) */
+    struct curl_slist content_type;   /* this body's Content-Type, in front of headers->list */
+    char content_type_line[96];
+    char *post; /* the body (urlencoded or multipart), owned */
+    size_t post_len;
+    int send_once; /* never sent a second time (see on_prereq) */
+    int sends;     /* times curl was about to send it */
+    int resend_refused;
     enum omnidesk_endpoint endpoint;
     long timeout_ms; /* settings this request started with (reload-safe) */
     long connect_timeout_ms;
@@ -92,14 +97,6 @@ struct omnidesk_request {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static void wipe_free(char *secret, size_t len)
-{
-    if (secret == NULL)
-        return;
-    explicit_bzero(secret, len);
-    free(secret);
-}
 
 static uint64_t monotonic_ms(void)
 {
@@ -557,17 +554,39 @@ static void request_unlink(struct omnidesk_request *req)
     c->in_flight--;
 }
 
+/*
+ * The easy handle goes back to the client's spares, reset (curl_easy_reset drops every option,
+ * so nothing of this request, least of all its pointers into the headers and the body, reaches
+ * the next one): a handle made and destroyed per request cost an allocation of libcurl's
+ * whole transfer state and its teardown each time. Spares are kept up to max_in_flight.
+ */
+static void easy_release(struct omnidesk *c, CURL *easy)
+{
+    if (easy == NULL)
+        return;
+    if (c->torn_down || c->nspare >= OMNIDESK_SPARE_MAX || c->nspare >= c->max_in_flight) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    c->spare[c->nspare++] = easy;
+}
+
+static CURL *easy_take(struct omnidesk *c)
+{
+    if (c->nspare > 0)
+        return c->spare[--c->nspare];
+    return curl_easy_init();
+}
+
 static void request_free(struct omnidesk_request *req)
 {
     if (req == NULL)
         return;
-    /* The easy handle goes first: it may point into the mime, the headers and the form. */
-    if (req->easy != NULL)
-        curl_easy_cleanup(req->easy);
-    curl_mime_free(req->mime);
-    omnidesk_request_headers_free(req->headers);
-    free(req->form);
-    free(req->once.data);
+    /* The easy handle goes first: it points into the headers and the body. */
+    easy_release(req->client, req->easy);
+    omnidesk_request_headers_unref(req->headers);
+    free(req->post);
     free(req->body);
     free(req);
 }
@@ -613,6 +632,9 @@ static void request_finish(struct omnidesk_request *req, CURLcode rc, int cancel
             r.seconds = (double)total_us / 1e6;
         else
             r.seconds = (double)(monotonic_ms() - req->started_ms) / 1000.0;
+        /* on_prereq refused a resend: the code libcurl gives a body it cannot send again. */
+        if (req->resend_refused && rc == CURLE_ABORTED_BY_CALLBACK)
+            rc = CURLE_SEND_FAIL_REWIND;
         if (rc != CURLE_OK) {
             transport_error(req, rc, &r);
         } else {
@@ -654,6 +676,32 @@ static void check_multi_info(struct omnidesk *c)
     }
 }
 
+/*
+ * A create or a channel add goes out at most once per request: libcurl silently sends a request
+ * again on a new connection when a reused keep-alive connection died before any byte of the
+ * answer came back (Curl_retry_request), and for a create or a channel add that the API may
+ * already have applied, the second copy is a duplicate at Omnidesk. libcurl calls this before
+ * each time it sends the request, on the connection it will use; the second call is that resend,
+ * and refusing it fails the transfer before a byte goes out, reported as CURLE_SEND_FAIL_REWIND
+ * (request_finish): the engine sees a lost answer and decides (it looks the customer up first).
+ * A request that never left goes out normally. This keeps keep-alive for every endpoint: a fresh
+ * TCP connection per create cost the daemon and the API a connect, an accept and a close each.
+ */
+static int on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    struct omnidesk_request *req = arg;
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (req->send_once && req->sends++ > 0) {
+        req->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 /* The body and headers in the shape of each endpoint: lib/omnidesk_request.c. These two keep
  * their names for tests/fuzz/fuzz_body.c, which compiles this file in. */
 static char *build_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
@@ -661,10 +709,48 @@ static char *build_form(const struct omnidesk_field *fields, size_t nfields, CUR
     return omnidesk_request_form(fields, nfields, easy);
 }
 
+/*
+ * The multipart body as one buffer, sent with CURLOPT_POSTFIELDS: libcurl then writes the
+ * headers and the body with one send, where its mime API made two, and drew a random boundary
+ * (a RAND_bytes call) and formatted every part's headers with its printf, per request. The
+ * Content-Type line names the boundary (request_headers). With `once`, the request is never
+ * sent twice (on_prereq).
+ */
 static int build_mime(struct omnidesk_request *req, const struct omnidesk_field *fields,
                       size_t nfields, int once)
 {
-    return omnidesk_request_mime(req->easy, fields, nfields, once ? &req->once : NULL, &req->mime);
+    static const char prefix[] = "Content-Type: multipart/form-data; boundary=";
+    char boundary[OMNIDESK_BOUNDARY_LEN + 1];
+    int rc;
+
+    _Static_assert(sizeof(prefix) + OMNIDESK_BOUNDARY_LEN <= sizeof(req->content_type_line),
+                   "room for the multipart Content-Type line");
+    rc = omnidesk_request_multipart(fields, nfields, &req->client->boundary_seq, &req->post,
+                                    &req->post_len, boundary);
+    if (rc != 0)
+        return rc;
+    memcpy(req->content_type_line, prefix, sizeof(prefix) - 1);
+    memcpy(req->content_type_line + sizeof(prefix) - 1, boundary, OMNIDESK_BOUNDARY_LEN + 1);
+    req->send_once = once;
+    if (curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->post) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len) !=
+            CURLE_OK)
+        return OMNISYNC_EHTTP;
+    return 0;
+}
+
+/* The request's header lines: its Content-Type, if its body has one, then the client's. */
+static struct curl_slist *request_headers(struct omnidesk_request *req)
+{
+    struct curl_slist *shared = req->headers != NULL ? req->headers->list : NULL;
+
+    if (req->content_type_line[0] == '\0')
+        return shared;
+    req->content_type.data = req->content_type_line;
+    req->content_type.next = shared;
+    return &req->content_type;
 }
 
 #define SETOPT(easy, opt, val)                                                                     \
@@ -720,17 +806,18 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
     req->max_body = c->max_body;
     req->cb = cb;
     req->data = data;
-    req->easy = curl_easy_init();
+    req->easy = easy_take(c);
     if (req->easy == NULL) {
         rc = OMNISYNC_ENOMEM;
         goto fail;
     }
-    if ((rc = omnidesk_request_headers(c->api_key, c->api_key_len, urlencoded, &req->headers)) != 0)
-        goto fail;
+    req->headers = omnidesk_request_headers_ref(c->headers);
+    if (urlencoded)
+        snprintf(req->content_type_line, sizeof(req->content_type_line), "%s",
+                 "Content-Type: application/x-www-form-urlencoded");
 
     SETOPT(req->easy, CURLOPT_URL, url);
     SETOPT(req->easy, CURLOPT_PRIVATE, (char *)req);
-    SETOPT(req->easy, CURLOPT_HTTPHEADER, req->headers);
     SETOPT(req->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION);
     SETOPT(req->easy, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -765,17 +852,17 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         if ((rc = build_mime(req, fields, nfields,
                              endpoint == OMNIDESK_CREATE || endpoint == OMNIDESK_ADD_CHANNEL)) != 0)
             goto fail;
-        SETOPT(req->easy, CURLOPT_MIMEPOST, req->mime);
         break;
     case OMNIDESK_UPDATE:
     case OMNIDESK_PURGE_LEGACY:
-        req->form = build_form(fields, nfields, req->easy);
-        if (req->form == NULL) {
+        req->post = build_form(fields, nfields, req->easy);
+        if (req->post == NULL) {
             rc = OMNISYNC_ENOMEM;
             goto fail;
         }
-        SETOPT(req->easy, CURLOPT_POSTFIELDS, req->form);
-        SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->form));
+        req->post_len = strlen(req->post);
+        SETOPT(req->easy, CURLOPT_POSTFIELDS, req->post);
+        SETOPT(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len);
         SETOPT(req->easy, CURLOPT_CUSTOMREQUEST, endpoint == OMNIDESK_UPDATE ? "PUT" : "DELETE");
         break;
     case OMNIDESK_PURGE:
@@ -785,6 +872,8 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         SETOPT(req->easy, CURLOPT_HTTPGET, 1L);
         break;
     }
+    /* After the body: a multipart body adds its Content-Type line. */
+    SETOPT(req->easy, CURLOPT_HTTPHEADER, request_headers(req));
 
     req->started_ms = monotonic_ms();
     /* Adding only arms the timer (CURLMOPT_TIMERFUNCTION): the transfer, and so the callback,
@@ -820,24 +909,10 @@ static int copy_base_url(const char *in, char **out)
     return 0;
 }
 
-static int copy_key(const char *in, char **out, size_t *out_len)
-{
-    size_t len = strlen(in);
-    char *key = malloc(len + 1);
-
-    if (key == NULL)
-        return OMNISYNC_ENOMEM;
-    memcpy(key, in, len + 1);
-    *out = key;
-    *out_len = len;
-    return 0;
-}
-
 int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_options *opts)
 {
     char *base_url = NULL;
-    char *key = NULL;
-    size_t key_len = 0;
+    struct omnidesk_headers *headers = NULL;
     CURLM *multi = NULL;
     int rc;
 
@@ -847,8 +922,11 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
         return rc;
     if ((rc = copy_base_url(opts->base_url, &base_url)) != 0)
         goto fail;
-    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
+    headers = omnidesk_request_headers_new(opts->api_key, strlen(opts->api_key));
+    if (headers == NULL) {
+        rc = OMNISYNC_ENOMEM;
         goto fail;
+    }
     multi = curl_multi_init();
     if (multi == NULL) {
         rc = OMNISYNC_EHTTP;
@@ -869,8 +947,7 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
     c->loop = loop;
     c->multi = multi;
     c->base_url = base_url;
-    c->api_key = key;
-    c->api_key_len = key_len;
+    c->headers = headers;
     c->timeout_ms = opts->timeout_ms;
     c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
                                                          : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
@@ -888,34 +965,34 @@ int omnidesk_init(struct omnidesk *c, uv_loop_t *loop, const struct omnidesk_opt
 fail:
     if (multi != NULL)
         curl_multi_cleanup(multi);
-    wipe_free(key, key_len);
+    omnidesk_request_headers_unref(headers);
     free(base_url);
     return rc;
 }
 
 int omnidesk_reconfigure(struct omnidesk *c, const struct omnidesk_options *opts)
 {
-    char *key = NULL;
-    size_t key_len = 0;
+    struct omnidesk_headers *headers;
     int rc;
 
     if (c == NULL || c->closing)
         return OMNISYNC_EINVAL;
     if ((rc = check_options(opts, 0)) != 0)
         return rc;
-    if ((rc = copy_key(opts->api_key, &key, &key_len)) != 0)
-        return rc;
+    headers = omnidesk_request_headers_new(opts->api_key, strlen(opts->api_key));
+    if (headers == NULL)
+        return OMNISYNC_ENOMEM;
     if ((rc = apply_limits(c->multi, opts->max_in_flight)) != 0) {
-        wipe_free(key, key_len);
+        omnidesk_request_headers_unref(headers);
         /* Put the old limits back so the multi handle matches what we enforce. */
         if (apply_limits(c->multi, c->max_in_flight) != 0)
             log_warn("omnidesk could not restore connection limits max_in_flight=%u",
                      c->max_in_flight);
         return rc;
     }
-    wipe_free(c->api_key, c->api_key_len);
-    c->api_key = key;
-    c->api_key_len = key_len;
+    /* Requests in flight keep their reference to the old lines; the last one wipes them. */
+    omnidesk_request_headers_unref(c->headers);
+    c->headers = headers;
     c->timeout_ms = opts->timeout_ms;
     c->max_retry_after_ms = opts->max_retry_after_ms > 0 ? opts->max_retry_after_ms
                                                          : OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS;
@@ -940,11 +1017,12 @@ static void teardown(struct omnidesk *c)
         socket_close(queue_data(q, struct omnidesk_socket, node));
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
+    while (c->nspare > 0)
+        curl_easy_cleanup(c->spare[--c->nspare]);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->reaper, on_handle_closed);
-    wipe_free(c->api_key, c->api_key_len);
-    c->api_key = NULL;
-    c->api_key_len = 0;
+    omnidesk_request_headers_unref(c->headers);
+    c->headers = NULL;
     free(c->base_url);
     c->base_url = NULL;
 }

@@ -69,6 +69,8 @@ struct omnidesk_options {
 };
 
 #define OMNIDESK_MAX_FIELDS 32
+/* Easy handles kept for reuse; beyond it (max_in_flight is larger) they are made per request. */
+#define OMNIDESK_SPARE_MAX 256
 #define OMNIDESK_DEFAULT_MAX_BODY 65536
 #define OMNIDESK_DEFAULT_MAX_RETRY_AFTER_MS 300000u
 
@@ -78,6 +80,7 @@ struct omnidesk_field {
 };
 
 struct omnidesk;
+struct omnidesk_headers;
 struct omnidesk_request; /* opaque, owned by the client from send until the callback returns */
 
 struct omnidesk_response {
@@ -112,14 +115,16 @@ struct omnidesk {
     uv_timer_t timer;  /* curl's one timeout (CURLMOPT_TIMERFUNCTION) */
     uv_timer_t reaper; /* runs close/abort work outside every callback chain */
     char *base_url;
-    char *api_key; /* explicit_bzero'd before it is freed */
-    size_t api_key_len;
+    struct omnidesk_headers *headers; /* apiKey and the other fixed lines: wiped when freed */
     long timeout_ms;
     long connect_timeout_ms;
     unsigned max_in_flight;
     size_t max_body;
     uint64_t max_retry_after_ms;
     unsigned in_flight;
+    CURL *spare[OMNIDESK_SPARE_MAX]; /* easy handles of finished requests, reset, for reuse */
+    unsigned nspare;
+    uint64_t boundary_seq; /* the next multipart boundary (omnidesk_request_multipart) */
     struct queue requests;             /* struct omnidesk_request in flight */
     struct queue sockets;              /* struct omnidesk_socket: open uv_poll contexts */
     unsigned handles_open;             /* uv handles not yet through their close callback */

@@ -6,19 +6,12 @@
  */
 #include "omnidesk_request.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "errors.h"
-
-void omnidesk_request_headers_free(struct curl_slist *headers)
-{
-    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
-    for (struct curl_slist *h = headers; h != NULL; h = h->next)
-        explicit_bzero(h->data, strlen(h->data));
-    curl_slist_free_all(headers);
-}
 
 char *omnidesk_request_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy)
 {
@@ -63,65 +56,112 @@ char *omnidesk_request_form(const struct omnidesk_field *fields, size_t nfields,
     return form;
 }
 
-static size_t read_once(char *buffer, size_t size, size_t nitems, void *arg)
+/* A field name as curl's mime API writes it into Content-Disposition (WHATWG HTML's form
+ * encoding: '"', CR and LF become %22, %0D and %0A; nothing else is escaped). */
+static size_t name_escaped_len(const char *name)
 {
-    struct omnidesk_once *once = arg;
-    size_t n = once->len - once->pos;
-    if (n > size * nitems)
-        n = size * nitems;
-    memcpy(buffer, once->data + once->pos, n);
-    once->pos += n;
+    size_t n = 0;
+
+    for (const char *p = name; *p != '\0'; p++)
+        n += (*p == '"' || *p == '\r' || *p == '\n') ? 3 : 1;
     return n;
 }
 
-/* curl asks only when the part was read before, i.e. to send the body a second time. */
-static int refuse_rewind(void *arg, curl_off_t offset, int origin)
+static char *put_name(char *out, const char *name)
 {
-    (void)arg;
-    (void)offset;
-    (void)origin;
-    return CURL_SEEKFUNC_CANTSEEK;
-}
-
-/*
- * Multipart body. With `once`, the body goes out at most once per request: libcurl silently
- * sends a request again on a new connection when a reused keep-alive connection died before any
- * byte of the answer came back (Curl_retry_request), and for a create or a channel add that the
- * API may already have applied, the second copy is a duplicate at Omnidesk. Sending it again
- * needs the body rewound; the first part is read through a callback whose seek refuses, so the
- * resend fails (CURLE_SEND_FAIL_REWIND) and the engine sees a lost answer and decides (it looks
- * the customer up first). A body not read yet needs no rewind, so a request that never left
- * goes out normally. This keeps keep-alive for every endpoint: a fresh TCP connection per create
- * cost the daemon and the API a connect, an accept and a close each.
- */
-int omnidesk_request_mime(CURL *easy, const struct omnidesk_field *fields, size_t nfields,
-                          struct omnidesk_once *once, curl_mime **mime)
-{
-    *mime = curl_mime_init(easy);
-    if (*mime == NULL)
-        return OMNISYNC_ENOMEM;
-    for (size_t i = 0; i < nfields; i++) {
-        curl_mimepart *part;
-
-        if (fields[i].value == NULL)
-            continue;
-        part = curl_mime_addpart(*mime);
-        if (part == NULL || curl_mime_name(part, fields[i].name) != CURLE_OK)
-            return OMNISYNC_ENOMEM;
-        if (once != NULL && once->data == NULL) {
-            once->len = strlen(fields[i].value);
-            once->pos = 0;
-            once->data = malloc(once->len + 1);
-            if (once->data == NULL)
-                return OMNISYNC_ENOMEM;
-            memcpy(once->data, fields[i].value, once->len + 1);
-            if (curl_mime_data_cb(part, (curl_off_t)once->len, read_once, refuse_rewind, NULL,
-                                  once) != CURLE_OK)
-                return OMNISYNC_ENOMEM;
-        } else if (curl_mime_data(part, fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK) {
-            return OMNISYNC_ENOMEM;
+    for (const char *p = name; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\r' || *p == '\n') {
+            memcpy(out, *p == '"' ? "%22" : *p == '\r' ? "%0D" : "%0A", 3);
+            out += 3;
+        } else {
+            *out++ = *p;
         }
     }
+    return out;
+}
+
+static char *put(char *out, const char *s, size_t len)
+{
+    memcpy(out, s, len);
+    return out + len;
+}
+
+/* splitmix64: a bijection, so consecutive counters give distinct boundaries. */
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* "------------------------" and 16 hex digits: the shape of libcurl's own boundaries. */
+static void make_boundary(uint64_t seq, char out[OMNIDESK_BOUNDARY_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint64_t x = mix(seq);
+
+    memset(out, '-', 24);
+    for (int i = 0; i < 16; i++)
+        out[24 + i] = digits[(x >> (60 - 4 * i)) & 0xf];
+    out[OMNIDESK_BOUNDARY_LEN] = '\0';
+}
+
+int omnidesk_request_multipart(const struct omnidesk_field *fields, size_t nfields, uint64_t *seq,
+                               char **body, size_t *body_len,
+                               char boundary[OMNIDESK_BOUNDARY_LEN + 1])
+{
+    static const char disposition[] = "Content-Disposition: form-data; name=\"";
+    size_t value_len[OMNIDESK_MAX_FIELDS];
+    size_t len = 0;
+    char *out;
+
+    if (nfields > OMNIDESK_MAX_FIELDS)
+        return OMNISYNC_EINVAL;
+    /* A boundary no value contains (RFC 2046 §5.1.1): libcurl draws a random one and never
+     * looks; we take the next one of the sequence until none of the values holds it. The
+     * sequence is a bijection and a value of n bytes holds at most n / 40 boundaries, so this
+     * ends, in practice at the first try. */
+    for (;;) {
+        size_t i;
+
+        make_boundary((*seq)++, boundary);
+        for (i = 0; i < nfields; i++)
+            if (fields[i].value != NULL && strstr(fields[i].value, boundary) != NULL)
+                break;
+        if (i == nfields)
+            break;
+    }
+    /* Per part: "--B\r\n" disposition NAME "\"\r\n\r\n" VALUE "\r\n"; then "--B--\r\n". */
+    for (size_t i = 0; i < nfields; i++) {
+        if (fields[i].value == NULL)
+            continue;
+        value_len[i] = strlen(fields[i].value);
+        len += 2 + OMNIDESK_BOUNDARY_LEN + 2 + sizeof(disposition) - 1 +
+               name_escaped_len(fields[i].name) + 5 + value_len[i] + 2;
+    }
+    len += 2 + OMNIDESK_BOUNDARY_LEN + 4;
+    *body = malloc(len + 1);
+    if (*body == NULL)
+        return OMNISYNC_ENOMEM;
+    out = *body;
+    for (size_t i = 0; i < nfields; i++) {
+        if (fields[i].value == NULL)
+            continue;
+        out = put(out, "--", 2);
+        out = put(out, boundary, OMNIDESK_BOUNDARY_LEN);
+        out = put(out, "\r\n", 2);
+        out = put(out, disposition, sizeof(disposition) - 1);
+        out = put_name(out, fields[i].name);
+        out = put(out, "\"\r\n\r\n", 5);
+        out = put(out, fields[i].value, value_len[i]);
+        out = put(out, "\r\n", 2);
+    }
+    out = put(out, "--", 2);
+    out = put(out, boundary, OMNIDESK_BOUNDARY_LEN);
+    out = put(out, "--\r\n", 4);
+    *out = '\0';
+    *body_len = (size_t)(out - *body);
     return 0;
 }
 
@@ -135,32 +175,58 @@ static int add_header(struct curl_slist **list, const char *line)
     return 0;
 }
 
-int omnidesk_request_headers(const char *api_key, size_t api_key_len, int urlencoded,
-                             struct curl_slist **headers)
+static void headers_free(struct omnidesk_headers *h)
+{
+    /* The list holds "apiKey: ...": wipe every line, curl_slist_free_all does not. */
+    for (struct curl_slist *l = h->list; l != NULL; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(h->list);
+    free(h);
+}
+
+struct omnidesk_headers *omnidesk_request_headers_new(const char *api_key, size_t api_key_len)
 {
     static const char prefix[] = "apiKey: ";
     size_t len = sizeof(prefix) - 1 + api_key_len + 1;
+    struct omnidesk_headers *h = calloc(1, sizeof(*h));
     char *line = malloc(len);
-    int rc;
+    int rc = OMNISYNC_ENOMEM;
 
-    if (line == NULL)
-        return OMNISYNC_ENOMEM;
+    if (h == NULL || line == NULL)
+        goto fail;
+    h->refs = 1;
     memcpy(line, prefix, sizeof(prefix) - 1);
     memcpy(line + sizeof(prefix) - 1, api_key, api_key_len + 1);
-    rc = add_header(headers, line);
+    if ((rc = add_header(&h->list, line)) != 0)
+        goto fail;
+    if ((rc = add_header(&h->list, "Accept: application/json")) != 0)
+        goto fail;
+    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
+    if ((rc = add_header(&h->list, "Expect:")) != 0)
+        goto fail;
     explicit_bzero(line, len);
     free(line);
-    if (rc != 0)
-        return rc;
-    if ((rc = add_header(headers, "Accept: application/json")) != 0)
-        return rc;
-    /* No "Expect: 100-continue" round trip: bodies are small and the server is not a proxy. */
-    if ((rc = add_header(headers, "Expect:")) != 0)
-        return rc;
-    if (urlencoded &&
-        (rc = add_header(headers, "Content-Type: application/x-www-form-urlencoded")) != 0)
-        return rc;
-    return 0;
+    return h;
+
+fail:
+    if (line != NULL)
+        explicit_bzero(line, len);
+    free(line);
+    if (h != NULL)
+        headers_free(h);
+    return NULL;
+}
+
+struct omnidesk_headers *omnidesk_request_headers_ref(struct omnidesk_headers *h)
+{
+    h->refs++;
+    return h;
+}
+
+void omnidesk_request_headers_unref(struct omnidesk_headers *h)
+{
+    if (h != NULL && --h->refs == 0)
+        headers_free(h);
 }
 
 const char *omnidesk_request_path(enum omnidesk_endpoint e)

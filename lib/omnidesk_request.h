@@ -7,16 +7,12 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "omnidesk.h"
 
-/* The one multipart part sent through a callback that refuses a rewind (see
- * omnidesk_request_mime); owned by the request, `data` freed with it. */
-struct omnidesk_once {
-    char *data;
-    size_t len;
-    size_t pos;
-};
+/* Length of a multipart boundary (libcurl's shape: 24 dashes and 16 hex digits). */
+#define OMNIDESK_BOUNDARY_LEN 40
 
 /* The path of `e` (static), or NULL for an unknown endpoint. */
 const char *omnidesk_request_path(enum omnidesk_endpoint e);
@@ -26,19 +22,37 @@ const char *omnidesk_request_path(enum omnidesk_endpoint e);
 char *omnidesk_request_form(const struct omnidesk_field *fields, size_t nfields, CURL *easy);
 
 /*
- * The multipart body of `fields` (NULL values left out) into *mime, which the caller frees with
- * curl_mime_free even on failure. With `once`, the first part goes out at most once per
- * request (its copy kept in *once). 0 or OMNISYNC_ENOMEM.
+ * The multipart/form-data body of `fields` (NULL values left out) as one buffer, byte for byte
+ * what libcurl's mime API sends for the same parts (each part only a Content-Disposition with
+ * the name; the value raw), with the boundary taken from the sequence at *seq (advanced) such
+ * that no value contains it. *body is malloc'd (NUL-terminated, *body_len bytes without the
+ * NUL), the caller frees it; `boundary` receives the boundary for the Content-Type header.
+ * 0, OMNISYNC_EINVAL (more than OMNIDESK_MAX_FIELDS fields) or OMNISYNC_ENOMEM (nothing to free).
  */
-int omnidesk_request_mime(CURL *easy, const struct omnidesk_field *fields, size_t nfields,
-                          struct omnidesk_once *once, curl_mime **mime);
+int omnidesk_request_multipart(const struct omnidesk_field *fields, size_t nfields, uint64_t *seq,
+                               char **body, size_t *body_len,
+                               char boundary[OMNIDESK_BOUNDARY_LEN + 1]);
 
-/* Appends apiKey, Accept, an empty Expect and, when `urlencoded`, the form Content-Type to
- * *headers. 0 or OMNISYNC_ENOMEM (what was appended stays in *headers). */
-int omnidesk_request_headers(const char *api_key, size_t api_key_len, int urlencoded,
-                             struct curl_slist **headers);
+/*
+ * The header lines every request of a client carries: apiKey, Accept and an empty Expect (no
+ * 100-continue round trip). Built once per key (omnidesk_init, omnidesk_reconfigure) and shared,
+ * by reference, by the requests started with that key: a list built per request cost ten
+ * allocations, their frees and a wipe. A request's Content-Type line goes in front of it, in a
+ * node of the request's own (omnidesk.c). Never changed once built.
+ */
+struct omnidesk_headers {
+    unsigned refs;
+    struct curl_slist *list;
+};
 
-/* Wipes every line (one holds the key) and frees the list. */
-void omnidesk_request_headers_free(struct curl_slist *headers);
+/* Builds the lines for `api_key` (copied) with one reference; NULL when out of memory. */
+struct omnidesk_headers *omnidesk_request_headers_new(const char *api_key, size_t api_key_len);
+
+/* Takes a reference; returns `h`. */
+struct omnidesk_headers *omnidesk_request_headers_ref(struct omnidesk_headers *h);
+
+/* Drops a reference (NULL: nothing); the last wipes every line (one holds the key) and frees
+ * them. */
+void omnidesk_request_headers_unref(struct omnidesk_headers *h);
 
 #endif

@@ -2,7 +2,7 @@
  * fuzz_body: the request bodies omnisync builds (lib/omnidesk.c's build_form and build_mime,
  * compiled into this target unchanged) never let a value change the request's structure.
  *
- * Input: byte 0 picks the body (urlencoded, multipart, multipart with the send-once first part);
+ * Input: byte 0 picks the body (urlencoded, multipart, multipart sent at most once);
  * the rest is split at NUL bytes into up to 8 field values (a value may hold CR, LF, '&', '=',
  * '%', '+', quotes, "--" and anything else). The body is then decoded the way a server would
  * and every field must come back with its own name and exactly its own value, in order:
@@ -277,22 +277,22 @@ static void decode_multipart(const char *req, size_t len, struct decoded *d)
 static void send_multipart(const struct omnidesk_field *fields, size_t nfields, int once,
                            struct decoded *d)
 {
+    static struct omnidesk client; /* build_mime takes the boundary sequence from it */
     struct omnidesk_request req;
-    struct curl_slist *headers = NULL;
     char *request, url[64];
     size_t request_len;
     CURLcode rc;
 
     memset(&req, 0, sizeof(req));
+    req.client = &client;
     req.easy = curl_easy_init();
-    if (req.easy == NULL || build_mime(&req, fields, nfields, once) != 0)
+    req.headers = omnidesk_request_headers_new("fuzz-key", 8); /* apiKey, Accept, Expect: */
+    if (req.easy == NULL || req.headers == NULL || build_mime(&req, fields, nfields, once) != 0)
         abort();
-    headers = curl_slist_append(headers, "Expect:");
     start_server();
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v2/customer", listen_port);
     curl_easy_setopt(req.easy, CURLOPT_URL, url);
-    curl_easy_setopt(req.easy, CURLOPT_MIMEPOST, req.mime);
-    curl_easy_setopt(req.easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(req.easy, CURLOPT_HTTPHEADER, request_headers(&req));
     curl_easy_setopt(req.easy, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(req.easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(req.easy, CURLOPT_VERBOSE, getenv("FUZZ_VERBOSE") ? 1L : 0L);
@@ -306,9 +306,8 @@ static void send_multipart(const struct omnidesk_field *fields, size_t nfields, 
     decode_multipart(request, request_len, d);
     free(request);
     curl_easy_cleanup(req.easy);
-    curl_mime_free(req.mime);
-    curl_slist_free_all(headers);
-    free(req.once.data);
+    omnidesk_request_headers_unref(req.headers);
+    free(req.post);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
