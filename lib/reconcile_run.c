@@ -500,10 +500,12 @@ struct mapped_row {
     long long brand;
     enum mapping_kind kind; /* MAPPING_UPSERT or MAPPING_INVALID: the others are not compared */
     char *firstname, *lastname, *email, *telephone;
-    struct mapping_custom *custom; /* ncustom, each param and value malloc'd */
+    struct mapping_custom *custom; /* ncustom; each value malloc'd, each param the source's */
     size_t ncustom;
+    unsigned owned_params; /* bit i: custom[i].param is a copy (not one of the source's) */
     char *error, *log_error; /* MAPPING_INVALID */
 };
+_Static_assert(CONFIG_MAX_CUSTOM <= 32, "owned_params has a bit per custom field");
 
 static void mapped_row_free(struct mapped_row *m)
 {
@@ -513,7 +515,8 @@ static void mapped_row_free(struct mapped_row *m)
     free(m->email);
     free(m->telephone);
     for (size_t i = 0; i < m->ncustom; i++) {
-        free((char *)m->custom[i].param);
+        if (m->owned_params & (1u << i))
+            free((char *)m->custom[i].param);
         free(m->custom[i].value);
     }
     free(m->custom);
@@ -731,7 +734,7 @@ static int map_row(struct crm *c, const struct reconcile_options *o, const char 
             m->key = copy_or_null(key, &failed);
             m->brand = brand;
             m->kind = plan.kind;
-            /* The plan's own copies move; the custom fields' names point into the row. */
+            /* The plan's own copies move (its custom fields' names point into the row). */
             m->firstname = plan.firstname;
             m->lastname = plan.lastname;
             m->email = plan.email;
@@ -741,7 +744,15 @@ static int map_row(struct crm *c, const struct reconcile_options *o, const char 
                 (m->custom = calloc(plan.ncustom, sizeof(*m->custom))) == NULL)
                 failed = 1;
             for (size_t i = 0; m->custom != NULL && i < plan.ncustom; i++) {
-                m->custom[i].param = copy_or_null(plan.custom[i].param, &failed);
+                /* The name is one of the source's custom parameters (the read's JSON is built
+                 * from them): shared, not copied per row. */
+                for (size_t j = 0; j < o->src->ncustom && m->custom[i].param == NULL; j++)
+                    if (strcmp(o->src->custom[j].param, plan.custom[i].param) == 0)
+                        m->custom[i].param = o->src->custom[j].param;
+                if (m->custom[i].param == NULL) {
+                    m->custom[i].param = copy_or_null(plan.custom[i].param, &failed);
+                    m->owned_params |= 1u << i;
+                }
                 m->custom[i].value = plan.custom[i].value;
                 plan.custom[i].value = NULL;
                 m->ncustom = i + 1;
