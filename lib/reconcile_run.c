@@ -28,6 +28,7 @@
 
 #define INDEX_WINDOW 8 /* index pages in flight at most (and at most max_in_flight) */
 #define POLL_MS 100    /* longest wait in the concurrent read: a stop is seen this soon */
+#define MAP_SLICE 64   /* CRM rows mapped between two looks at the index answers */
 #define RETRY 1        /* classify(): the attempt failed in a way worth another */
 
 /* One transfer: an easy handle and what its answer brought. */
@@ -490,12 +491,48 @@ static int take_page(struct reader *rd, struct index_answer *a, long long *total
 /* ---- the CRM's pages, read while the index pages are ---- */
 
 /*
+ * A CRM row mapped as a delivery would send it, kept for the comparison: what
+ * reconcile_compare, reconcile_needs_item and reconcile_values read of its plan, moved out of
+ * the plan (the rest of the plan and the row's JSON are freed at once).
+ */
+struct mapped_row {
+    char *key; /* the CRM's primary id */
+    long long brand;
+    enum mapping_kind kind; /* MAPPING_UPSERT or MAPPING_INVALID: the others are not compared */
+    char *firstname, *lastname, *email, *telephone;
+    struct mapping_custom *custom; /* ncustom; each value malloc'd, each param the source's */
+    size_t ncustom;
+    unsigned owned_params; /* bit i: custom[i].param is a copy (not one of the source's) */
+    char *error, *log_error; /* MAPPING_INVALID */
+};
+_Static_assert(CONFIG_MAX_CUSTOM <= 32, "owned_params has a bit per custom field");
+
+static void mapped_row_free(struct mapped_row *m)
+{
+    free(m->key);
+    free(m->firstname);
+    free(m->lastname);
+    free(m->email);
+    free(m->telephone);
+    for (size_t i = 0; i < m->ncustom; i++) {
+        if (m->owned_params & (1u << i))
+            free((char *)m->custom[i].param);
+        free(m->custom[i].value);
+    }
+    free(m->custom);
+    free(m->error);
+    free(m->log_error);
+    memset(m, 0, sizeof(*m));
+}
+
+/*
  * The CRM table in keyset pages of CRM_PAGE rows, with libpq's asynchronous API on the run's
  * connection (idle while the index is read): the next page's query is sent as soon as the one
  * before it has answered, and crm_step takes what has arrived without waiting, between index
- * answers. The pages are kept as they came (key, mapped columns as text, brand): the comparison
- * needs every index page first, and the rows are mapped only then, so memory holds the rows'
- * text, not a plan per row.
+ * answers. The comparison needs every index page first, but mapping a row does not: while the
+ * index answers are awaited, crm_map maps the rows that are in (a slice at a time) into
+ * struct mapped_row, the few strings the comparison reads, and frees each page once its rows
+ * are mapped; the comparison after the last index page is then a lookup per row.
  */
 struct crm {
     PGconn *conn;
@@ -507,6 +544,14 @@ struct crm {
     PGresult **pages;
     size_t npages, cap;
     long long rows;
+    /* The rows are mapped as soon as they are in, while the index pages are in flight (mapping
+     * needs no index page; comparing needs them all): page `map_page`, row `map_next` next. */
+    struct mapped_row *mapped;
+    size_t nmapped, mapped_cap;
+    size_t map_page;
+    int map_next;
+    int map_rc; /* the first row that could not be mapped: mapping stops there */
+    char map_err[512];
 };
 
 static int crm_send(struct crm *c, char *err, size_t errlen)
@@ -631,7 +676,128 @@ static void crm_free(struct crm *c)
         PQclear(c->pages[i]);
     free(c->pages);
     free(c->last);
+    for (size_t i = 0; i < c->nmapped; i++)
+        mapped_row_free(&c->mapped[i]);
+    free(c->mapped);
     memset(c, 0, sizeof(*c));
+}
+
+/* A copy of `s` (NULL stays NULL); sets *failed when out of memory. */
+static char *copy_or_null(const char *s, int *failed)
+{
+    char *copy = s ? strdup(s) : NULL;
+    if (s != NULL && copy == NULL)
+        *failed = 1;
+    return copy;
+}
+
+/*
+ * Maps one CRM row (its key, mapped columns as JSON text, outbox brand) as a delivery would send
+ * it: the row as one full-state change, through mapping and validation (and so through any name
+ * normalisation the source configures). Appends it to c->mapped unless it is flagged for erasure
+ * (omnisync would purge it, not send it: it is not compared).
+ */
+static int map_row(struct crm *c, const struct reconcile_options *o, const char *key,
+                   const char *data, size_t data_len, long long brand, char *err, size_t errlen)
+{
+    struct json_object *new_data = NULL;
+    if (reconcile_row_parse(data, data_len, &new_data) != 0)
+        new_data = json_tokener_parse(data);
+    if (new_data == NULL) {
+        snprintf(err, errlen, "CRM row %s: its mapped columns are not JSON", key);
+        return OMNISYNC_EDB;
+    }
+    struct mapping_row row = {.id = 0, .op = "reconcile", .old_data = NULL, .new_data = new_data};
+    struct mapping_plan plan;
+    size_t planned = 0;
+    int n = mapping_plan_rows(o->cfg, o->src, &row, 1, &plan, &planned);
+    if (n < 0) {
+        json_object_put(new_data);
+        snprintf(err, errlen, "out of memory");
+        return OMNISYNC_ENOMEM;
+    }
+    int failed = 0;
+    if (plan.kind == MAPPING_UPSERT || plan.kind == MAPPING_INVALID) {
+        if (c->nmapped == c->mapped_cap) {
+            size_t cap = c->mapped_cap ? c->mapped_cap * 2 : 1024;
+            struct mapped_row *grown = realloc(c->mapped, cap * sizeof(*grown));
+            if (grown == NULL)
+                failed = 1;
+            else {
+                c->mapped = grown;
+                c->mapped_cap = cap;
+            }
+        }
+        if (!failed) {
+            struct mapped_row *m = &c->mapped[c->nmapped++];
+            memset(m, 0, sizeof(*m));
+            m->key = copy_or_null(key, &failed);
+            m->brand = brand;
+            m->kind = plan.kind;
+            /* The plan's own copies move (its custom fields' names point into the row). */
+            m->firstname = plan.firstname;
+            m->lastname = plan.lastname;
+            m->email = plan.email;
+            m->telephone = plan.telephone;
+            plan.firstname = plan.lastname = plan.email = plan.telephone = NULL;
+            if (plan.ncustom > 0 &&
+                (m->custom = calloc(plan.ncustom, sizeof(*m->custom))) == NULL)
+                failed = 1;
+            for (size_t i = 0; m->custom != NULL && i < plan.ncustom; i++) {
+                /* The name is one of the source's custom parameters (the read's JSON is built
+                 * from them): shared, not copied per row. */
+                for (size_t j = 0; j < o->src->ncustom && m->custom[i].param == NULL; j++)
+                    if (strcmp(o->src->custom[j].param, plan.custom[i].param) == 0)
+                        m->custom[i].param = o->src->custom[j].param;
+                if (m->custom[i].param == NULL) {
+                    m->custom[i].param = copy_or_null(plan.custom[i].param, &failed);
+                    m->owned_params |= 1u << i;
+                }
+                m->custom[i].value = plan.custom[i].value;
+                plan.custom[i].value = NULL;
+                m->ncustom = i + 1;
+            }
+            if (plan.kind == MAPPING_INVALID) {
+                m->error = copy_or_null(plan.error, &failed);
+                m->log_error = copy_or_null(plan.log_error, &failed);
+            }
+        }
+    }
+    mapping_plan_free(&plan);
+    json_object_put(new_data);
+    if (failed) {
+        snprintf(err, errlen, "out of memory");
+        return OMNISYNC_ENOMEM;
+    }
+    return OMNISYNC_OK;
+}
+
+/*
+ * Maps up to `budget` of the CRM rows that are in and not mapped yet (each page freed once its
+ * rows are); 1 when rows that are in remain, else 0. The first row that cannot be mapped stops
+ * the mapping: c->map_rc and c->map_err hold its error, which the comparison returns after the
+ * rows before it, as a comparison row by row would have.
+ */
+static int crm_map(struct crm *c, const struct reconcile_options *o, long budget)
+{
+    while (c->map_rc == 0 && c->map_page < c->npages) {
+        PGresult *res = c->pages[c->map_page];
+        int rows = PQntuples(res);
+        for (; c->map_next < rows; c->map_next++) {
+            if (budget-- <= 0)
+                return 1;
+            int i = c->map_next;
+            c->map_rc = map_row(c, o, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                                (size_t)PQgetlength(res, i, 1), atoll(PQgetvalue(res, i, 2)),
+                                c->map_err, sizeof(c->map_err));
+            if (c->map_rc != 0)
+                return 0;
+        }
+        PQclear(res); /* mapped: its memory is not needed any more */
+        c->pages[c->map_page++] = NULL;
+        c->map_next = 0;
+    }
+    return 0;
 }
 
 /* One index page request of the concurrent read. */
@@ -803,6 +969,10 @@ static int read_rest(struct reader *rd, struct remotes *rs, struct reconcile_rep
                 slots[i].page = -1;
             }
         }
+        /* Nothing answered: map CRM rows that are in, a slice at a time so an answer that
+         * arrives meanwhile waits at most a slice, and wait only when there are none. */
+        if (!finished && crm != NULL && crm_map(crm, rd->o, MAP_SLICE))
+            continue;
         if (!finished) {
             struct curl_waitfd db = {crm_socket(crm), CURL_WAIT_POLLIN, 0};
             mc = curl_multi_poll(multi, db.fd >= 0 ? &db : NULL, db.fd >= 0 ? 1 : 0, (int)wait_ms,
@@ -918,35 +1088,28 @@ static void forget_channel(struct reconcile_entry *e, const char *type, const ch
     }
 }
 
-/* Compares one CRM row (its key, mapped columns as JSON text, outbox brand). */
-static int compare_row(struct reader *rd, struct remotes *rs, const char *key, const char *data,
-                       size_t data_len, long long brand, struct reconcile_report *report, char *err,
-                       size_t errlen)
+/* Compares one mapped CRM row with Omnidesk's side. */
+static int compare_row(struct reader *rd, struct remotes *rs, const struct mapped_row *m,
+                       struct reconcile_report *report, char *err, size_t errlen)
 {
     const struct reconcile_options *o = rd->o;
-    struct json_object *new_data = NULL;
-    if (reconcile_row_parse(data, data_len, &new_data) != 0)
-        new_data = json_tokener_parse(data);
-    if (new_data == NULL) {
-        snprintf(err, errlen, "CRM row %s: its mapped columns are not JSON", key);
-        return OMNISYNC_EDB;
-    }
-    /* What a delivery would send: the row as one full-state change, through mapping and
-     * validation (and so through any name normalisation the source configures). */
-    struct mapping_row row = {.id = 0, .op = "reconcile", .old_data = NULL, .new_data = new_data};
-    struct mapping_plan plan;
-    size_t planned = 0;
-    int n = mapping_plan_rows(o->cfg, o->src, &row, 1, &plan, &planned);
-    if (n < 0) {
-        json_object_put(new_data);
-        snprintf(err, errlen, "out of memory");
-        return OMNISYNC_ENOMEM;
+    const char *key = m->key;
+    /* The parts of the row's plan the comparison reads (see struct mapped_row). */
+    struct mapping_plan plan = {.kind = m->kind,
+                                .firstname = m->firstname,
+                                .lastname = m->lastname,
+                                .email = m->email,
+                                .telephone = m->telephone,
+                                .ncustom = m->ncustom};
+    for (size_t i = 0; i < m->ncustom; i++)
+        plan.custom[i] = m->custom[i];
+    if (m->kind == MAPPING_INVALID) {
+        snprintf(plan.error, sizeof(plan.error), "%s", m->error ? m->error : "");
+        snprintf(plan.log_error, sizeof(plan.log_error), "%s", m->log_error ? m->log_error : "");
     }
     int rc = OMNISYNC_OK;
-    if (plan.kind != MAPPING_UPSERT && plan.kind != MAPPING_INVALID)
-        goto out; /* flagged for erasure: omnisync would purge it, not send it */
     report->crm_customers++;
-    long long want_brand = key_brand(o->cfg, brand);
+    long long want_brand = key_brand(o->cfg, m->brand);
     struct reconcile_remote *remote = remotes_find(rs, want_brand, key);
     if (remote != NULL && remote->seen)
         remote = NULL; /* two CRM rows with one key cannot both match */
@@ -955,7 +1118,7 @@ static int compare_row(struct reader *rd, struct remotes *rs, const char *key, c
         rc = read_item(rd, remote, &gone, err, errlen);
         report->items++;
         if (rc != 0)
-            goto out;
+            return rc;
         if (gone) {
             remote->seen = 1; /* not extra either: it is gone */
             remote = NULL;
@@ -967,13 +1130,13 @@ static int compare_row(struct reader *rd, struct remotes *rs, const char *key, c
     enum reconcile_kind kind = reconcile_compare(&plan, remote, &diff);
     if (kind == RECONCILE_IN_STEP) {
         report->in_step++;
-        goto out;
+        return OMNISYNC_OK;
     }
-    rc = reconcile_report_add(report, key, brand, &diff,
+    rc = reconcile_report_add(report, key, m->brand, &diff,
                               o->show_data ? reconcile_values(&plan, remote, &diff) : NULL);
     if (rc != 0) {
         snprintf(err, errlen, "out of memory");
-        goto out;
+        return rc;
     }
     struct reconcile_entry *e = &report->entries[report->nentries - 1];
     e->forget_created = kind == RECONCILE_MISSING;
@@ -983,10 +1146,7 @@ static int compare_row(struct reader *rd, struct remotes *rs, const char *key, c
         else if (strcmp(diff.fields[i], "telephone") == 0)
             forget_channel(e, "telephone", plan.telephone);
     }
-out:
-    mapping_plan_free(&plan);
-    json_object_put(new_data);
-    return rc;
+    return OMNISYNC_OK;
 }
 
 /* Reads the CRM pages still to come, then compares every CRM row with Omnidesk's side (complete
@@ -1003,21 +1163,26 @@ static int compare_crm(struct reader *rd, struct crm *crm, struct remotes *rs,
         }
         rc = crm_step(crm, 1, err, errlen);
     }
-    for (size_t p = 0; rc == 0 && p < crm->npages; p++) {
+    /* The rows not mapped while the index was read, a page at a time. */
+    while (rc == 0 && crm_map(crm, rd->o, atoi(CRM_PAGE))) {
         if (rd->o->stop != NULL && *rd->o->stop) {
             snprintf(err, errlen, "interrupted");
             return OMNISYNC_ECANCELED;
         }
-        PGresult *res = crm->pages[p];
-        int rows = PQntuples(res);
-        for (int i = 0; i < rows && rc == 0; i++)
-            rc = compare_row(rd, rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                             (size_t)PQgetlength(res, i, 1), atoll(PQgetvalue(res, i, 2)), report,
-                             err, errlen);
-        PQclear(res); /* compared: its memory is not needed any more */
-        crm->pages[p] = NULL;
-        if (rc == 0)
+    }
+    for (size_t i = 0; rc == 0 && i < crm->nmapped; i++) {
+        if (i % atoi(CRM_PAGE) == 0 && rd->o->stop != NULL && *rd->o->stop) {
+            snprintf(err, errlen, "interrupted");
+            return OMNISYNC_ECANCELED;
+        }
+        rc = compare_row(rd, rs, &crm->mapped[i], report, err, errlen);
+        mapped_row_free(&crm->mapped[i]); /* compared: its memory is not needed any more */
+        if (rc == 0 && ((i + 1) % atoi(CRM_PAGE) == 0 || i + 1 == crm->nmapped))
             report_progress(rd, report->pages, pages_total, report->crm_customers, 0);
+    }
+    if (rc == 0 && crm->map_rc != 0) {
+        snprintf(err, errlen, "%s", crm->map_err);
+        rc = crm->map_rc;
     }
     return rc;
 }

@@ -179,8 +179,7 @@ char *api_take_json(struct json_object *o, size_t *len)
 
     if (o == NULL)
         return NULL;
-    text =
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    text = json_object_to_json_string_ext(o, STORE_JSON_FLAGS);
     if (text != NULL) {
         n = strlen(text);
         copy = malloc(n + 1);
@@ -236,34 +235,108 @@ static int answer_not_found(struct api_answer *answer)
     return answer_error(answer, 404, "customer not found");
 }
 
+/*
+ * An answer spliced from text: the fixed parts are written as json-c prints them with
+ * STORE_JSON_FLAGS ({"a":1,"b":[x,y]}: no spaces), the customers are their cached texts, so a
+ * page of 99 costs copies, not 99 trees built and printed (which, under the store lock, made
+ * the fake the limit of a reader with 8 index requests in flight).
+ */
+struct text {
+    char *buf;
+    size_t len;
+    size_t cap;
+    bool failed;
+};
+
+static void text_add(struct text *t, const char *s, size_t n)
+{
+    if (t->failed)
+        return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        char *buf;
+
+        while (cap < t->len + n + 1)
+            cap *= 2;
+        if ((buf = realloc(t->buf, cap)) == NULL) {
+            t->failed = true;
+            return;
+        }
+        t->buf = buf;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+static void text_str(struct text *t, const char *s)
+{
+    text_add(t, s, strlen(s));
+}
+
+/* A member `"name":N,` as json-c prints an int64. */
+static void text_int_member(struct text *t, const char *name, long long value)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "\"%s\":%lld,", name, value);
+
+    text_add(t, buf, (size_t)n);
+}
+
+static void text_customer(struct text *t, struct customer *c, enum customer_json which)
+{
+    size_t len = 0;
+    const char *json = customer_json_text(c, which, &len);
+
+    if (json == NULL)
+        t->failed = true;
+    else
+        text_add(t, json, len);
+}
+
+static int answer_text(struct api_answer *answer, int status, struct text *t)
+{
+    if (t->failed) {
+        free(t->buf);
+        return -1;
+    }
+    answer->status = status;
+    answer->body = t->buf;
+    answer->body_len = t->len;
+    return 0;
+}
+
 /* A found customer, in the shape the test asked for with "search_shape". */
 static int answer_customer(struct store *store, struct api_answer *answer,
-                           const struct customer *customer)
+                           struct customer *customer)
 {
-    struct json_object *o = json_object_new_object();
-    struct json_object *c = customer_to_json(customer);
+    struct text t = {0};
+    struct json_object *o;
+    struct json_object *c;
 
-    json_object_object_add(o, "type", json_object_new_string("result"));
     switch (store->settings.search_shape) {
     case SEARCH_SHAPE_CUSTOMER:
-        json_object_object_add(o, "customer", c);
-        break;
-    case SEARCH_SHAPE_TOP: {
-        json_object_object_foreach(c, key, value)
-        {
-            json_object_object_add(o, key, json_object_get(value));
-        }
-        json_object_put(c);
-        break;
-    }
-    case SEARCH_SHAPE_ITEMS: {
-        struct json_object *items = json_object_new_array();
-
-        json_object_array_add(items, c);
-        json_object_object_add(o, "items", items);
+        text_str(&t, "{\"type\":\"result\",\"customer\":");
+        text_customer(&t, customer, CUSTOMER_JSON_FULL);
+        text_str(&t, "}");
+        return answer_text(answer, 200, &t);
+    case SEARCH_SHAPE_ITEMS:
+        text_str(&t, "{\"type\":\"result\",\"items\":[");
+        text_customer(&t, customer, CUSTOMER_JSON_FULL);
+        text_str(&t, "]}");
+        return answer_text(answer, 200, &t);
+    case SEARCH_SHAPE_TOP:
         break;
     }
+    o = json_object_new_object();
+    c = customer_to_json(customer);
+    json_object_object_add(o, "type", json_object_new_string("result"));
+    json_object_object_foreach(c, key, value)
+    {
+        json_object_object_add(o, key, json_object_get(value));
     }
+    json_object_put(c);
     return answer_json(answer, 200, o);
 }
 
@@ -344,9 +417,9 @@ static int do_create(struct store *store, const struct form *fields, struct api_
     customer = store_add(store, brand_id, primary_id);
     if (customer == NULL)
         return -1;
-    if ((value = form_get(fields, "firstname")) && customer_set_name(&customer->firstname, value))
+    if ((value = form_get(fields, "firstname")) && customer_set_firstname(customer, value))
         goto fail;
-    if ((value = form_get(fields, "lastname")) && customer_set_name(&customer->lastname, value))
+    if ((value = form_get(fields, "lastname")) && customer_set_lastname(customer, value))
         goto fail;
     if (set_customs(customer, fields) != 0)
         goto fail;
@@ -377,8 +450,8 @@ static int do_update(struct store *store, const struct form *fields, struct api_
         return answer_not_found(answer);
     if (customer->custom_count + new_custom_count(customer, fields) > STORE_MAX_CUSTOM)
         return answer_invalid(store, answer, "too many custom fields");
-    if (customer_set_name(&customer->firstname, form_get(fields, "firstname")) != 0 ||
-        customer_set_name(&customer->lastname, form_get(fields, "lastname")) != 0 ||
+    if (customer_set_firstname(customer, form_get(fields, "firstname")) != 0 ||
+        customer_set_lastname(customer, form_get(fields, "lastname")) != 0 ||
         set_customs(customer, fields) != 0)
         return -1;
     return answer_result(answer, "Customer updated.");
@@ -514,27 +587,20 @@ static bool matches_query(const struct customer *c, const char *query)
            (c->lastname && strcasestr(c->lastname, query) != NULL);
 }
 
-static void add_index_entry(struct store *store, struct json_object *items,
-                            const struct customer *c)
-{
-    struct json_object *entry = customer_to_json(c);
-
-    /* The API document's index entries carry no custom fields. */
-    if (!store->settings.index_custom)
-        json_object_object_del(entry, "custom");
-    json_object_array_add(items, entry);
-}
-
 static int do_index(struct store *store, const struct form *fields, struct api_answer *answer)
 {
     char msg[256];
     const char *query = form_get(fields, "query");
     const char *value;
+    enum customer_json which =
+        store->settings.index_custom ? CUSTOMER_JSON_FULL : CUSTOMER_JSON_NO_CUSTOM;
     long long start = 0;
     long long limit = 15;
     long long total = 0;
-    struct json_object *o;
-    struct json_object *items;
+    long long listed = 0;
+    struct customer *first = NULL;
+    struct text items = {0};
+    struct text t = {0};
     enum index_fault fault;
 
     if (validate(fields, RULES(index_rules), msg, sizeof(msg)) != 0)
@@ -549,7 +615,8 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
         return answer_invalid(store, answer, "itemLimit must be at least 0");
     if (start < 0)
         return answer_invalid(store, answer, "itemStart must be at least 0");
-    items = json_object_new_array();
+    /* items.buf holds the entries comma-separated, without the brackets. */
+    text_str(&items, "");
     if (query == NULL) {
         /* Without a query the total is the count and the page is found in the id table, whose
            pointers are read without visiting a customer: a page costs a scan of pointers, not
@@ -560,8 +627,13 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
         for (size_t i = 0; i < store->by_id_len && seen < start + limit; i++) {
             if (store->by_id[i] == NULL)
                 continue;
-            if (seen >= start)
-                add_index_entry(store, items, store->by_id[i]);
+            if (seen >= start) {
+                if (listed++ > 0)
+                    text_str(&items, ",");
+                else
+                    first = store->by_id[i];
+                text_customer(&items, store->by_id[i], which);
+            }
             seen++;
         }
     } else {
@@ -569,33 +641,44 @@ static int do_index(struct store *store, const struct form *fields, struct api_a
              c = store_next(store, c->id + 1)) {
             if (!matches_query(c, query))
                 continue;
-            if (total >= start && total < start + limit)
-                add_index_entry(store, items, c);
+            if (total >= start && total < start + limit) {
+                if (listed++ > 0)
+                    text_str(&items, ",");
+                else
+                    first = c;
+                text_customer(&items, c, which);
+            }
             total++;
         }
     }
     fault = start >= store->settings.index_fault_from ? store->settings.index_fault
                                                       : INDEX_FAULT_NONE;
     if (fault == INDEX_FAULT_GROWING_TOTAL) {
-        /* Each page says there is one page more than the last: it never ends. */
+        /* Each page says there is one page more than the last: it never ends. The page is
+           filled up with its first entry again (null when it has none). */
         total = start + limit + 1;
-        while ((long long)json_object_array_length(items) < limit)
-            json_object_array_add(items, json_object_get(json_object_array_get_idx(items, 0)));
+        for (; listed < limit; listed++) {
+            if (listed > 0)
+                text_str(&items, ",");
+            if (first != NULL)
+                text_customer(&items, first, which);
+            else
+                text_str(&items, "null");
+        }
     }
-    o = json_object_new_object();
-    json_object_object_add(o, "type", json_object_new_string("result"));
-    json_object_object_add(o, "itemStart", json_object_new_int64(start));
+    text_str(&t, "{\"type\":\"result\",");
+    text_int_member(&t, "itemStart", start);
     if (fault != INDEX_FAULT_MISSING_FIELD)
-        json_object_object_add(o, "itemTotal", json_object_new_int64(total));
-    json_object_object_add(o, "itemLimit", json_object_new_int64(limit));
-    if (fault == INDEX_FAULT_WRONG_SHAPE) {
-        struct json_object *wrapped = json_object_new_object();
-
-        json_object_object_add(wrapped, "list", items);
-        items = wrapped;
-    }
-    json_object_object_add(o, "items", items);
-    return answer_json(answer, 200, o);
+        text_int_member(&t, "itemTotal", total);
+    text_int_member(&t, "itemLimit", limit);
+    text_str(&t, fault == INDEX_FAULT_WRONG_SHAPE ? "\"items\":{\"list\":[" : "\"items\":[");
+    if (items.failed)
+        t.failed = true;
+    else
+        text_add(&t, items.buf, items.len);
+    free(items.buf);
+    text_str(&t, fault == INDEX_FAULT_WRONG_SHAPE ? "]}}" : "]}");
+    return answer_text(answer, 200, &t);
 }
 
 static int do_item(struct store *store, const struct form *fields, long long id,
@@ -604,17 +687,17 @@ static int do_item(struct store *store, const struct form *fields, long long id,
     char msg[256];
     const char *brand = form_get(fields, "brandID");
     struct customer *customer;
-    struct json_object *o;
+    struct text t = {0};
 
     if (validate(fields, RULES(item_rules), msg, sizeof(msg)) != 0)
         return answer_invalid(store, answer, msg);
     customer = store_find_id(store, id);
     if (customer == NULL || (brand != NULL && customer->brand_id != to_integer(brand)))
         return answer_not_found(answer);
-    o = json_object_new_object();
-    json_object_object_add(o, "type", json_object_new_string("result"));
-    json_object_object_add(o, "customer", customer_to_json(customer));
-    return answer_json(answer, 200, o);
+    text_str(&t, "{\"type\":\"result\",\"customer\":");
+    text_customer(&t, customer, CUSTOMER_JSON_FULL);
+    text_str(&t, "}");
+    return answer_text(answer, 200, &t);
 }
 
 int api_handle(struct store *store, enum endpoint ep, const struct form *fields, long long path_id,

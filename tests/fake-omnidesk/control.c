@@ -155,37 +155,21 @@ static const char *member_text(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
-/* Removes every channel of `type` ("*" for all). */
-static void drop_channels(struct customer *c, const char *type)
-{
-    size_t kept = 0;
-
-    for (size_t i = 0; i < c->channel_count; i++) {
-        if (strcmp(type, "*") == 0 || strcmp(c->channels[i].type, type) == 0) {
-            free(c->channels[i].type);
-            free(c->channels[i].value);
-        } else {
-            c->channels[kept++] = c->channels[i];
-        }
-    }
-    c->channel_count = kept;
-}
-
 /* Names, custom fields, channels of `o` applied to `c`; -1 with a message on a bad member. */
 static int apply_changes(struct customer *c, struct json_object *o, const char **why)
 {
     struct json_object *v;
     const char *text;
 
-    if ((text = member_text(o, "firstname")) != NULL && customer_set_name(&c->firstname, text))
+    if ((text = member_text(o, "firstname")) != NULL && customer_set_firstname(c, text))
         return *why = "out of memory", -1;
-    if ((text = member_text(o, "lastname")) != NULL && customer_set_name(&c->lastname, text))
+    if ((text = member_text(o, "lastname")) != NULL && customer_set_lastname(c, text))
         return *why = "out of memory", -1;
     if (json_object_object_get_ex(o, "drop_channels", &v)) {
         if (!json_object_is_type(v, json_type_array))
             return *why = "drop_channels must be an array of channel types", -1;
         for (size_t i = 0; i < json_object_array_length(v); i++)
-            drop_channels(c, json_object_get_string(json_object_array_get_idx(v, i)));
+            customer_drop_channels(c, json_object_get_string(json_object_array_get_idx(v, i)));
     }
     if (json_object_object_get_ex(o, "channels", &v)) {
         if (!json_object_is_type(v, json_type_array))

@@ -46,8 +46,18 @@ int store_init(struct store *store, const struct settings *initial, size_t log_m
     return 0;
 }
 
+static void forget_json(struct customer *c)
+{
+    for (size_t i = 0; i < 2; i++) {
+        free(c->json[i]);
+        c->json[i] = NULL;
+        c->json_len[i] = 0;
+    }
+}
+
 static void customer_free(struct customer *c)
 {
+    forget_json(c);
     for (size_t i = 0; i < c->custom_count; i++) {
         free(c->custom[i].name);
         free(c->custom[i].value);
@@ -241,7 +251,7 @@ void store_remove(struct store *store, struct customer *customer)
     customer_free(customer);
 }
 
-int customer_set_name(char **slot, const char *value)
+static int replace_text(char **slot, const char *value)
 {
     char *copy = strdup(value);
 
@@ -252,13 +262,26 @@ int customer_set_name(char **slot, const char *value)
     return 0;
 }
 
+int customer_set_firstname(struct customer *c, const char *value)
+{
+    forget_json(c);
+    return replace_text(&c->firstname, value);
+}
+
+int customer_set_lastname(struct customer *c, const char *value)
+{
+    forget_json(c);
+    return replace_text(&c->lastname, value);
+}
+
 int customer_set_custom(struct customer *c, const char *name, const char *value)
 {
     struct custom_field *custom;
 
+    forget_json(c);
     for (size_t i = 0; i < c->custom_count; i++)
         if (strcmp(c->custom[i].name, name) == 0)
-            return customer_set_name(&c->custom[i].value, value);
+            return replace_text(&c->custom[i].value, value);
     if (c->custom_count == STORE_MAX_CUSTOM)
         return -1;
     custom = realloc(c->custom, (c->custom_count + 1) * sizeof(*custom));
@@ -287,6 +310,7 @@ int customer_add_channel(struct customer *c, const char *type, const char *value
             return 0;
     if (c->channel_count == STORE_MAX_CHANNELS)
         return -1;
+    forget_json(c);
     channels = realloc(c->channels, (c->channel_count + 1) * sizeof(*channels));
     if (channels == NULL)
         return -1;
@@ -301,6 +325,22 @@ int customer_add_channel(struct customer *c, const char *type, const char *value
     }
     c->channel_count++;
     return 1;
+}
+
+void customer_drop_channels(struct customer *c, const char *type)
+{
+    size_t kept = 0;
+
+    forget_json(c);
+    for (size_t i = 0; i < c->channel_count; i++) {
+        if (strcmp(type, "*") == 0 || strcmp(c->channels[i].type, type) == 0) {
+            free(c->channels[i].type);
+            free(c->channels[i].value);
+        } else {
+            c->channels[kept++] = c->channels[i];
+        }
+    }
+    c->channel_count = kept;
 }
 
 static struct json_object *string_or_null(const char *s)
@@ -332,6 +372,26 @@ struct json_object *customer_to_json(const struct customer *c)
     }
     json_object_object_add(o, "channels", channels);
     return o;
+}
+
+const char *customer_json_text(struct customer *c, enum customer_json which, size_t *len)
+{
+    struct json_object *o;
+    const char *text;
+
+    if (c->json[which] == NULL) {
+        o = customer_to_json(c);
+        if (which == CUSTOMER_JSON_NO_CUSTOM)
+            json_object_object_del(o, "custom");
+        text = json_object_to_json_string_ext(o, STORE_JSON_FLAGS);
+        if (text != NULL && (c->json[which] = strdup(text)) != NULL)
+            c->json_len[which] = strlen(text);
+        json_object_put(o);
+        if (c->json[which] == NULL)
+            return NULL;
+    }
+    *len = c->json_len[which];
+    return c->json[which];
 }
 
 /* Makes room for one more entry: drops the oldest at the cap, else grows the ring (linearised

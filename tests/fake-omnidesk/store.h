@@ -45,7 +45,21 @@ struct customer {
     struct channel *channels;
     size_t channel_count;
     struct customer *next_in_bucket; /* (brand, external id) hash chain */
+    /* The customer's JSON text, made on first use and dropped by every change below:
+       [CUSTOMER_JSON_FULL] as customer_to_json gives it, [CUSTOMER_JSON_NO_CUSTOM] without
+       "custom" (an index entry when index_custom is off). NULL until asked for. */
+    char *json[2];
+    size_t json_len[2];
 };
+
+enum customer_json {
+    CUSTOMER_JSON_FULL,
+    CUSTOMER_JSON_NO_CUSTOM,
+};
+
+/* How every answer's JSON is printed (api_take_json and the cached customer texts alike, so a
+   page spliced from cached texts is byte for byte what json-c prints for the whole page). */
+#define STORE_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 struct log_entry {
     unsigned long long seq;
@@ -119,15 +133,23 @@ struct customer *store_next(struct store *store, long long from);
 struct customer *store_add(struct store *store, long long brand_id, const char *external_id);
 void store_remove(struct store *store, struct customer *customer);
 
-/* Replaces *slot with a copy of `value`. 0 or -1 (no memory; *slot unchanged). */
-int customer_set_name(char **slot, const char *value);
+/* Every change to a customer goes through these, which drop its cached JSON text. */
+/* Sets the first or last name to a copy of `value`. 0 or -1 (no memory; name unchanged). */
+int customer_set_firstname(struct customer *customer, const char *value);
+int customer_set_lastname(struct customer *customer, const char *value);
 /* Sets custom field `name`. 0, or -1 (no memory or the cap is reached). */
 int customer_set_custom(struct customer *customer, const char *name, const char *value);
 /* Adds channel (type, value): 1 added, 0 already there, -1 no memory or the cap is reached. */
 int customer_add_channel(struct customer *customer, const char *type, const char *value);
+/* Removes every channel of `type` ("*" for all). */
+void customer_drop_channels(struct customer *customer, const char *type);
+
 /* The customer as JSON: id, external_primary_id, brand_id, firstname, lastname, custom,
    channels. The caller puts it. */
 struct json_object *customer_to_json(const struct customer *customer);
+/* The same printed with STORE_JSON_FLAGS (`which`: with or without "custom"), cached in the
+   customer until it changes; valid until then. NULL without memory. */
+const char *customer_json_text(struct customer *customer, enum customer_json which, size_t *len);
 
 /* Appends an entry, taking ownership of its strings and fields; assigns seq and counts it. */
 void store_log_append(struct store *store, struct log_entry *entry);

@@ -862,6 +862,102 @@ START_TEST(test_index_paging_and_item)
 }
 END_TEST
 
+/* The index and item answers are spliced from each customer's cached JSON text: every kind of
+   change, through the API or the control API, must show in the next answer. */
+static struct json_object *index_entry(const char *query)
+{
+    struct fake_reply reply = call("GET", query, FAKE_BODY_NONE, NULL);
+    struct json_object *entry;
+
+    ck_assert_int_eq(reply.status, 200);
+    ck_assert_int_eq(jint(reply.json, "itemTotal"), 1);
+    entry = json_object_get(jget(reply.json, "items.0"));
+    fake_reply_free(&reply);
+    return entry;
+}
+
+START_TEST(test_index_and_item_follow_changes)
+{
+    struct json_object *e;
+    struct json_object *out = NULL;
+    struct fake_reply reply;
+
+    expect("POST", CUSTOMER, FAKE_BODY_MULTIPART,
+           FIELDS("brand_id", "1", "primary_id", "C1", "firstname", "Ann", "lastname", "Smith",
+                  "custom_tier", "gold", "extra_email", "ann@example.com"),
+           200, NULL);
+    e = index_entry(CUSTOMER);
+    ck_assert_str_eq(jstr(e, "firstname"), "Ann");
+    ck_assert_str_eq(jstr(e, "custom.tier"), "gold");
+    ck_assert_uint_eq(json_object_array_length(jget(e, "channels")), 1);
+    json_object_put(e);
+    expect("GET", CUSTOMER "/1", FAKE_BODY_NONE, NULL, 200, NULL);
+
+    expect("PUT", UPDATE, FAKE_BODY_URLENCODED,
+           FIELDS("externalPrimaryID", "C1", "brandID", "1", "firstname", "Šárka", "lastname",
+                  "O'Neil", "custom_tier", "silver"),
+           200, "Customer updated.");
+    expect("POST", ADD_CHANNEL, FAKE_BODY_MULTIPART,
+           FIELDS("brand_id", "1", "primary_id", "C1", "extra_telephone", "+31612345678"), 200,
+           NULL);
+    e = index_entry(CUSTOMER "?itemLimit=99");
+    ck_assert_str_eq(jstr(e, "firstname"), "Šárka");
+    ck_assert_str_eq(jstr(e, "lastname"), "O'Neil");
+    ck_assert_str_eq(jstr(e, "custom.tier"), "silver");
+    ck_assert_str_eq(jstr(e, "channels.1.value"), "+31612345678");
+    json_object_put(e);
+
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/customers/change",
+                                    "{\"brand_id\":1,\"external_primary_id\":\"C1\","
+                                    "\"lastname\":\"Behind\",\"drop_channels\":[\"email\"],"
+                                    "\"custom\":{\"tier\":\"bronze\"}}",
+                                    &out),
+                     0);
+    json_object_put(out);
+    reply = call("GET", CUSTOMER "/1", FAKE_BODY_NONE, NULL);
+    ck_assert_int_eq(reply.status, 200);
+    ck_assert_str_eq(jstr(reply.json, "customer.lastname"), "Behind");
+    ck_assert_str_eq(jstr(reply.json, "customer.custom.tier"), "bronze");
+    ck_assert_uint_eq(json_object_array_length(jget(reply.json, "customer.channels")), 1);
+    ck_assert_str_eq(jstr(reply.json, "customer.channels.0.type"), "telephone");
+    fake_reply_free(&reply);
+    e = index_entry(CUSTOMER "?query=C1");
+    ck_assert_str_eq(jstr(e, "lastname"), "Behind");
+    ck_assert_str_eq(jstr(e, "custom.tier"), "bronze");
+    json_object_put(e);
+
+    set_faults("{\"index_custom\":false}");
+    e = index_entry(CUSTOMER);
+    ck_assert_ptr_null(jget(e, "custom"));
+    ck_assert_str_eq(jstr(e, "lastname"), "Behind");
+    json_object_put(e);
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/customers/change",
+                                    "{\"brand_id\":1,\"external_primary_id\":\"C1\","
+                                    "\"firstname\":\"Again\"}",
+                                    &out),
+                     0);
+    json_object_put(out);
+    e = index_entry(CUSTOMER);
+    ck_assert_str_eq(jstr(e, "firstname"), "Again");
+    json_object_put(e);
+    set_faults("{\"index_custom\":true}");
+    e = index_entry(CUSTOMER);
+    ck_assert_str_eq(jstr(e, "firstname"), "Again");
+    ck_assert_str_eq(jstr(e, "custom.tier"), "bronze");
+    json_object_put(e);
+
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/customers/delete",
+                                    "{\"brand_id\":1,\"external_primary_id\":\"C1\"}", &out),
+                     0);
+    json_object_put(out);
+    reply = call("GET", CUSTOMER, FAKE_BODY_NONE, NULL);
+    ck_assert_int_eq(jint(reply.json, "itemTotal"), 0);
+    ck_assert_uint_eq(json_object_array_length(jget(reply.json, "items")), 0);
+    fake_reply_free(&reply);
+    expect("GET", CUSTOMER "/1", FAKE_BODY_NONE, NULL, 404, "customer not found");
+}
+END_TEST
+
 START_TEST(test_unknown_routes)
 {
     expect("GET", "/api/v2/nothing", FAKE_BODY_NONE, NULL, 404, "unknown route");
@@ -1514,6 +1610,7 @@ static Suite *fake_suite(void)
     tcase_add_test(endpoints, test_purge_legacy);
     tcase_add_test(endpoints, test_search_shapes);
     tcase_add_test(endpoints, test_index_paging_and_item);
+    tcase_add_test(endpoints, test_index_and_item_follow_changes);
     tcase_add_test(endpoints, test_unknown_routes);
 
     tcase_add_test(faults, test_fault_5xx);
