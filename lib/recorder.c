@@ -16,6 +16,7 @@
 #define RECORDER_MAX_FAILURES 5
 
 static void start_write(struct recorder *r);
+static void linger_or_write(struct recorder *r, int plain);
 
 
 int recorder_init(struct recorder *r, struct dbloop *db, const char *process, recorder_cb cb,
@@ -64,7 +65,14 @@ size_t recorder_backlog(const struct recorder *r)
     return n;
 }
 
-void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
+/* A plain `done`: record_outcomes' set-based path (sql/006), and no row of its customer due
+ * because of it. Only these may wait for the linger. */
+static int plain_done(const struct delivery_outcome *o)
+{
+    return o->status == OUTBOX_DONE && !o->purged && (o->sync == NULL || !o->sync->reset);
+}
+
+static void queue_outcomes(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         struct json_object *o = outbox_outcome_json(&outcomes[i]);
@@ -75,8 +83,94 @@ void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, s
                       outcomes[i].sent_id);
         }
     }
-    if (r->writing == NULL)
+}
+
+void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
+{
+    int plain = 1;
+    for (size_t i = 0; i < n && plain; i++)
+        plain = plain_done(&outcomes[i]);
+    queue_outcomes(r, outcomes, n);
+    linger_or_write(r, plain);
+}
+
+void recorder_add_now(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
+{
+    queue_outcomes(r, outcomes, n);
+    recorder_flush(r);
+}
+
+static void on_linger(uv_timer_t *t)
+{
+    struct recorder *r = t->data;
+    start_write(r);
+}
+
+/*
+ * After outcomes were queued: a write of plain outcomes only, with none running, waits for the
+ * linger (armed by the first of them, so the wait is bounded from the first) until linger_max are
+ * queued; anything else starts it now. A write running takes whatever queued meanwhile when it
+ * ends (written), as without the linger: outcomes arriving faster than writes batch by
+ * themselves.
+ */
+static void linger_or_write(struct recorder *r, int plain)
+{
+    if (r->writing != NULL)
+        return;
+    if (!plain || r->linger_ms == 0 || !r->linger_init ||
+        json_object_array_length(r->pending) >= r->linger_max ||
+        json_object_array_length(r->alone) > 0) {
         start_write(r);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&r->linger_timer)) {
+        uv_timer_start(&r->linger_timer, on_linger, r->linger_ms, 0);
+        r->lingered++;
+    }
+}
+
+int recorder_linger(struct recorder *r, uv_loop_t *loop, uint64_t ms, size_t max)
+{
+    if (ms == 0) {
+        r->linger_ms = 0;
+        recorder_flush(r);
+        return 0;
+    }
+    if (!r->linger_init) {
+        int rc = uv_timer_init(loop, &r->linger_timer);
+        if (rc != 0)
+            return rc;
+        r->linger_timer.data = r;
+        r->linger_init = 1;
+    }
+    r->linger_ms = ms;
+    r->linger_max = max > 0 ? max : 1;
+    return 0;
+}
+
+int recorder_lingering(const struct recorder *r)
+{
+    return r->linger_init && uv_is_active((const uv_handle_t *)&r->linger_timer);
+}
+
+static void on_linger_closed(uv_handle_t *h)
+{
+    struct recorder *r = h->data;
+    if (r->closed_cb != NULL)
+        r->closed_cb(r);
+}
+
+void recorder_close(struct recorder *r, void (*closed_cb)(struct recorder *r))
+{
+    r->linger_ms = 0;
+    r->closed_cb = closed_cb;
+    if (!r->linger_init) {
+        if (closed_cb != NULL)
+            closed_cb(r);
+        return;
+    }
+    r->linger_init = 0; /* no write and no timer start from here on */
+    uv_close((uv_handle_t *)&r->linger_timer, on_linger_closed);
 }
 
 /* Puts `batches` (taken over) in front of the batches written alone. */
@@ -265,10 +359,18 @@ void recorder_flush(struct recorder *r)
         start_write(r);
 }
 
+void recorder_retry(struct recorder *r)
+{
+    if (r->writing == NULL && !recorder_lingering(r))
+        start_write(r);
+}
+
 static void start_write(struct recorder *r)
 {
     if (r->writing != NULL)
         return;
+    if (r->linger_init)
+        uv_timer_stop(&r->linger_timer); /* this write takes what waited */
     if (json_object_array_length(r->alone) > 0) {
         r->writing = json_object_get(json_object_array_get_idx(r->alone, 0));
         json_object_array_del_idx(r->alone, 0, 1);
