@@ -87,15 +87,17 @@ static void queue_outcomes(struct recorder *r, const struct delivery_outcome *ou
 
 void recorder_add(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
 {
-    int plain = 1;
-    for (size_t i = 0; i < n && plain; i++)
-        plain = plain_done(&outcomes[i]);
+    if (json_object_array_length(r->pending) == 0)
+        r->pending_plain = 1;
+    for (size_t i = 0; i < n && r->pending_plain; i++)
+        r->pending_plain = plain_done(&outcomes[i]);
     queue_outcomes(r, outcomes, n);
-    linger_or_write(r, plain);
+    linger_or_write(r, r->pending_plain);
 }
 
 void recorder_add_now(struct recorder *r, const struct delivery_outcome *outcomes, size_t n)
 {
+    r->pending_plain = 0;
     queue_outcomes(r, outcomes, n);
     recorder_flush(r);
 }
@@ -107,26 +109,25 @@ static void on_linger(uv_timer_t *t)
 }
 
 /*
- * After outcomes were queued: a write of plain outcomes only, with none running, waits for the
- * linger (armed by the first of them, so the wait is bounded from the first) until linger_max are
- * queued; anything else starts it now. A write running takes whatever queued meanwhile when it
- * ends (written), as without the linger: outcomes arriving faster than writes batch by
- * themselves.
+ * After outcomes were queued, or a write ended with outcomes queued meanwhile: a write of plain
+ * outcomes only waits for the linger (armed by the first of them, so the wait is bounded from the
+ * first) until linger_max are queued; anything else starts it now. (An outcome that arrived while
+ * a write ran was written alone at once: one write in ten at L = 100 ms, M = 1.)
  */
 static void linger_or_write(struct recorder *r, int plain)
 {
     if (r->writing != NULL)
         return;
-    if (!plain || r->linger_ms == 0 || !r->linger_init ||
-        json_object_array_length(r->pending) >= r->linger_max ||
-        json_object_array_length(r->alone) > 0) {
-        start_write(r);
+    size_t n = json_object_array_length(r->pending);
+    if (n > 0 && plain && r->linger_ms > 0 && r->linger_init && n < r->linger_max &&
+        json_object_array_length(r->alone) == 0) {
+        if (!uv_is_active((uv_handle_t *)&r->linger_timer)) {
+            uv_timer_start(&r->linger_timer, on_linger, r->linger_ms, 0);
+            r->lingered++;
+        }
         return;
     }
-    if (!uv_is_active((uv_handle_t *)&r->linger_timer)) {
-        uv_timer_start(&r->linger_timer, on_linger, r->linger_ms, 0);
-        r->lingered++;
-    }
+    start_write(r);
 }
 
 int recorder_linger(struct recorder *r, uv_loop_t *loop, uint64_t ms, size_t max)
@@ -198,6 +199,7 @@ static void requeue(struct recorder *r)
     json_object_put(r->pending);
     r->pending = r->writing;
     r->writing = NULL;
+    r->pending_plain = 0; /* written again at once */
 }
 
 /* Elements [from, to) of `batch` as a new array. */
@@ -348,6 +350,8 @@ static void written(struct dbloop *db, const PGresult *res, const char *err, voi
         r->writing = NULL;
         if (r->on_recorded != NULL)
             r->on_recorded(r, n, RECORDER_COMMITTED);
+        linger_or_write(r, r->pending_plain);
+        return;
     }
     if (r->writing == NULL)
         start_write(r);
@@ -382,6 +386,8 @@ static void start_write(struct recorder *r)
         r->pending = json_object_new_array();
         r->writing_alone = 0;
     }
+    log_debug("writing outcomes outcomes=%zu alone=%d",
+              json_object_array_length(r->writing), r->writing_alone);
     int rc = outbox_record_outcomes(r->db, r->process, r->writing, written, r);
     if (rc != 0) {
         log_error("cannot queue the outcome write error=\"%s\"", omnisync_strerror(rc));

@@ -58,6 +58,7 @@ struct recorder {
     int linger_init;             /* linger_timer is initialised (and must be closed) */
     uint64_t linger_ms;          /* 0: every write starts at once */
     size_t linger_max;
+    int pending_plain;           /* `pending` holds plain done outcomes only */
     unsigned long long lingered; /* writes that waited for the linger */
     void (*closed_cb)(struct recorder *r);
 };
