@@ -14,6 +14,11 @@
 #include "log.h"
 
 #define RECORDER_MAX_FAILURES 5
+/* A linger that fills up (linger_max queued) this soon after it began means outcomes come fast
+ * enough to batch by themselves (while one write runs, the next gathers): writes start at once
+ * again for the next linger_ms. Gathering them anyway cost rate where the cores are the limit
+ * (bench/drain, L = 0 and L = 5 ms with M = 16 and 64: 10 - 45 % fewer rows a second). */
+#define RECORDER_LINGER_FULL_MS 100
 
 static void start_write(struct recorder *r);
 static void linger_or_write(struct recorder *r, int plain);
@@ -119,13 +124,21 @@ static void linger_or_write(struct recorder *r, int plain)
     if (r->writing != NULL)
         return;
     size_t n = json_object_array_length(r->pending);
-    if (n > 0 && plain && r->linger_ms > 0 && r->linger_init && n < r->linger_max &&
+    if (n > 0 && plain && r->linger_ms > 0 && r->linger_init &&
         json_object_array_length(r->alone) == 0) {
-        if (!uv_is_active((uv_handle_t *)&r->linger_timer)) {
-            uv_timer_start(&r->linger_timer, on_linger, r->linger_ms, 0);
-            r->lingered++;
+        uint64_t now = uv_now(r->linger_timer.loop);
+        int active = uv_is_active((uv_handle_t *)&r->linger_timer);
+        if (n >= r->linger_max) {
+            if (active && now - r->linger_started < RECORDER_LINGER_FULL_MS)
+                r->no_linger_until = now + r->linger_ms;
+        } else if (now >= r->no_linger_until) {
+            if (!active) {
+                uv_timer_start(&r->linger_timer, on_linger, r->linger_ms, 0);
+                r->linger_started = now;
+                r->lingered++;
+            }
+            return;
         }
-        return;
     }
     start_write(r);
 }

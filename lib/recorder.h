@@ -9,7 +9,8 @@
  * Linger (recorder_linger, off unless asked for): with nothing being written, outcomes that are
  * all plain `done` (not purged, no sync reset) wait up to linger_ms, or until linger_max of them
  * are queued, so that several go in one transaction: at one request slot every outcome was a
- * transaction of its own, ~0.3 ms of the server's CPU each. Any other outcome, recorder_flush()
+ * transaction of its own, ~0.3 ms of the server's CPU each. A linger that fills within 100 ms
+ * turns it off for the next linger_ms: that fast, writes batch by themselves. Any other outcome, recorder_flush()
  * and recorder_add_now() start the write at once. A plain done makes no row due by itself (see
  * the dispatcher's "Claim scheduling"), and its rows stay leased (and renewed) meanwhile; a crash
  * within the linger sends those rows again after their lease (at-least-once on the wire, DESIGN
@@ -59,6 +60,8 @@ struct recorder {
     uint64_t linger_ms;          /* 0: every write starts at once */
     size_t linger_max;
     int pending_plain;           /* `pending` holds plain done outcomes only */
+    uint64_t linger_started;     /* loop time the running linger began */
+    uint64_t no_linger_until;    /* loop time: outcomes came fast, no linger before it */
     unsigned long long lingered; /* writes that waited for the linger */
     void (*closed_cb)(struct recorder *r);
 };
