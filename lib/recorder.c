@@ -18,7 +18,7 @@
  * enough to batch by themselves (while one write runs, the next gathers): writes start at once
  * again for the next linger_ms. Gathering them anyway cost rate where the cores are the limit
  * (bench/drain, L = 0 and L = 5 ms with M = 16 and 64: 10 - 45 % fewer rows a second). */
-#define RECORDER_LINGER_FULL_MS 100
+#define RECORDER_LINGER_FULL_MS 50
 
 static void start_write(struct recorder *r);
 static void linger_or_write(struct recorder *r, int plain);

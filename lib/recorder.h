@@ -9,7 +9,7 @@
  * Linger (recorder_linger, off unless asked for): with nothing being written, outcomes that are
  * all plain `done` (not purged, no sync reset) wait up to linger_ms, or until linger_max of them
  * are queued, so that several go in one transaction: at one request slot every outcome was a
- * transaction of its own, ~0.3 ms of the server's CPU each. A linger that fills within 100 ms
+ * transaction of its own, ~0.3 ms of the server's CPU each. A linger that fills within 50 ms
  * turns it off for the next linger_ms: that fast, writes batch by themselves. Any other outcome, recorder_flush()
  * and recorder_add_now() start the write at once. A plain done makes no row due by itself (see
  * the dispatcher's "Claim scheduling"), and its rows stay leased (and renewed) meanwhile; a crash
