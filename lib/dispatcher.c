@@ -120,7 +120,21 @@ static struct delivery *pop(struct dispatcher *d)
  *   claim may have left more of that customer);
  * - a retry outcome's wait running out (the wake timer, armed once it is recorded).
  * A row that becomes due otherwise (another process's lease running out) waits for the poll.
+ * A poll tick while customers wait for a slot (more held than max_in_flight) claims once none
+ * waits (poll_pending): what it finds would queue behind them anyway, and a claim each tick
+ * through a held backlog was most of PostgreSQL's CPU per row left at one slot and L = 100 ms
+ * (bench/drain: an empty claim walks the held rows, ~1 ms a tick, ten rows a second).
  */
+
+/*
+ * The recorder's linger (recorder.h): plain `done` outcomes wait up to this long, or until this
+ * many are queued, to share one record_outcomes transaction. At one request slot each outcome
+ * was a transaction of its own (bench/drain: ~0.3 ms of PostgreSQL's CPU per row, at L = 100 ms
+ * ten a second). A second far below the lease (timeout_ms * 3 + 5 s), renewed meanwhile. Outcomes
+ * a claim waits for skip it (finish, on_claimed, claim), as do drain, reload and shutdown.
+ */
+#define DISPATCHER_LINGER_MS 1000
+#define DISPATCHER_LINGER_MAX 64
 
 /* Customers waiting for a slot, at most, whatever batch_size says: a delivery takes ~30 KB plus
  * its rows' payloads, and this many keep even 1,024 slots fed. */
@@ -163,7 +177,9 @@ static int claim_wanted(const struct dispatcher *d)
         return 0;
     if (d->more_due)
         return n <= low_water(d);
-    return d->wake_pending;
+    if (d->wake_pending)
+        return 1;
+    return d->poll_pending && n <= (unsigned)d->cfg->max_in_flight;
 }
 
 static void maybe_closed(struct dispatcher *d);
@@ -292,7 +308,13 @@ static void finish(struct dispatcher *d, struct delivery *dl)
             d->retry_ms = (uint64_t)o->delay_ms;
     }
     count_outcomes(d, dl);
-    recorder_add(&d->recorder, dl->outcomes, dl->noutcomes);
+    /* Plain outcomes may wait for the recorder's linger, unless a claim needs them recorded:
+     * rows that the last claim passed over wait for this customer's outcome, and rows left due
+     * are found by the claim after the record (see "Claim scheduling"). */
+    if (d->passed_over || d->due_on_record || d->draining)
+        recorder_add_now(&d->recorder, dl->outcomes, dl->noutcomes);
+    else
+        recorder_add(&d->recorder, dl->outcomes, dl->noutcomes);
     delivery_free(dl);
     free(dl);
 }
@@ -652,6 +674,11 @@ static void on_claimed(struct dbloop *db, const PGresult *res, const char *err, 
         d->passed_over = outbox_claim_passed_over(res, &cols);
         if (d->passed_over && d->records != d->claim_records)
             d->more_due = 1;
+        /* The rows passed over wait for outcomes of this process: those waiting for the
+         * recorder's linger are written now (a customer's change committed after its delivery
+         * must not wait for the linger). */
+        if (d->passed_over)
+            recorder_flush(&d->recorder);
     }
     int rows = 0;
     for (int i = 0; i < n; i++)
@@ -694,6 +721,9 @@ static void claim(struct dispatcher *d)
 {
     if (d->claiming || d->draining || !claim_wanted(d))
         return;
+    /* A claim wanted but held back by outcomes waiting for the linger: write them now. */
+    if (recorder_lingering(&d->recorder) && recorder_backlog(&d->recorder) > high_water(d))
+        recorder_flush(&d->recorder);
     if (d->auth_paused || !breaker_allows_delivery(&d->breaker) ||
         dbloop_state(d->db) != DBLOOP_READY || !recorder_keeps_up(d))
         return;
@@ -701,6 +731,7 @@ static void claim(struct dispatcher *d)
     if ((long long)limit > d->cfg->batch_size)
         limit = (unsigned)d->cfg->batch_size;
     d->wake_pending = 0;
+    d->poll_pending = 0;
     d->more_due = 0;
     d->last_claim_limit = limit;
     d->claim_records = d->records;
@@ -778,8 +809,13 @@ static void arm_wake(struct dispatcher *d, uint64_t delay_ms)
 static void on_poll_timer(uv_timer_t *t)
 {
     struct dispatcher *d = t->data;
-    dispatcher_wake(d);
-    recorder_flush(&d->recorder);
+    if (held(d) > (unsigned)d->cfg->max_in_flight) {
+        d->poll_pending = 1; /* see "Claim scheduling" */
+        claim(d);
+    } else {
+        dispatcher_wake(d);
+    }
+    recorder_retry(&d->recorder); /* a write that could not start; a linger keeps its time */
 }
 
 static void on_renewed(struct dbloop *db, const PGresult *res, const char *err, void *arg)
@@ -827,12 +863,20 @@ int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, s
     uv_timer_init(loop, &d->renew_timer);
     d->poll_timer.data = d->wake_timer.data = d->renew_timer.data = d;
     d->handles_open = 3;
+    /* The recorder's linger (see recorder.h): its timer is the fourth handle. */
+    rc = recorder_linger(&d->recorder, loop, DISPATCHER_LINGER_MS, DISPATCHER_LINGER_MAX);
+    if (rc == 0)
+        d->handles_open++;
+    else
+        log_warn("cannot set up the outcome linger; every outcome is written at once error=\"%s\"",
+                 uv_strerror(rc));
     start_timers(d);
     return OMNISYNC_OK;
 }
 
 void dispatcher_reload(struct dispatcher *d)
 {
+    recorder_flush(&d->recorder);
     dispatcher_end_api_pause(d, "SIGHUP");
     ratelimit_set_rate(&d->rate, d->cfg->rate_per_sec, 0, now_ms(d));
     uv_timer_stop(&d->poll_timer);
@@ -866,6 +910,9 @@ void dispatcher_drain(struct dispatcher *d, void (*drained_cb)(struct dispatcher
 {
     d->draining = 1;
     d->drained_cb = drained_cb;
+    /* Outcomes waiting for the linger are written now, and every later one at once. */
+    if (recorder_linger(&d->recorder, d->loop, 0, 1) != 0)
+        recorder_flush(&d->recorder); /* not reached: turning it off cannot fail */
     uv_timer_stop(&d->wake_timer);
     uv_timer_stop(&d->poll_timer);
     pump(d);
@@ -895,6 +942,13 @@ static void on_timer_closed(uv_handle_t *h)
     maybe_closed(d);
 }
 
+static void on_recorder_closed(struct recorder *r)
+{
+    struct dispatcher *d = r->data;
+    d->handles_open--;
+    maybe_closed(d);
+}
+
 void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher *d))
 {
     if (d->closing)
@@ -911,4 +965,6 @@ void dispatcher_close(struct dispatcher *d, void (*closed_cb)(struct dispatcher 
     uv_close((uv_handle_t *)&d->poll_timer, on_timer_closed);
     uv_close((uv_handle_t *)&d->wake_timer, on_timer_closed);
     uv_close((uv_handle_t *)&d->renew_timer, on_timer_closed);
+    if (d->recorder.linger_init)
+        recorder_close(&d->recorder, on_recorder_closed);
 }

@@ -50,6 +50,7 @@ struct dispatcher {
     uv_timer_t renew_timer; /* lease renewal */
     int claiming;
     int wake_pending; /* a wake-up (NOTIFY, poll, reconnect): claim while below high water */
+    int poll_pending; /* a poll tick while customers waited for a slot: claim once none waits */
     int more_due;     /* rows may be due that no wake-up announces (the last claim was full or
                          left captured rows, an outcome that leaves rows due was recorded):
                          claim at the low-water mark */
