@@ -73,15 +73,16 @@ static void assert_status(const char *primary_id, const char *status)
     ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
 }
 
-/* The migrations of schema versions 1 to 6, as released. */
-static const char *const released[] = {"001_schema.sql",      "002_create_unknown.sql",
-                                       "003_capture.sql",     "004_claim_plans.sql",
-                                       "005_claim_batch.sql", "006_plain_batches.sql"};
+/* The migrations of schema versions 1 to 7, as released. */
+static const char *const released[] = {"001_schema.sql",        "002_create_unknown.sql",
+                                       "003_capture.sql",       "004_claim_plans.sql",
+                                       "005_claim_batch.sql",   "006_plain_batches.sql",
+                                       "007_statement_deletes.sql"};
 
 /*
- * Schema version 1 to 6 as released: its migrations, and the triggers of the time under their
+ * Schema version 1 to 7 as released: its migrations, and the triggers of the time under their
  * names. Versions 1 and 2 (before issue 14): row triggers writing straight into the outbox (the
- * outbox columns they filled; the payload is the scenario's mapping). Versions 3 to 6: triggers
+ * outbox columns they filled; the payload is the scenario's mapping). Versions 3 to 7: triggers
  * appending to omnisync.capture (its columns; row triggers here, which write the same rows as the
  * statement triggers of the time for single-row statements).
  */
@@ -203,6 +204,12 @@ START_TEST(test_upgrade_with_rows)
                                      "'%status || '''' = ''pending''%') OR (proname = 'claim' AND "
                                      "prosrc LIKE '%claim_batch%') OR proname = 'claim_outbox')"),
                      2);
+    /* 008: the outbox's new pages leave room for HOT leases, and the move's captured_data() is
+     * one expression, inlined (its answers, the payloads, are checked by delivery below). */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_class WHERE oid = "
+                                              "'omnisync.outbox'::regclass AND reloptions = "
+                                              "'{fillfactor=50}'"),
+                     1);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);
@@ -318,7 +325,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
-    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 7); /* from each version 1 to 6 */
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 8); /* from each version 1 to 7 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }
