@@ -222,17 +222,26 @@ END_TEST
  * transaction with 2-3 ms of the server's CPU, and with one slot, claiming whenever it freed meant
  * one claim per delivered row. PostgreSQL counts the claim function's calls (track_functions).
  */
-/* Calls of omnisync.claim_batch (the claim) by daemons that have stopped: a backend's counts are complete once it
+/* Calls of omnisync.NAME by daemons that have stopped: a backend's counts are complete once it
  * has exited (before, they arrive at most once a second). */
-static long long claim_calls(void)
+static long long fn_calls(const char *name)
 {
     ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity "
                                                       "WHERE application_name LIKE 'omnisync%'") == 0,
                              10000),
                   "the daemon's database sessions did not end");
-    return pgrig_query_int(sc.conn, "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-                                    "WHERE schemaname = 'omnisync' AND "
-                                    "funcname = 'claim_batch'");
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+             "WHERE schemaname = 'omnisync' AND funcname = '%s'",
+             name);
+    return pgrig_query_int(sc.conn, sql);
+}
+
+/* Calls of omnisync.claim_batch, the claim. */
+static long long claim_calls(void)
+{
+    return fn_calls("claim_batch");
 }
 
 START_TEST(test_backlog_claimed_in_batches)
@@ -320,21 +329,6 @@ START_TEST(test_change_while_in_flight)
     finish();
 }
 END_TEST
-
-/* Calls of omnisync.NAME by daemons that have stopped (see claim_calls). */
-static long long fn_calls(const char *name)
-{
-    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity "
-                                                      "WHERE application_name LIKE 'omnisync%'") == 0,
-                             10000),
-                  "the daemon's database sessions did not end");
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-             "WHERE schemaname = 'omnisync' AND funcname = '%s'",
-             name);
-    return pgrig_query_int(sc.conn, sql);
-}
 
 /*
  * Plain `done` outcomes wait for the recorder's linger (up to a second, or 64 queued), so that at
