@@ -244,20 +244,29 @@ static long long claim_calls(void)
     return fn_calls("claim_batch");
 }
 
-START_TEST(test_backlog_claimed_in_batches)
+/* One slot, requests of 5 ms and a poll of a minute (its claims stay out of the counts), with
+ * track_functions on: a backlog of n new customers ('<prefix>1'...) is delivered, in step. */
+static void drain_backlog_at_one_slot(const char *prefix, int n)
 {
-    /* One slot and requests of 5 ms show it best: a slot frees after the last outcome was
-     * written. A poll of a minute keeps the poll's claims out of the count. */
     ck_assert_msg(scenario_setup(&sc, "[omnidesk]\nmax_in_flight = 1\n"
                                       "[delivery]\nbatch_size = 100\npoll_interval = 60s\n",
                                  "{\"latency_ms\": 5}") == 0,
                   "scenario setup failed");
     scenario_execf(&sc, "ALTER DATABASE %s SET track_functions = 'pl'", sc.db);
-    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
-         "SELECT 'B' || i, 'Ann', 'Lee', 'b' || i || '@example.com' FROM generate_series(1, 600) i");
+    scenario_execf(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                        "SELECT '%s' || i, 'Ann', 'Lee', lower('%s') || i || '@example.com' "
+                        "FROM generate_series(1, %d) i",
+                   prefix, prefix, n);
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
     assert_in_step(NULL);
-    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 600);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), n);
+}
+
+START_TEST(test_backlog_claimed_in_batches)
+{
+    /* One slot and requests of 5 ms show it best: a slot frees after the last outcome was
+     * written. */
+    drain_backlog_at_one_slot("B", 600);
     stop_daemon();
     long long claims = claim_calls();
     fprintf(stderr, "backlog: 600 customers delivered with %lld claims\n", claims);
@@ -339,16 +348,7 @@ END_TEST
  */
 START_TEST(test_outcomes_linger_at_one_slot)
 {
-    ck_assert_msg(scenario_setup(&sc, "[omnidesk]\nmax_in_flight = 1\n"
-                                      "[delivery]\nbatch_size = 100\npoll_interval = 60s\n",
-                                 "{\"latency_ms\": 5}") == 0,
-                  "scenario setup failed");
-    scenario_execf(&sc, "ALTER DATABASE %s SET track_functions = 'pl'", sc.db);
-    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
-         "SELECT 'L' || i, 'Ann', 'Lee', 'l' || i || '@example.com' FROM generate_series(1, 400) i");
-    ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
-    assert_in_step(NULL);
-    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 400);
+    drain_backlog_at_one_slot("L", 400);
 
     /* A lone customer, then its second change right after the first reached the API. */
     scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
