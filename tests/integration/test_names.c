@@ -140,16 +140,6 @@ static long long names_counter(int port)
     return status == 200 && line ? atoll(strchr(line, '}') + 2) : -1;
 }
 
-static int health_port(void)
-{
-    char *log = proc_stderr(&omnisync_daemon);
-    const char *p = strstr(log, "health endpoint listening");
-    p = p ? strstr(p, "port=") : NULL;
-    int port = p ? atoi(p + 5) : 0;
-    free(log);
-    return port;
-}
-
 static void assert_log_clean(void)
 {
     static const char *const values[] = {"Łukasz",    "Lukasz",   "Παπαδοπούλου", "Papadopoulou",
@@ -175,8 +165,7 @@ static void finish(void)
 START_TEST(test_transliterate_syncs_every_customer)
 {
     start("[health]\nlisten = 127.0.0.1:0\n"); /* names: the default, transliterate */
-    ck_assert(proc_wait_stderr(&omnisync_daemon, "health endpoint listening", 5000));
-    int port = health_port();
+    int port = scenario_health_port(&omnisync_daemon);
     ck_assert_int_gt(port, 0);
     insert_people();
     wait_quiet();

@@ -45,13 +45,7 @@ static void start_on(const char *listen)
     strncat(sc.conninfo, " password=pg-s3cret-pw", sizeof(sc.conninfo) - strlen(sc.conninfo) - 1);
     ck_assert_int_eq(scenario_write_config(&sc, health), 0);
     ck_assert_int_eq(scenario_start_daemon(&sc, &omnisync_daemon), 0);
-    ck_assert(proc_wait_stderr(&omnisync_daemon, "health endpoint listening", 5000));
-    char *log = proc_stderr(&omnisync_daemon);
-    const char *p = strstr(log, "health endpoint listening");
-    p = p ? strstr(p, "port=") : NULL;
-    ck_assert_ptr_nonnull(p);
-    port = atoi(p + 5);
-    free(log);
+    port = scenario_health_port(&omnisync_daemon);
     ck_assert_int_gt(port, 0);
 }
 

@@ -344,13 +344,8 @@ START_TEST(test_reconcile_in_the_daemon)
                                     NULL),
                      0);
     ck_assert_int_eq(scenario_start_daemon(&sc, &daemon), 0);
-    ck_assert(proc_wait_stderr(&daemon, "health endpoint listening", 5000));
-    char *log = proc_stderr(&daemon);
-    const char *p = strstr(log, "health endpoint listening");
-    p = p ? strstr(p, "port=") : NULL;
-    ck_assert_ptr_nonnull(p);
-    int port = atoi(p + 5);
-    free(log);
+    int port = scenario_health_port(&daemon);
+    ck_assert_int_gt(port, 0);
     insert_customers(50);
     ck_assert(scenario_wait_quiet(&sc, 60000));
     control("delete", "{\"brand_id\":1,\"external_primary_id\":\"R00001\"}");

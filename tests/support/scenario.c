@@ -114,6 +114,18 @@ int scenario_start_daemon(struct scenario *s, struct proc *p)
     return 0;
 }
 
+int scenario_health_port(struct proc *p)
+{
+    if (!proc_wait_stderr(p, "health endpoint listening", 5000))
+        return 0;
+    char *log = proc_stderr(p);
+    const char *at = strstr(log, "health endpoint listening");
+    at = at ? strstr(at, "port=") : NULL;
+    int port = at ? atoi(at + 5) : 0;
+    free(log);
+    return port;
+}
+
 long long scenario_open_rows(struct scenario *s)
 {
     /* Captured rows the daemon has not moved into the outbox yet are open too. */

@@ -47,6 +47,11 @@ int scenario_write_config(struct scenario *s, const char *extra_config);
 int scenario_start_daemon(struct scenario *s, struct proc *p);
 /* Like scenario_start_daemon without waiting for readiness. */
 int scenario_spawn_daemon(struct scenario *s, struct proc *p);
+/*
+ * The port of the daemon's health endpoint (configured "[health] listen = 127.0.0.1:0"), read
+ * from its log once it says it listens (deadline 5 s); 0 when it did not.
+ */
+int scenario_health_port(struct proc *p);
 /* Rows not yet in a terminal state (pending or held). */
 long long scenario_open_rows(struct scenario *s);
 /* Waits until no row is pending; 1 when quiet, 0 at the deadline. */
