@@ -479,8 +479,8 @@ static void vacuum_capture(struct service *s, const struct outbox_counts *counts
         return;
     s->capture_vacuumed_bytes = counts->capture_bytes;
     s->capture_vacuumed_at = now;
-    log_info("the capture table is %lld MB long for %lld rows; vacuuming it so that claims stop "
-             "reading empty pages",
+    log_info("the capture table is long but nearly empty; vacuuming it so that claims stop "
+             "reading empty pages capture_mb=%lld capture_rows=%lld",
              counts->capture_bytes / (1024 * 1024), counts->capture_rows);
     if (outbox_vacuum_capture(&s->db, on_capture_vacuumed, s) != 0)
         log_warn("could not queue the capture table's vacuum");
