@@ -420,12 +420,14 @@ int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
                         "FROM omnisync.outbox), "
                         "k AS (SELECT CASE WHEN op = 'delete_many' THEN cardinality(old_values) "
                         "ELSE 1 END AS n, captured_at FROM omnisync.capture), "
-                        "c AS (SELECT coalesce(sum(n), 0) AS pending, "
+                        "c AS (SELECT coalesce(sum(n), 0) AS pending, count(*) AS rows, "
                         "min(captured_at) FILTER (WHERE n >= 1) AS oldest FROM k) "
                         "SELECT o.pending + c.pending AS pending, o.held, o.done, o.failed, "
                         "o.skipped, coalesce(extract(epoch FROM now() - least(o.oldest, "
                         "c.oldest)), 0) AS oldest_pending_age, "
-                        "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) AS paused "
+                        "EXISTS (SELECT 1 FROM omnisync.control WHERE paused) AS paused, "
+                        "c.rows AS capture_rows, "
+                        "pg_relation_size('omnisync.capture'::regclass) AS capture_bytes "
                         "FROM o, c",
                         0, NULL, DBLOOP_FAIL_FAST, cb, arg);
 }
@@ -441,11 +443,23 @@ int outbox_counts_read(const PGresult *res, struct outbox_counts *out)
         out->rows[i] = atoll(PQgetvalue(res, 0, col));
     }
     int age = PQfnumber(res, "oldest_pending_age"), paused = PQfnumber(res, "paused");
-    if (age < 0 || paused < 0)
+    int capture_rows = PQfnumber(res, "capture_rows");
+    int capture_bytes = PQfnumber(res, "capture_bytes");
+    if (age < 0 || paused < 0 || capture_rows < 0 || capture_bytes < 0)
         return OMNISYNC_EINVAL;
     out->oldest_pending_age_seconds = atof(PQgetvalue(res, 0, age));
     out->paused = strcmp(PQgetvalue(res, 0, paused), "t") == 0;
+    out->capture_rows = atoll(PQgetvalue(res, 0, capture_rows));
+    out->capture_bytes = atoll(PQgetvalue(res, 0, capture_bytes));
     return OMNISYNC_OK;
+}
+
+int outbox_vacuum_capture(struct dbloop *db, dbloop_query_cb cb, void *arg)
+{
+    /* VACUUM gives back the empty pages at the table's end under an exclusive lock it only
+     * takes when nobody holds the table, and gives way to a waiting writer. A role that does not
+     * own the table gets a warning, not an error, and the table stays as it is. */
+    return dbloop_query(db, "VACUUM omnisync.capture", 0, NULL, DBLOOP_FAIL_FAST, cb, arg);
 }
 
 int outbox_heartbeat(struct dbloop *db, const struct outbox_heartbeat *h, dbloop_query_cb cb,

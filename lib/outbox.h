@@ -180,15 +180,20 @@ int outbox_claim_passed_over(const PGresult *res, const struct outbox_claim_colu
 
 /* ---- the service's statements ---- */
 
-/* Rows by status, the oldest pending change's age, whether a pause flag is set. */
+/* Rows by status, the oldest pending change's age, whether a pause flag is set, and the
+ * capture table's rows and length. */
 struct outbox_counts {
     long long rows[METRICS_STATUS_COUNT]; /* by enum metrics_status */
     double oldest_pending_age_seconds;
     int paused;
+    long long capture_rows;  /* rows in omnisync.capture (a DELETE's row of keys is one) */
+    long long capture_bytes; /* its length on disk */
 };
 int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
 /* 0, or OMNISYNC_EINVAL when the result is not a count's. */
 int outbox_counts_read(const PGresult *res, struct outbox_counts *out) OMNISYNC_MUST_CHECK;
+/* VACUUM omnisync.capture (not in a transaction: the connection must be idle in none). */
+int outbox_vacuum_capture(struct dbloop *db, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
 
 /* The process' row in omnisync.process (what only memory knows, for omnisync status); rows
  * unseen for an hour go. */

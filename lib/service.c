@@ -68,6 +68,8 @@ struct service {
     struct reconcile_sched reconcile; /* [reconcile] interval: runs as a child process */
     int counting;       /* the outbox count query is running */
     uint64_t counted_at; /* loop time of the last count */
+    long long capture_vacuumed_bytes; /* the capture table's length when last vacuumed */
+    uint64_t capture_vacuumed_at;     /* loop time of that vacuum */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t shutdown_timer;
     uv_timer_t status_timer; /* systemd STATUS= and WATCHDOG=1 */
@@ -440,6 +442,50 @@ static const char *last_error(void *arg)
     return s->dispatcher.stats.last_error;
 }
 
+static void on_capture_vacuumed(struct dbloop *db, const PGresult *res, const char *err,
+                                void *arg)
+{
+    (void)arg;
+    if (res == NULL && dbloop_error(db) != DBLOOP_ECLOSING && dbloop_error(db) != DBLOOP_ENOTCONN)
+        log_warn("vacuuming the capture table failed; claims keep reading its empty pages until "
+                 "autovacuum shortens it error=\"%s\"",
+                 err);
+}
+
+/*
+ * The capture table is (nearly) empty but long. A large move emptied it (a bulk statement's
+ * rows, sql/007_statement_deletes.sql), and autovacuum, which removes the dead rows, gives the
+ * empty pages back only under an exclusive lock it takes when nobody holds the table, which the
+ * claims' look into it, back to back while they drain what was moved, never left. Each claim
+ * then read every empty page (bench/drain --backlog 1000000: 289 MB, 255 ms a claim, a
+ * sixth of the drain rate), and with its rows gone autovacuum had no reason to come back.
+ * The daemon vacuums it itself on the work connection, where none of its own claims can hold
+ * the table meanwhile (a CRM writer still can: VACUUM then gives way and keeps the pages).
+ * Fewer rows than pages counts as empty. A table that stays as long (a writer always there, or
+ * a role that does not own it) is vacuumed again after CAPTURE_VACUUM_AGAIN_MS, not at every
+ * count.
+ */
+#define CAPTURE_VACUUM_BYTES (8LL * 1024 * 1024)
+#define CAPTURE_PAGE_BYTES 8192
+#define CAPTURE_VACUUM_AGAIN_MS (10 * 60 * 1000)
+
+static void vacuum_capture(struct service *s, const struct outbox_counts *counts)
+{
+    uint64_t now = uv_now(&s->loop);
+    if (counts->capture_bytes < CAPTURE_VACUUM_BYTES ||
+        counts->capture_rows >= counts->capture_bytes / CAPTURE_PAGE_BYTES || s->stopping ||
+        (counts->capture_bytes == s->capture_vacuumed_bytes &&
+         now - s->capture_vacuumed_at < CAPTURE_VACUUM_AGAIN_MS))
+        return;
+    s->capture_vacuumed_bytes = counts->capture_bytes;
+    s->capture_vacuumed_at = now;
+    log_info("the capture table is long but nearly empty; vacuuming it so that claims stop "
+             "reading empty pages capture_mb=%lld capture_rows=%lld",
+             counts->capture_bytes / (1024 * 1024), counts->capture_rows);
+    if (outbox_vacuum_capture(&s->db, on_capture_vacuumed, s) != 0)
+        log_warn("could not queue the capture table's vacuum");
+}
+
 static void on_counts(struct dbloop *db, const PGresult *res, const char *err, void *arg)
 {
     struct service *s = arg;
@@ -458,6 +504,7 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     s->metrics.purges_held = s->metrics.outbox_rows[METRICS_STATUS_HELD];
     s->metrics.outbox_rows_known = 1;
     s->metrics.outbox_counted_at = (double)time(NULL);
+    vacuum_capture(s, &counts);
 }
 
 /* The outbox gauges come from the database: a count over the table, so at most every 15 s. */

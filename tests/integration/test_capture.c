@@ -211,6 +211,28 @@ START_TEST(test_claim_moves_in_batches)
 }
 END_TEST
 
+/*
+ * A large move leaves the capture table empty but long, and each claim's look into it read every
+ * page until something gave them back: autovacuum does so only when nobody holds the table,
+ * which back-to-back claims never allowed. The daemon vacuums it itself (lib/service.c,
+ * vacuum_capture). Autovacuum is off for the table here, so only the daemon can shorten it.
+ */
+START_TEST(test_emptied_capture_given_back)
+{
+    scenario_exec(&sc, "ALTER TABLE omnisync.capture SET (autovacuum_enabled = false)");
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'V' || i, 'Ann', 'Lee' FROM generate_series(1, 60000) i");
+    const char *length = "SELECT pg_relation_size('omnisync.capture')";
+    long long before = pgrig_query_int(sc.conn, length);
+    ck_assert_int_gt(before, 8LL << 20);
+    start_daemon();
+    ck_assert_msg(WAIT_UNTIL(pgrig_query_int(sc.conn, length) < (1LL << 20), 90000),
+                  "the capture table is still %lld bytes long (%lld before the move)",
+                  pgrig_query_int(sc.conn, length), before);
+    ck_assert(proc_wait_stderr(&omnisync_daemon, "vacuuming it so that claims stop", 1000));
+}
+END_TEST
+
 /* A customer's outbox rows' ops in id order, comma-separated, as the test's count: 1 if they
  * are `ops`. */
 static long long ops_are(const char *primary_id, const char *ops)
@@ -451,6 +473,7 @@ int main(void)
     tcase_add_test(tc, test_bulk_delete_then_changes_in_order);
     tcase_add_test(tc, test_update_pairs_rows_at_any_size);
     tcase_add_test(tc, test_claim_moves_in_batches);
+    tcase_add_test(tc, test_emptied_capture_given_back);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);
     tcase_add_test(tc, test_bulk_update_races_single_rows_delivered_in_order);
     suite_add_tcase(s, tc);
