@@ -306,6 +306,57 @@ START_TEST(outcome_text_as_json_c_printed_it)
 }
 END_TEST
 
+/* Epoch times (2004 - 2038) are printed without printf: every such double, ties and carries
+ * into the integer part included, reads as json-c printed it. */
+START_TEST(outcome_times_as_json_c_printed_them)
+{
+    long long rows[] = {1};
+    struct outbox_attempt attempt = {.endpoint = OMNIDESK_CREATE, .class = OMNIDESK_OK};
+    struct delivery_outcome o = {.status = OUTBOX_DONE,
+                                 .source = "s",
+                                 .primary_id = "p",
+                                 .rows = rows,
+                                 .nrows = 1,
+                                 .sent_id = 1,
+                                 .attempts = &attempt,
+                                 .nattempts = 1};
+    const double ulp = 1.0 / 4194304.0; /* 2^-22, the spacing of doubles in [2^30, 2^31) */
+    double fixed[] = {1073741824.0,
+                      1073741824.0 - ulp / 2,
+                      1073741824.0 + ulp,
+                      2147483648.0 - ulp,
+                      2147483648.0,
+                      1073741824.0 + 1.0 / 256, /* 7 decimals then exactly half: a tie */
+                      1073741824.0 + 3.0 / 256,
+                      1764755000.0 + 1.0 / 256,
+                      1764755001.0 + 1.0 / 256,
+                      1764755000.0 - ulp, /* rounds up into the next second */
+                      1764755000.123456,
+                      1764755000.9999999,
+                      1764755000.5,
+                      1764755000.1,
+                      1e9,
+                      0.0,
+                      -1764755000.25};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        o.first_created = fixed[i];
+        attempt.at = fixed[i] + ulp * (double)i;
+        same_as_reference(&o);
+    }
+    unsigned long long x = 88172645463325252ULL; /* xorshift64: the same values every run */
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* Any double of the range: m / 2^22 with m in [2^52, 2^53). */
+        o.first_created = (double)((x >> 12) | (1ULL << 52)) * ulp;
+        /* Multiples of 2^-14: many exact ties at the seventh decimal. */
+        attempt.at = (double)(((x >> 20) | (1ULL << 44)) & ~0ULL) / 16384.0;
+        same_as_reference(&o);
+    }
+}
+END_TEST
+
 START_TEST(refusal_replaces_an_outcome)
 {
     long long rows[] = {5};
@@ -552,6 +603,7 @@ int main(void)
     TCase *tc = tcase_create("pure");
     tcase_add_test(tc, outcome_to_json);
     tcase_add_test(tc, outcome_text_as_json_c_printed_it);
+    tcase_add_test(tc, outcome_times_as_json_c_printed_them);
     tcase_add_test(tc, refusal_replaces_an_outcome);
     tcase_add_test(tc, batch_row_ids);
     tcase_add_test(tc, claim_row_read_by_name);
