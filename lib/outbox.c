@@ -91,8 +91,8 @@ static const char *status_name(enum outbox_status s)
 /*
  * The outcome's text is written straight into a growing buffer, byte for byte what json-c's
  * tree of it printed (JSON_C_TO_STRING_PLAIN; tests/unit/test_outbox.c compares the two): a
- * tree of some thirty json-c objects per outcome, built and printed once, cost a tenth of the
- * daemon's CPU per row.
+ * tree of some thirty json-c objects per outcome, built and printed once, was almost a quarter of
+ * the daemon's instructions per row (callgrind, L = 20 ms, M = 1: 51 k of 214 k).
  */
 struct text {
     char *p;
@@ -102,7 +102,7 @@ struct text {
 
 /* Makes room for `n` more bytes and a NUL; 0, or -1 (and `failed`) when out of memory. The
  * first size stays below glibc's large-chunk size: a larger malloc first consolidates the fast
- * bins (1,000 instructions and more, every outcome). */
+ * bins (some 600 instructions, every outcome). */
 static int room(struct text *t, size_t n)
 {
     if (t->failed)
