@@ -84,17 +84,22 @@ struct delivery_outcome {
 /* Releases what the outcome owns (not the struct itself). */
 void delivery_outcome_free(struct delivery_outcome *o);
 
-/* The outcome as record_outcomes() reads it; NULL when out of memory. */
+/*
+ * The outcome as record_outcomes() reads it, NULL when out of memory; the caller owns the
+ * reference. Its text is written directly, not built as a json-c tree: the result is a JSON
+ * string object holding that text (json_object_get_string) that prints as the text itself, so
+ * an array of them prints as the batch. The readers below take it or a tree.
+ */
 struct json_object *outbox_outcome_json(const struct delivery_outcome *o);
 
 /*
- * The outcome that replaces one the database refused (`refused`, JSON from
+ * The outcome that replaces one the database refused (`outcome`, JSON from
  * outbox_outcome_json): its rows failed, with the SQLSTATE only (the refused text may be what
  * broke it, and the server's message may quote a value), none of the refused outcome's texts,
  * and a sync state that makes the customer's next delivery look it up before it creates
  * anything. NULL when out of memory.
  */
-struct json_object *outbox_outcome_refusal(struct json_object *refused, const char *sqlstate);
+struct json_object *outbox_outcome_refusal(struct json_object *outcome, const char *sqlstate);
 /* Whether the JSON outcome is already such a replacement. */
 int outbox_outcome_is_refusal(struct json_object *o);
 /* The JSON outcome's sent row. */

@@ -26,6 +26,18 @@ static int has(struct json_object *o, const char *key)
     return json_object_object_get_ex(o, key, NULL);
 }
 
+/* The outcome's JSON as record_outcomes() receives it, parsed back into a tree. */
+static struct json_object *outcome_tree(const struct delivery_outcome *o)
+{
+    struct json_object *j = outbox_outcome_json(o);
+    ck_assert_ptr_nonnull(j);
+    struct json_object *tree =
+        json_tokener_parse(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    json_object_put(j);
+    ck_assert_ptr_nonnull(tree);
+    return tree;
+}
+
 START_TEST(outcome_to_json)
 {
     long long rows[] = {7, 8, 9};
@@ -62,8 +74,7 @@ START_TEST(outcome_to_json)
         .nattempts = 2,
         .names_transliterated = 1,
     };
-    struct json_object *j = outbox_outcome_json(&o), *v;
-    ck_assert_ptr_nonnull(j);
+    struct json_object *j = outcome_tree(&o), *v;
     ck_assert_str_eq(str(j, "status"), "retry");
     ck_assert_str_eq(str(j, "op"), "add_channel");
     ck_assert_str_eq(str(j, "source"), "customers");
@@ -108,13 +119,244 @@ START_TEST(outcome_to_json)
                                     .sent_id = 7,
                                     .result = "nothing new to send",
                                     .error = ""};
-    j = outbox_outcome_json(&done);
+    j = outcome_tree(&done);
     ck_assert_str_eq(str(j, "status"), "done");
     ck_assert_str_eq(str(j, "op"), "none");
     ck_assert_str_eq(str(j, "result"), "nothing new to send");
     ck_assert(!has(j, "error") && !has(j, "sync") && !has(j, "http_status"));
     ck_assert(!has(j, "names_transliterated"));
     json_object_put(j);
+}
+END_TEST
+
+/* The outcome as the daemon built it before its text was written directly: a json-c tree. The
+ * text must be byte for byte what this tree prints. */
+static const char *const status_names[] = {"done", "failed", "held", "retry"};
+
+static struct json_object *reference_json(const struct delivery_outcome *d)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "source", json_object_new_string(d->source));
+    json_object_object_add(o, "brand_id", json_object_new_int64(d->brand_id));
+    json_object_object_add(o, "primary_id", json_object_new_string(d->primary_id));
+    struct json_object *rows = json_object_new_array();
+    for (size_t i = 0; i < d->nrows; i++)
+        json_object_array_add(rows, json_object_new_int64(d->rows[i]));
+    json_object_object_add(o, "rows", rows);
+    json_object_object_add(o, "sent_id", json_object_new_int64(d->sent_id));
+    json_object_object_add(o, "status", json_object_new_string(status_names[d->status]));
+    json_object_object_add(o, "op", json_object_new_string(metrics_op_name(d->op)));
+    json_object_object_add(o, "first_created", json_object_new_double(d->first_created));
+    if (d->result != NULL)
+        json_object_object_add(o, "result", json_object_new_string(d->result));
+    if (d->error != NULL && *d->error != '\0')
+        json_object_object_add(o, "error", json_object_new_string(d->error));
+    if (d->http_status > 0)
+        json_object_object_add(o, "http_status", json_object_new_int(d->http_status));
+    json_object_object_add(o, "delay_ms", json_object_new_int64(d->delay_ms));
+    json_object_object_add(o, "spend", json_object_new_int(d->spend));
+    json_object_object_add(o, "purged", json_object_new_boolean(d->purged));
+    struct json_object *attempts = json_object_new_array();
+    for (size_t i = 0; i < d->nattempts; i++) {
+        const struct outbox_attempt *a = &d->attempts[i];
+        struct json_object *x = json_object_new_object();
+        json_object_object_add(x, "at", json_object_new_double(a->at));
+        json_object_object_add(x, "step",
+                               json_object_new_string(omnidesk_endpoint_name(a->endpoint)));
+        if (a->http_status > 0)
+            json_object_object_add(x, "http_status", json_object_new_int(a->http_status));
+        json_object_object_add(x, "outcome", json_object_new_string(omnidesk_class_name(a->class)));
+        if (a->error[0])
+            json_object_object_add(x, "error", json_object_new_string(a->error));
+        json_object_object_add(x, "duration_ms", json_object_new_int(a->duration_ms));
+        json_object_array_add(attempts, x);
+    }
+    json_object_object_add(o, "attempts", attempts);
+    if (d->sync != NULL) {
+        const struct outbox_sync *y = d->sync;
+        struct json_object *x = json_object_new_object();
+        json_object_object_add(x, "reset", json_object_new_boolean(y->reset));
+        json_object_object_add(x, "created", json_object_new_boolean(y->created));
+        json_object_object_add(x, "create_unknown", json_object_new_boolean(y->create_unknown));
+        json_object_object_add(x, "omnidesk_id",
+                               y->omnidesk_id > 0 ? json_object_new_int64(y->omnidesk_id) : NULL);
+        struct json_object *channels = json_object_new_array();
+        for (size_t i = 0; i < y->nchannels; i++)
+            json_object_array_add(channels, json_object_new_string(y->channels[i]));
+        json_object_object_add(x, "channels", channels);
+        json_object_object_add(o, "sync", x);
+    }
+    if (d->names_transliterated > 0)
+        json_object_object_add(o, "names_transliterated",
+                               json_object_new_int(d->names_transliterated));
+    return o;
+}
+
+/* The text equals the reference tree's, and parses back to an equal tree. */
+static void same_as_reference(const struct delivery_outcome *o)
+{
+    struct json_object *ref = reference_json(o);
+    struct json_object *j = outbox_outcome_json(o);
+    ck_assert_ptr_nonnull(j);
+    const char *want = json_object_to_json_string_ext(ref, JSON_C_TO_STRING_PLAIN);
+    ck_assert_str_eq(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN), want);
+    ck_assert_str_eq(json_object_get_string(j), want);
+    struct json_object *back = json_tokener_parse(json_object_get_string(j));
+    ck_assert_ptr_nonnull(back);
+    ck_assert(json_object_equal(back, ref));
+    /* In a batch, as the recorder sends it. */
+    struct json_object *batch = json_object_new_array(), *refbatch = json_object_new_array();
+    json_object_array_add(batch, j);
+    json_object_array_add(batch, json_object_get(j));
+    json_object_array_add(refbatch, json_object_get(ref));
+    json_object_array_add(refbatch, json_object_get(ref));
+    ck_assert_str_eq(json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN),
+                     json_object_to_json_string_ext(refbatch, JSON_C_TO_STRING_PLAIN));
+    json_object_put(back);
+    json_object_put(batch);
+    json_object_put(refbatch);
+    json_object_put(ref);
+}
+
+START_TEST(outcome_text_as_json_c_printed_it)
+{
+    /* Every control character, quotes, backslashes, slashes, DEL and C1, UTF-8 of every length
+     * (and a byte sequence that is not UTF-8: passed through, as json-c did). */
+    char controls[40];
+    for (int c = 1; c < 0x20; c++)
+        controls[c - 1] = (char)c;
+    memcpy(controls + 31, "\"\\/\x7f", 5);
+    const char *hostile[] = {
+        "",
+        controls,
+        "\"quoted\" back\\slash /path/ \\u0000 \\\\\"",
+        "\xc5\x81ukasz Dvo\xc5\x99\xc3\xa1k \xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd \xe2\x80\xa8 "
+        "\xf0\x9f\x98\x80",
+        "\xc2\x85\xc2\x9f \xff\xfe\x80 bad",
+        "</script>\r\n\t\b\f end",
+    };
+    char long_text[5000];
+    for (size_t i = 0; i < sizeof(long_text) - 1; i++)
+        long_text[i] = "a\"\\\n\x01/\xc3\xa9"[i % 8];
+    long_text[sizeof(long_text) - 1] = '\0';
+    long long rows[] = {1, -2, 0, 9223372036854775807LL, -9223372036854775807LL - 1};
+    double times[] = {0, 1, 1764755000.123456, -3.5, 1e21, 1e-7, 1764755000.0};
+    struct outbox_attempt attempts[3] = {
+        {.at = 1764755000.5,
+         .endpoint = OMNIDESK_CREATE,
+         .class = OMNIDESK_OK,
+         .http_status = 201,
+         .duration_ms = 12},
+        {.at = 1764755001,
+         .endpoint = OMNIDESK_UPDATE,
+         .class = OMNIDESK_PERMANENT,
+         .http_status = 422,
+         .duration_ms = 0},
+        {.at = 0, .endpoint = OMNIDESK_PURGE, .class = OMNIDESK_TRANSIENT},
+    };
+    char *channels[] = {"email:a\"b@example.org", "telephone:+4912345", ""};
+    struct outbox_sync sync = {
+        .created = 1, .omnidesk_id = 42, .channels = channels, .nchannels = 3};
+    struct outbox_sync none = {.reset = 1};
+    size_t nhostile = sizeof(hostile) / sizeof(hostile[0]);
+    for (size_t i = 0; i <= nhostile; i++) {
+        const char *h = i < nhostile ? hostile[i] : long_text;
+        size_t cut =
+            strlen(h) < sizeof(attempts[1].error) ? strlen(h) : sizeof(attempts[1].error) - 1;
+        memcpy(attempts[1].error, h, cut); /* cut, as the delivery cuts an answer's text */
+        attempts[1].error[cut] = '\0';
+        channels[2] = (char *)h;
+        struct delivery_outcome o = {
+            .status = (enum outbox_status)(i % 4),
+            .op = METRICS_OP_CREATE,
+            .source = h,
+            .brand_id = (long long)i - 2,
+            .primary_id = h,
+            .rows = rows,
+            .nrows = i % 6,
+            .sent_id = rows[i % 5],
+            .first_created = times[i % 7],
+            .result = i % 2 ? (char *)h : NULL,
+            .error = (char *)h,
+            .http_status = (int)(i % 3) * 250,
+            .delay_ms = (long long)i * 1000,
+            .spend = (int)(i % 2),
+            .purged = (int)(i % 3 == 0),
+            .sync = i % 3 == 1   ? &sync
+                    : i % 3 == 2 ? &none
+                                 : NULL,
+            .attempts = attempts,
+            .nattempts = i % 4,
+            .names_transliterated = (int)(i % 2),
+        };
+        same_as_reference(&o);
+    }
+    /* The readers of a batch take the text too. */
+    struct delivery_outcome o = {.status = OUTBOX_DONE,
+                                 .source = "s",
+                                 .primary_id = "p",
+                                 .rows = rows,
+                                 .nrows = 3,
+                                 .sent_id = -2};
+    struct json_object *batch = json_object_new_array();
+    json_object_array_add(batch, outbox_outcome_json(&o));
+    json_object_array_add(batch, json_tokener_parse("{\"rows\":[5]}"));
+    char *ids = outbox_batch_row_ids(batch);
+    ck_assert_str_eq(ids, "{1,-2,0,5}");
+    free(ids);
+    ck_assert_int_eq(outbox_outcome_sent_id(json_object_array_get_idx(batch, 0)), -2);
+    json_object_put(batch);
+}
+END_TEST
+
+/* Epoch times (2004 - 2038) are printed without printf: every such double, ties and carries
+ * into the integer part included, reads as json-c printed it. */
+START_TEST(outcome_times_as_json_c_printed_them)
+{
+    long long rows[] = {1};
+    struct outbox_attempt attempt = {.endpoint = OMNIDESK_CREATE, .class = OMNIDESK_OK};
+    struct delivery_outcome o = {.status = OUTBOX_DONE,
+                                 .source = "s",
+                                 .primary_id = "p",
+                                 .rows = rows,
+                                 .nrows = 1,
+                                 .sent_id = 1,
+                                 .attempts = &attempt,
+                                 .nattempts = 1};
+    const double ulp = 1.0 / 4194304.0; /* 2^-22, the spacing of doubles in [2^30, 2^31) */
+    double fixed[] = {1073741824.0,
+                      1073741824.0 - ulp / 2,
+                      1073741824.0 + ulp,
+                      2147483648.0 - ulp,
+                      2147483648.0,
+                      1073741824.0 + 1.0 / 256, /* 7 decimals then exactly half: a tie */
+                      1073741824.0 + 3.0 / 256,
+                      1764755000.0 + 1.0 / 256,
+                      1764755001.0 + 1.0 / 256,
+                      1764755000.0 - ulp, /* rounds up into the next second */
+                      1764755000.123456,
+                      1764755000.9999999,
+                      1764755000.5,
+                      1764755000.1,
+                      1e9,
+                      0.0,
+                      -1764755000.25};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        o.first_created = fixed[i];
+        attempt.at = fixed[i] + ulp * (double)i;
+        same_as_reference(&o);
+    }
+    unsigned long long x = 88172645463325252ULL; /* xorshift64: the same values every run */
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* Any double of the range: m / 2^22 with m in [2^52, 2^53). */
+        o.first_created = (double)((x >> 12) | (1ULL << 52)) * ulp;
+        /* Multiples of 2^-14: many exact ties at the seventh decimal. */
+        attempt.at = (double)(((x >> 20) | (1ULL << 44)) & ~0ULL) / 16384.0;
+        same_as_reference(&o);
+    }
 }
 END_TEST
 
@@ -363,6 +605,8 @@ int main(void)
     Suite *s = suite_create("outbox");
     TCase *tc = tcase_create("pure");
     tcase_add_test(tc, outcome_to_json);
+    tcase_add_test(tc, outcome_text_as_json_c_printed_it);
+    tcase_add_test(tc, outcome_times_as_json_c_printed_them);
     tcase_add_test(tc, refusal_replaces_an_outcome);
     tcase_add_test(tc, batch_row_ids);
     tcase_add_test(tc, claim_row_read_by_name);
