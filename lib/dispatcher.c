@@ -133,9 +133,9 @@ static struct delivery *pop(struct dispatcher *d)
  * ten a second). The time bound is what a slow flow pays: at ten outcomes a second a 1 s linger
  * wrote ten a transaction, and those writes were most of PostgreSQL's CPU per row left at
  * L = 100 ms, M = 1 (bench/drain STATEMENTS=1: record_outcomes 2.3 ms a call of ten, woken cold
- * once a second); 5 s gathers 50. The rows stay leased meanwhile (the lease, timeout_ms * 3 + 5 s, is
- * renewed every third of it while the recorder is not idle). Outcomes a
- * claim waits for skip it (finish, on_claimed, claim), as do drain, reload and shutdown.
+ * once a second); 5 s gathers 50. The rows stay leased meanwhile (the lease, timeout_ms * 3 +
+ * 5 s, is renewed every third of it while the recorder is not idle). Outcomes a claim waits for
+ * skip it (finish, on_claimed, claim), as do drain, reload and shutdown.
  */
 #define DISPATCHER_LINGER_MS 5000
 #define DISPATCHER_LINGER_MAX 64

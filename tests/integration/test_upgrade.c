@@ -73,11 +73,15 @@ static void assert_status(const char *primary_id, const char *status)
     ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
 }
 
-/* The migrations of schema versions 1 to 7, as released. */
-static const char *const released[] = {"001_schema.sql",        "002_create_unknown.sql",
-                                       "003_capture.sql",       "004_claim_plans.sql",
-                                       "005_claim_batch.sql",   "006_plain_batches.sql",
-                                       "007_statement_deletes.sql", "008_hot_leases.sql"};
+/* The migrations of schema versions 1 to 8, as released. */
+static const char *const released[] = {"001_schema.sql",
+                                       "002_create_unknown.sql",
+                                       "003_capture.sql",
+                                       "004_claim_plans.sql",
+                                       "005_claim_batch.sql",
+                                       "006_plain_batches.sql",
+                                       "007_statement_deletes.sql",
+                                       "008_hot_leases.sql"};
 
 /*
  * Schema version 1 to 8 as released: its migrations, and the triggers of the time under their
