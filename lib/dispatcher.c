@@ -131,10 +131,14 @@ static struct delivery *pop(struct dispatcher *d)
  * The recorder's linger (recorder.h): plain `done` outcomes wait up to this long, or until this
  * many are queued, to share one record_outcomes transaction. At one request slot each outcome
  * was a transaction of its own (bench/drain: ~0.3 ms of PostgreSQL's CPU per row, at L = 100 ms
- * ten a second). A second far below the lease (timeout_ms * 3 + 5 s), renewed meanwhile. Outcomes
- * a claim waits for skip it (finish, on_claimed, claim), as do drain, reload and shutdown.
+ * ten a second). The time bound is what a slow flow pays: at ten outcomes a second a 1 s linger
+ * wrote ten a transaction, and those writes were most of PostgreSQL's CPU per row left at
+ * L = 100 ms, M = 1 (bench/drain STATEMENTS=1: record_outcomes 2.3 ms a call of ten, woken cold
+ * once a second); 5 s gathers 50. The rows stay leased meanwhile (the lease, timeout_ms * 3 +
+ * 5 s, is renewed every third of it while the recorder is not idle). Outcomes a claim waits for
+ * skip it (finish, on_claimed, claim), as do drain, reload and shutdown.
  */
-#define DISPATCHER_LINGER_MS 1000
+#define DISPATCHER_LINGER_MS 5000
 #define DISPATCHER_LINGER_MAX 64
 
 /* Customers waiting for a slot, at most, whatever batch_size says: a delivery takes ~30 KB plus

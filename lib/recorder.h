@@ -10,8 +10,9 @@
  * all plain `done` (not purged, no sync reset) wait up to linger_ms, or until linger_max of them
  * are queued, so that several go in one transaction: at one request slot every outcome was a
  * transaction of its own, ~0.3 ms of the server's CPU each. A linger that fills within 50 ms
- * turns it off for the next linger_ms: that fast, writes batch by themselves. Any other outcome, recorder_flush()
- * and recorder_add_now() start the write at once. A plain done makes no row due by itself (see
+ * makes the lingers of the next second 2 ms long: that fast, a full linger cost rate, and none
+ * at all a write per few outcomes. Any other outcome, recorder_flush() and recorder_add_now()
+ * start the write at once. A plain done makes no row due by itself (see
  * the dispatcher's "Claim scheduling"), and its rows stay leased (and renewed) meanwhile; a crash
  * within the linger sends those rows again after their lease (at-least-once on the wire, DESIGN
  * §3: creates become lookups).
@@ -61,7 +62,7 @@ struct recorder {
     size_t linger_max;
     int pending_plain;           /* `pending` holds plain done outcomes only */
     uint64_t linger_started;     /* loop time the running linger began */
-    uint64_t no_linger_until;    /* loop time: outcomes came fast, no linger before it */
+    uint64_t fast_until;         /* loop time: outcomes came fast, short lingers before it */
     unsigned long long lingered; /* writes that waited for the linger */
     void (*closed_cb)(struct recorder *r);
 };

@@ -340,7 +340,7 @@ START_TEST(test_change_while_in_flight)
 END_TEST
 
 /*
- * Plain `done` outcomes wait for the recorder's linger (up to a second, or 64 queued), so that at
+ * Plain `done` outcomes wait for the recorder's linger (up to 5 s, or 64 queued), so that at
  * one request slot several share one record_outcomes transaction instead of one per row. A change
  * committed just after its customer's delivery does not wait for that linger: the claim its ring
  * starts passes it over (the customer's row is still leased) and writes the waiting outcomes at
@@ -362,7 +362,7 @@ START_TEST(test_outcomes_linger_at_one_slot)
     uint64_t waited = testutil_now_ms() - t0;
     fprintf(stderr, "linger: G1's second change reached the API %llu ms after its commit\n",
             (unsigned long long)waited);
-    /* The linger is a second; this is a claim, a write and a claim, loaded machine or not. */
+    /* The linger is up to 5 s; this is a claim, a write and a claim, loaded machine or not. */
     ck_assert_msg(waited < 500, "G1's second change waited %llu ms", (unsigned long long)waited);
     assert_in_step(NULL);
     stop_daemon();

@@ -73,16 +73,20 @@ static void assert_status(const char *primary_id, const char *status)
     ck_assert_msg(pgrig_query_int(sc.conn, sql) == 1, "%s is not %s", primary_id, status);
 }
 
-/* The migrations of schema versions 1 to 7, as released. */
-static const char *const released[] = {"001_schema.sql",        "002_create_unknown.sql",
-                                       "003_capture.sql",       "004_claim_plans.sql",
-                                       "005_claim_batch.sql",   "006_plain_batches.sql",
-                                       "007_statement_deletes.sql"};
+/* The migrations of schema versions 1 to 8, as released. */
+static const char *const released[] = {"001_schema.sql",
+                                       "002_create_unknown.sql",
+                                       "003_capture.sql",
+                                       "004_claim_plans.sql",
+                                       "005_claim_batch.sql",
+                                       "006_plain_batches.sql",
+                                       "007_statement_deletes.sql",
+                                       "008_hot_leases.sql"};
 
 /*
- * Schema version 1 to 7 as released: its migrations, and the triggers of the time under their
+ * Schema version 1 to 8 as released: its migrations, and the triggers of the time under their
  * names. Versions 1 and 2 (before issue 14): row triggers writing straight into the outbox (the
- * outbox columns they filled; the payload is the scenario's mapping). Versions 3 to 7: triggers
+ * outbox columns they filled; the payload is the scenario's mapping). Versions 3 to 8: triggers
  * appending to omnisync.capture (its columns; row triggers here, which write the same rows as the
  * statement triggers of the time for single-row statements).
  */
@@ -210,6 +214,15 @@ START_TEST(test_upgrade_with_rows)
                                               "'omnisync.outbox'::regclass AND reloptions = "
                                               "'{fillfactor=50}'"),
                      1);
+    /* 009: the claim and the outcome write plan their statements once a session (generic
+     * plans); the move inside the claim keeps the plan cache's own choice. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM pg_proc WHERE pronamespace = "
+                                     "'omnisync'::regnamespace AND ((proname IN ('claim_batch', "
+                                     "'record_outcomes') AND 'plan_cache_mode=force_generic_plan' "
+                                     "= ANY (proconfig)) OR (proname = 'move_captured' AND "
+                                     "'plan_cache_mode=auto' = ANY (proconfig)))"),
+                     3);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);
@@ -325,7 +338,7 @@ int main(void)
     tcase_add_test(tc, test_no_schema_refused_until_migrate);
     tcase_add_test(tc, test_older_schema_refused);
     tcase_add_test(tc, test_older_schema_after_reconnect);
-    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 8); /* from each version 1 to 7 */
+    tcase_add_loop_test(tc, test_upgrade_with_rows, 1, 9); /* from each version 1 to 8 */
     suite_add_tcase(s, tc);
     return pgrig_run_suite(s);
 }
