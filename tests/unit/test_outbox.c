@@ -500,10 +500,11 @@ END_TEST
 
 START_TEST(counts_read_by_name)
 {
-    const char *names[] = {"paused",  "skipped",           "failed", "done", "held",
-                           "pending", "oldest_pending_age"};
-    const char *values[] = {"t", "5", "4", "3", "2", "1", "12.5"};
-    PGresult *res = result(names, values, 7);
+    const char *names[] = {"paused",  "skipped",            "failed",       "done",
+                           "held",    "pending",            "capture_rows", "oldest_pending_age",
+                           "capture_bytes"};
+    const char *values[] = {"t", "5", "4", "3", "2", "1", "6", "12.5", "303120384"};
+    PGresult *res = result(names, values, 9);
     struct outbox_counts c;
     ck_assert_int_eq(outbox_counts_read(res, &c), 0);
     ck_assert_int_eq(c.rows[METRICS_STATUS_PENDING], 1);
@@ -513,6 +514,11 @@ START_TEST(counts_read_by_name)
     ck_assert_int_eq(c.rows[METRICS_STATUS_SKIPPED], 5);
     ck_assert(c.oldest_pending_age_seconds == 12.5);
     ck_assert_int_eq(c.paused, 1);
+    ck_assert_int_eq(c.capture_rows, 6);
+    ck_assert_int_eq(c.capture_bytes, 303120384);
+    PQclear(res);
+    res = result(names, values, 8);
+    ck_assert_int_eq(outbox_counts_read(res, &c), OMNISYNC_EINVAL);
     PQclear(res);
     res = result(names, values, 6);
     ck_assert_int_eq(outbox_counts_read(res, &c), OMNISYNC_EINVAL);
