@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "omnidesk.h"
+#include "textbuf.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -214,38 +215,12 @@ int metrics_format_double(double value, char *out, size_t outlen)
 
 /* ---- the output buffer ---------------------------------------------------------------------- */
 
-struct render {
-    char *text;
-    size_t len;
-    size_t cap;
-    int failed; /* out of memory: later writes are ignored, render returns ENOMEM */
-};
+/* The exposition is written into a struct textbuf (lib/textbuf.c); a failed allocation makes
+ * metrics_render return ENOMEM. */
 
-static int reserve(struct render *r, size_t more)
-{
-    size_t cap;
-    char *text;
+static void put(struct textbuf *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-    if (r->failed)
-        return -1;
-    if (r->len + more + 1 <= r->cap)
-        return 0;
-    cap = r->cap ? r->cap : 8192;
-    while (cap < r->len + more + 1)
-        cap *= 2;
-    text = realloc(r->text, cap);
-    if (text == NULL) {
-        r->failed = 1;
-        return -1;
-    }
-    r->text = text;
-    r->cap = cap;
-    return 0;
-}
-
-static void put(struct render *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct render *r, const char *fmt, ...)
+static void put(struct textbuf *r, const char *fmt, ...)
 {
     va_list ap, again;
     int n;
@@ -255,10 +230,10 @@ static void put(struct render *r, const char *fmt, ...)
     /* Most lines fit what is left; only the others are formatted a second time. */
     va_start(ap, fmt);
     va_copy(again, ap);
-    n = vsnprintf(r->text + r->len, r->cap - r->len, fmt, ap);
+    n = vsnprintf(r->p + r->len, r->cap - r->len, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n >= r->cap - r->len && reserve(r, (size_t)n) == 0)
-        n = vsnprintf(r->text + r->len, r->cap - r->len, fmt, again);
+    if (n >= 0 && (size_t)n >= r->cap - r->len && textbuf_reserve(r, (size_t)n) == 0)
+        n = vsnprintf(r->p + r->len, r->cap - r->len, fmt, again);
     va_end(again);
     if (n < 0 || r->failed) {
         r->failed = 1;
@@ -268,34 +243,34 @@ static void put(struct render *r, const char *fmt, ...)
 }
 
 /* A label value per the text format: backslash, double quote and line feed are escaped. */
-static void put_label_value(struct render *r, const char *value)
+static void put_label_value(struct textbuf *r, const char *value)
 {
     const char *p;
 
     for (p = value; *p != '\0'; p++) {
-        if (reserve(r, 2) != 0)
+        if (textbuf_reserve(r, 2) != 0)
             return;
         switch (*p) {
         case '\\':
-            r->text[r->len++] = '\\';
-            r->text[r->len++] = '\\';
+            r->p[r->len++] = '\\';
+            r->p[r->len++] = '\\';
             break;
         case '"':
-            r->text[r->len++] = '\\';
-            r->text[r->len++] = '"';
+            r->p[r->len++] = '\\';
+            r->p[r->len++] = '"';
             break;
         case '\n':
-            r->text[r->len++] = '\\';
-            r->text[r->len++] = 'n';
+            r->p[r->len++] = '\\';
+            r->p[r->len++] = 'n';
             break;
         default:
-            r->text[r->len++] = *p;
+            r->p[r->len++] = *p;
         }
     }
-    r->text[r->len] = '\0';
+    r->p[r->len] = '\0';
 }
 
-static void put_double(struct render *r, double value)
+static void put_double(struct textbuf *r, double value)
 {
     char text[40];
 
@@ -304,18 +279,18 @@ static void put_double(struct render *r, double value)
     put(r, "%s", text);
 }
 
-static void put_family(struct render *r, const char *name, const char *type, const char *help)
+static void put_family(struct textbuf *r, const char *name, const char *type, const char *help)
 {
     put(r, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void put_gauge_int(struct render *r, const char *name, const char *help, long long value)
+static void put_gauge_int(struct textbuf *r, const char *name, const char *help, long long value)
 {
     put_family(r, name, "gauge", help);
     put(r, "%s %lld\n", name, value);
 }
 
-static void put_gauge_double(struct render *r, const char *name, const char *help, double value)
+static void put_gauge_double(struct textbuf *r, const char *name, const char *help, double value)
 {
     put_family(r, name, "gauge", help);
     put(r, "%s ", name);
@@ -323,7 +298,7 @@ static void put_gauge_double(struct render *r, const char *name, const char *hel
     put(r, "\n");
 }
 
-static void put_histogram(struct render *r, const char *name, const char *help,
+static void put_histogram(struct textbuf *r, const char *name, const char *help,
                           const struct metrics_histogram *h)
 {
     unsigned long long cumulative = 0;
@@ -341,7 +316,7 @@ static void put_histogram(struct render *r, const char *name, const char *help,
     put(r, "\n%s_count %llu\n", name, h->count);
 }
 
-static void put_http_requests(struct render *r, const struct metrics *m)
+static void put_http_requests(struct textbuf *r, const struct metrics *m)
 {
     struct metrics_code_counter used[METRICS_CODES], slot;
     int e, i, j;
@@ -376,7 +351,7 @@ const char *const metrics_reconcile_kinds[METRICS_RECONCILE_KINDS] = {
     "missing", "different", "extra", "unsendable", "pending",
 };
 
-static void put_reconcile(struct render *r, const struct metrics *m)
+static void put_reconcile(struct textbuf *r, const struct metrics *m)
 {
     /* The family is announced before the first run too: no series until then. */
     put_family(r, "omnisync_reconcile_drift", "gauge",
@@ -397,14 +372,14 @@ static void put_reconcile(struct render *r, const struct metrics *m)
 
 int metrics_render(const struct metrics *m, const char *version, char **out, size_t *len)
 {
-    struct render r = {0};
+    struct textbuf r = {.first = 8192};
     int op, result;
 
     *out = NULL;
     *len = 0;
-    if (reserve(&r, 0) != 0)
+    if (textbuf_reserve(&r, 0) != 0)
         return OMNISYNC_ENOMEM;
-    r.text[0] = '\0';
+    r.p[0] = '\0';
 
     if (m->outbox_rows_known) {
         put_family(&r, "omnisync_outbox_rows", "gauge",
@@ -475,10 +450,10 @@ int metrics_render(const struct metrics *m, const char *version, char **out, siz
     put(&r, "\"} 1\n");
 
     if (r.failed) {
-        free(r.text);
+        free(r.p);
         return OMNISYNC_ENOMEM;
     }
-    *out = r.text;
+    *out = r.p;
     *len = r.len;
     return 0;
 }

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "textbuf.h"
+
 /* ---- outcomes ---- */
 
 void outbox_sync_clear(struct outbox_sync *s)
@@ -92,50 +94,17 @@ static const char *status_name(enum outbox_status s)
  * The outcome's text is written straight into a growing buffer, byte for byte what json-c's
  * tree of it printed (JSON_C_TO_STRING_PLAIN; tests/unit/test_outbox.c compares the two): a
  * tree of some thirty json-c objects per outcome, built and printed once, was almost a quarter of
- * the daemon's instructions per row (callgrind, L = 20 ms, M = 1: 51 k of 214 k).
+ * the daemon's instructions per row (callgrind, L = 20 ms, M = 1: 51 k of 214 k). The first
+ * allocation stays below glibc's large-chunk size: a larger malloc first consolidates the fast
+ * bins (some 600 instructions, every outcome).
  */
-struct text {
-    char *p;
-    size_t len, cap;
-    int failed; /* an allocation failed: the text is lost, later writes do nothing */
-};
+#define OUTCOME_TEXT_FIRST 960
 
-/* Makes room for `n` more bytes and a NUL; 0, or -1 (and `failed`) when out of memory. The
- * first size stays below glibc's large-chunk size: a larger malloc first consolidates the fast
- * bins (some 600 instructions, every outcome). */
-static int room(struct text *t, size_t n)
-{
-    if (t->failed)
-        return -1;
-    if (t->cap - t->len >= n + 1)
-        return 0;
-    size_t cap = t->cap ? t->cap : 960;
-    while (cap - t->len < n + 1)
-        cap *= 2;
-    char *p = realloc(t->p, cap);
-    if (p == NULL) {
-        t->failed = 1;
-        return -1;
-    }
-    t->p = p;
-    t->cap = cap;
-    return 0;
-}
-
-static void put(struct text *t, const char *s, size_t n)
-{
-    if (room(t, n) != 0)
-        return;
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = '\0';
-}
-
-#define PUT_LITERAL(t, s) put((t), (s), sizeof(s) - 1)
+#define PUT_LITERAL(t, s) textbuf_put((t), (s), sizeof(s) - 1)
 
 /* `s` as a JSON string, escaped as json-c escapes it: the two-character escapes, "\/" too,
  * other control characters as \u00XX; bytes from 0x7f up as they are. */
-static void put_string(struct text *t, const char *s)
+static void put_string(struct textbuf *t, const char *s)
 {
     const char *run = s;
     PUT_LITERAL(t, "\"");
@@ -172,15 +141,15 @@ static void put_string(struct text *t, const char *s)
             esc[5] = "0123456789abcdef"[c & 0xf];
             n = 6;
         }
-        put(t, run, (size_t)(s - run));
-        put(t, esc, n);
+        textbuf_put(t, run, (size_t)(s - run));
+        textbuf_put(t, esc, n);
         run = s + 1;
     }
-    put(t, run, (size_t)(s - run));
+    textbuf_put(t, run, (size_t)(s - run));
     PUT_LITERAL(t, "\"");
 }
 
-static void put_int(struct text *t, long long v)
+static void put_int(struct textbuf *t, long long v)
 {
     char digits[24], *p = digits + sizeof(digits);
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
@@ -190,7 +159,7 @@ static void put_int(struct text *t, long long v)
     } while (u > 0);
     if (v < 0)
         *--p = '-';
-    put(t, p, (size_t)(digits + sizeof(digits) - p));
+    textbuf_put(t, p, (size_t)(digits + sizeof(digits) - p));
 }
 
 /*
@@ -232,12 +201,12 @@ static size_t epoch_text(double v, char *buf)
 
 /* As json-c prints a double: %.17g, a decimal point (never the locale's comma), ".0" after an
  * integral value, and its words for what JSON has no number for. */
-static void put_double(struct text *t, double v)
+static void put_double(struct textbuf *t, double v)
 {
     char buf[64];
     size_t len = epoch_text(v, buf);
     if (len > 0) {
-        put(t, buf, len);
+        textbuf_put(t, buf, len);
         return;
     }
     if (isnan(v)) {
@@ -265,10 +234,10 @@ static void put_double(struct text *t, double v)
         memcpy(buf + n, ".0", 3);
         n += 2;
     }
-    put(t, buf, (size_t)n);
+    textbuf_put(t, buf, (size_t)n);
 }
 
-static void put_bool(struct text *t, int v)
+static void put_bool(struct textbuf *t, int v)
 {
     if (v)
         PUT_LITERAL(t, "true");
@@ -277,10 +246,10 @@ static void put_bool(struct text *t, int v)
 }
 
 /* The member name `key` (no character to escape), after a comma unless it is the first. */
-static void put_key(struct text *t, const char *key)
+static void put_key(struct textbuf *t, const char *key)
 {
     size_t n = strlen(key);
-    if (room(t, n + 4) != 0)
+    if (textbuf_reserve(t, n + 4) != 0)
         return;
     char *p = t->p + t->len;
     if (t->len > 0 && p[-1] != '{')
@@ -294,7 +263,7 @@ static void put_key(struct text *t, const char *key)
     t->len = (size_t)(p - t->p);
 }
 
-static void put_attempt(struct text *t, const struct outbox_attempt *a)
+static void put_attempt(struct textbuf *t, const struct outbox_attempt *a)
 {
     PUT_LITERAL(t, "{");
     put_key(t, "at");
@@ -316,7 +285,7 @@ static void put_attempt(struct text *t, const struct outbox_attempt *a)
     PUT_LITERAL(t, "}");
 }
 
-static void put_sync(struct text *t, const struct outbox_sync *s)
+static void put_sync(struct textbuf *t, const struct outbox_sync *s)
 {
     PUT_LITERAL(t, "{");
     put_key(t, "reset");
@@ -340,7 +309,7 @@ static void put_sync(struct text *t, const struct outbox_sync *s)
     PUT_LITERAL(t, "]}");
 }
 
-static void put_outcome(struct text *t, const struct delivery_outcome *d)
+static void put_outcome(struct textbuf *t, const struct delivery_outcome *d)
 {
     PUT_LITERAL(t, "{");
     put_key(t, "source");
@@ -414,7 +383,7 @@ static int print_text(struct json_object *o, struct printbuf *pb, int level, int
 
 struct json_object *outbox_outcome_json(const struct delivery_outcome *d)
 {
-    struct text t = {0};
+    struct textbuf t = {.first = OUTCOME_TEXT_FIRST};
     put_outcome(&t, d);
     struct json_object *o = t.failed ? NULL : json_object_new_string_len(t.p, (int)t.len);
     free(t.p);
