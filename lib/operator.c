@@ -415,24 +415,33 @@ int outbox_status(PGconn *conn, PGresult **counts, PGresult **failures, PGresult
 {
     *counts = *failures = *processes = NULL;
     /* Captured rows not yet moved into the outbox (sql/003_capture.sql) are pending too, a
-     * multi-row DELETE's row once per key (sql/007_statement_deletes.sql). A schema older than
-     * version 3 has no capture table: `status` right after a package upgrade, before `migrate`,
-     * still answers. */
+     * multi-row DELETE's row once per key (sql/007_statement_deletes.sql), a multi-row UPDATE's
+     * once per customer it updated (sql/010_statement_updates.sql; those whose mapped values
+     * did not change leave when it is moved). A schema older than version 3 has no capture
+     * table, one older than 10 no statement rows of UPDATEs: `status` right after a package
+     * upgrade, before `migrate`, still answers. */
     PGresult *has = NULL;
-    int rc = db_query(conn, "SELECT to_regclass('omnisync.capture') IS NOT NULL", 0, NULL, &has,
-                      err, errlen);
+    int rc = db_query(conn,
+                      "SELECT to_regclass('omnisync.capture') IS NOT NULL, "
+                      "to_regtype('omnisync.captured_row') IS NOT NULL",
+                      0, NULL, &has, err, errlen);
     if (rc != 0)
         return rc;
     int capture = strcmp(PQgetvalue(has, 0, 0), "t") == 0;
+    int statement_updates = strcmp(PQgetvalue(has, 0, 1), "t") == 0;
     PQclear(has);
+#define STATUS_CAPTURED(n)                                                                         \
+    STATUS_COUNTS("(SELECT source, status, created_at FROM omnisync.outbox UNION ALL SELECT "      \
+                  "c.source, 'pending', c.captured_at FROM omnisync.capture c, "                  \
+                  "generate_series(1, " n "))")
     rc = db_query(conn,
-                  capture ? STATUS_COUNTS("(SELECT source, status, created_at FROM omnisync.outbox "
-                                          "UNION ALL SELECT c.source, 'pending', c.captured_at "
-                                          "FROM omnisync.capture c, generate_series(1, CASE WHEN "
-                                          "c.op = 'delete_many' THEN cardinality(c.old_values) "
-                                          "ELSE 1 END))")
-                          : STATUS_COUNTS("omnisync.outbox"),
+                  statement_updates
+                      ? STATUS_CAPTURED("omnisync.captured_changes(c.op, c.old_values, c.new_rows)")
+                  : capture ? STATUS_CAPTURED("CASE WHEN c.op = 'delete_many' THEN "
+                                              "cardinality(c.old_values) ELSE 1 END")
+                            : STATUS_COUNTS("omnisync.outbox"),
                   0, NULL, counts, err, errlen);
+#undef STATUS_CAPTURED
     if (rc == 0)
         rc = db_query(conn,
                       "SELECT id, source, primary_id, last_http_status AS http, "
@@ -574,10 +583,13 @@ int operator_reconcile_sql(PGconn *conn, const struct config_source *src, char *
             " WHERE NOT EXISTS (SELECT 1 FROM omnisync.outbox o WHERE o.source = %s"
             "  AND o.brand_id = l.brand AND o.primary_id = l.k::text AND o.id > $2::bigint)"
             /* a change captured and not yet moved into the outbox (sql/003) is newer too, a
-             * key of a multi-row DELETE's row included (sql/007) */
+             * key of a multi-row DELETE's row (sql/007) or a customer of a multi-row UPDATE's
+             * (sql/010) included */
             "  AND NOT EXISTS (SELECT 1 FROM omnisync.capture c WHERE c.source = %s"
-            "  AND c.brand_id = l.brand AND (c.primary_id = l.k::text"
-            "  OR c.op = 'delete_many' AND l.k::text = ANY (c.old_values)))), "
+            "  AND (c.brand_id = l.brand AND (c.primary_id = l.k::text"
+            "  OR c.op = 'delete_many' AND l.k::text = ANY (c.old_values))"
+            "  OR c.op = 'update_many' AND EXISTS (SELECT 1 FROM unnest(c.new_rows) r"
+            "  WHERE r.primary_id = l.k::text AND r.brand_id = l.brand)))), "
             "corrected AS ("
             " UPDATE omnisync.sync_state s SET"
             "  created = CASE WHEN f.reset THEN false ELSE s.created END,"

@@ -669,7 +669,8 @@ int outbox_claim_passed_over(const PGresult *res, const struct outbox_claim_colu
 int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
 {
     /* Captured rows not yet moved (sql/003_capture.sql) are pending too, a multi-row DELETE's
-     * row once per key (sql/007_statement_deletes.sql): summed per capture row, not expanded
+     * row once per key, a multi-row UPDATE's once per customer (omnisync.captured_changes(),
+     * sql/010_statement_updates.sql): summed per capture row, not expanded
      * with generate_series. Expanded, the planner guessed 1,000 rows per captured row (320,000
      * for an empty, never analyzed capture table) and ran every count, every 15 s, as a
      * parallel plan with two workers: 9 - 14 ms of PostgreSQL's CPU on empty tables. */
@@ -681,8 +682,8 @@ int outbox_count(struct dbloop *db, dbloop_query_cb cb, void *arg)
                         "count(*) FILTER (WHERE status = 'skipped') AS skipped, "
                         "min(created_at) FILTER (WHERE status = 'pending') AS oldest "
                         "FROM omnisync.outbox), "
-                        "k AS (SELECT CASE WHEN op = 'delete_many' THEN cardinality(old_values) "
-                        "ELSE 1 END AS n, captured_at FROM omnisync.capture), "
+                        "k AS (SELECT omnisync.captured_changes(op, old_values, new_rows) AS n, "
+                        "captured_at FROM omnisync.capture), "
                         "c AS (SELECT coalesce(sum(n), 0) AS pending, count(*) AS rows, "
                         "min(captured_at) FILTER (WHERE n >= 1) AS oldest FROM k) "
                         "SELECT o.pending + c.pending AS pending, o.held, o.done, o.failed, "

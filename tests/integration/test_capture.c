@@ -109,8 +109,12 @@ START_TEST(test_rollback_leaves_nothing)
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
-    /* An update of unmapped columns only captures nothing either. */
+    /* An update of unmapped columns only moves nothing either: of one row it captures nothing,
+     * of many its statement rows (sql/010), which the move drops. */
+    scenario_exec(&sc, "UPDATE customers SET notes = 'n' WHERE customer_no = 'R7'");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
     scenario_exec(&sc, "UPDATE customers SET notes = 'n'");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
     /* ...and one that changes a mapped column of some rows captures exactly those. */
     scenario_exec(&sc, "UPDATE customers SET first_name = CASE WHEN right(customer_no, -1)::int "
@@ -156,6 +160,11 @@ START_TEST(test_update_pairs_rows_at_any_size)
                                    "WHERE customer_no LIKE 'P%'"),
                      0);
     PQfinish(c);
+    /* The two-row statements and the large one wrote statement rows (sql/010): one each, the
+     * large one's 19,999 customers in two. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture WHERE "
+                                              "op = 'update_many'"),
+                     8 + 2);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"),
                      8 + 16 + 1 + 19999);
     /* Every captured update carries its own row's old and new values. */
@@ -172,6 +181,71 @@ START_TEST(test_update_pairs_rows_at_any_size)
                                      "primary_id = 'Q2' AND old_data->>'primary_id' = 'P2' "
                                      "AND new_data->>'firstname' = 'All'"),
                      1);
+}
+END_TEST
+
+/* Multi-row statements are captured as statement rows (sql/007, sql/010) that the move expands
+ * into a row per customer, each in its own customer's brand (brand_id_column), leaving out the
+ * customers whose mapped values did not change; `status` counts each customer of a statement
+ * row as pending before the move. */
+START_TEST(test_statement_rows_keep_each_brand)
+{
+    scenario_exec(&sc, "ALTER TABLE customers ADD COLUMN brand integer NOT NULL DEFAULT 1");
+    ck_assert_int_eq(scenario_write_config(&sc, "brand_id_column = brand\n"), 0);
+    char *migrate[] = {OMNISYNC_BIN, "--config", sc.config, "migrate", NULL};
+    ck_assert_int_eq(proc_run(migrate, NULL, 60000, NULL, NULL), 0);
+    scenario_exec(&sc, "SET session_replication_role = replica;"
+                       "INSERT INTO customers (customer_no, first_name, last_name, brand) "
+                       "SELECT 'B' || i, 'Ann', 'Lee', 1 + i % 3 FROM generate_series(1, 30000) i;"
+                       "RESET session_replication_role");
+    /* 30,000 customers updated, the 20,000 of brands 2 and 3 in a mapped column. */
+    scenario_exec(&sc, "UPDATE customers SET notes = 'n', "
+                       "first_name = CASE WHEN brand = 1 THEN first_name ELSE 'Bo' END");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture WHERE "
+                                              "op = 'update_many'"),
+                     3);
+    /* `status` moves first; with the move's lock held elsewhere it counts what capture holds. */
+    PGconn *mover = connect_crm();
+    ck_assert_int_eq(pgrig_exec(mover, "BEGIN; SELECT pg_advisory_xact_lock("
+                                       "hashtext('omnisync capture move'))"),
+                     0);
+    char *status[] = {OMNISYNC_BIN, "--config", sc.config, "status", "--json", NULL};
+    char *out = NULL;
+    ck_assert_int_eq(proc_run(status, NULL, 30000, &out, NULL), 0);
+    PQfinish(mover);
+    struct json_object *obj = json_tokener_parse(out), *sources, *pending;
+    ck_assert_msg(obj != NULL, "not JSON: %s", out);
+    ck_assert(json_object_object_get_ex(obj, "sources", &sources));
+    ck_assert(json_object_object_get_ex(json_object_array_get_idx(sources, 0), "pending",
+                                        &pending));
+    ck_assert_int_eq(json_object_get_int(pending), 30000);
+    json_object_put(obj);
+    free(out);
+
+    int moved = 0, n;
+    while ((n = pgrig_query_int(sc.conn, "SELECT omnisync.move_captured(5000)")) > 0)
+        moved += n;
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(moved, 20000);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM omnisync.outbox o JOIN customers c "
+                                     "ON c.customer_no = o.primary_id WHERE o.op = 'update' AND "
+                                     "o.brand_id = c.brand AND c.brand <> 1 AND "
+                                     "o.new_data->>'firstname' = 'Bo' AND "
+                                     "o.old_data->>'firstname' = 'Ann'"),
+                     20000);
+
+    /* A multi-row DELETE: a row of keys per brand. B1, B10 - B19, ..., B10000 - B19999. */
+    scenario_exec(&sc, "DELETE FROM customers WHERE customer_no LIKE 'B1%'");
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture WHERE "
+                                              "op = 'delete_many'"),
+                     3);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_captured()"), 11111);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox WHERE "
+                                              "op = 'delete' AND brand_id = "
+                                              "1 + right(primary_id, -1)::int % 3"),
+                     11111);
 }
 END_TEST
 
@@ -472,6 +546,7 @@ int main(void)
     tcase_add_test(tc, test_rollback_leaves_nothing);
     tcase_add_test(tc, test_bulk_delete_then_changes_in_order);
     tcase_add_test(tc, test_update_pairs_rows_at_any_size);
+    tcase_add_test(tc, test_statement_rows_keep_each_brand);
     tcase_add_test(tc, test_claim_moves_in_batches);
     tcase_add_test(tc, test_emptied_capture_given_back);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);

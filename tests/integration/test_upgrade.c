@@ -223,6 +223,17 @@ START_TEST(test_upgrade_with_rows)
                                      "= ANY (proconfig)) OR (proname = 'move_captured' AND "
                                      "'plan_cache_mode=auto' = ANY (proconfig)))"),
                      3);
+    /* 010: a multi-row UPDATE's statement rows, and the move that expands them. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn,
+                                     "SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                                     "'omnisync.capture'::regclass AND attname IN ('old_rows', "
+                                     "'new_rows') AND atttypid = "
+                                     "'omnisync.captured_row[]'::regtype"),
+                     2);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_proc WHERE proname = "
+                                              "'move_captured' AND prosrc LIKE "
+                                              "'%captured_expand%'"),
+                     1);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);
