@@ -385,7 +385,7 @@ END_TEST
 START_TEST(test_repair_skips_customers_changed_during_the_run)
 {
     ck_assert_int_eq(scenario_setup(&sc, NULL, NULL), 0);
-    insert_customers(3);
+    insert_customers(4);
     scenario_exec(&sc, "UPDATE customers SET last_name = 'Now' WHERE customer_no = 'R00001'");
     /* What a daemon's claim does: the captured changes into the outbox, delivered. */
     scenario_exec(&sc, "SELECT omnisync.move_captured()");
@@ -397,8 +397,11 @@ START_TEST(test_repair_skips_customers_changed_during_the_run)
                        "'{email:r3@example.com,telephone:+31610000003}')");
     long long start = q("SELECT max(id) FROM omnisync.outbox");
     /* R00002 changes after the run started: its own row carries the newer state, still in
-     * omnisync.capture (no daemon has moved it) or already in the outbox. */
-    scenario_exec(&sc, "UPDATE customers SET first_name = 'Fresh' WHERE customer_no = 'R00002'");
+     * omnisync.capture (no daemon has moved it) or already in the outbox. Changed with another
+     * customer in one statement, it is in a multi-row UPDATE's statement row (sql/010). */
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Fresh' "
+                       "WHERE customer_no IN ('R00002', 'R00004')");
+    ck_assert_int_eq(q("SELECT count(*) FROM omnisync.capture WHERE op = 'update_many'"), 1);
 
     struct config cfg;
     ck_assert_int_eq(config_load(&cfg, sc.config), 0);
