@@ -7,21 +7,22 @@
 -- bare statement's time added (bench/bulk-capture): the pairing join of two 200,000-row tables
 -- (spilled to disk at the CRM's work_mem), the arrays, and above all 200,000 rows written, each
 -- repeating its source, keys and op. Backend CPU of that UPDATE (scratch cluster, medians of 4
--- interleaved runs): no trigger 1,554 ms; a row per customer +1,350 ms; this capture +600 ms.
+-- interleaved runs each): a row per customer +1,350 ms over 1,554 ms without a trigger; this
+-- capture +785 ms over 1,190 ms (bench/bulk-capture: 0.7 - 0.9 x the bare time added).
 --
 -- From this version the trigger (sql/trigger_template.sql) writes, for an UPDATE of more than one
 -- row, one row per 10,000 updated customers: op 'update_many', primary_id '', brand_id 0, the
 -- keys as before, and in old_rows and new_rows the old and new versions of those customers as
 -- omnisync.captured_row values: the customer's position in the statement, its primary id and
 -- brand (new side only), and its mapped values as the row form had them. Each side is read from
--- its transition table once, numbered and cut into chunks by position; no join pairs them. The
--- daemon's move pairs old and new by position, drops the pairs whose mapped values are all
--- equal (the filter the trigger applied before) and writes the rows of version 3 (op 'update',
--- one customer each, the statement's seq, txid and captured_at), so the outbox, delivery and
--- every operator command see exactly the rows they saw before. What the CRM's statement pays
--- for is two reads of the transition tables, the values and a few rows; an UPDATE of unmapped
--- columns only now writes those rows too, and moves nothing. A single-row UPDATE keeps the
--- row of version 3 (bench/trigger-overhead measures that path).
+-- its transition table once, numbered, and both go through one aggregate by chunk; no join
+-- pairs them. The daemon's move pairs old and new by position, drops the pairs whose mapped
+-- values are all equal (the filter the trigger applied before) and writes the rows of version 3
+-- (op 'update', one customer each, the statement's seq, txid and captured_at), so the outbox,
+-- delivery and every operator command see exactly the rows they saw before. What the CRM's
+-- statement pays for is two reads of the transition tables, the values and a few rows; an
+-- UPDATE of unmapped columns only now writes those rows too, and moves nothing. A single-row
+-- UPDATE keeps the row of version 3 (bench/trigger-overhead measures that path).
 --
 -- Pairing. The positions come from row_number() over each transition table as it is read:
 -- PostgreSQL appends both versions of each updated row to the two tables in the same step, and a
