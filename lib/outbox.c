@@ -763,10 +763,7 @@ int outbox_prune(struct dbloop *db, unsigned long long retention_ms, unsigned lo
         " DELETE FROM omnisync.outbox WHERE id IN ("
         "  SELECT id FROM omnisync.outbox WHERE status IN ('done', 'skipped') "
         "  AND coalesce(delivered_at, action_at, created_at) < "
-        "      now() - $1::bigint * interval '1 millisecond' LIMIT $3) RETURNING id), "
-        /* Their attempts with them: no foreign key cascades since sql/011. */
-        "attempts AS ("
-        " DELETE FROM omnisync.delivery_attempt WHERE outbox_id IN (SELECT id FROM pruned)), "
+        "      now() - $1::bigint * interval '1 millisecond' LIMIT $3) RETURNING 1), "
         "scrubbed AS ("
         " UPDATE omnisync.outbox SET old_data = NULL, new_data = NULL, scrubbed_at = now() "
         " WHERE id IN ("

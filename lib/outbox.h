@@ -214,8 +214,8 @@ int outbox_heartbeat(struct dbloop *db, const struct outbox_heartbeat *h, dbloop
 int outbox_farewell(struct dbloop *db, const char *process, dbloop_query_cb cb,
                     void *arg) OMNISYNC_MUST_CHECK;
 
-/* Retention: deletes done/skipped rows older than retention_ms, with their attempts, and clears
- * the payload of those older than payload_ms, `batch` rows each at most. */
+/* Retention: deletes done/skipped rows older than retention_ms and clears the payload of those
+ * older than payload_ms, `batch` rows each at most. */
 int outbox_prune(struct dbloop *db, unsigned long long retention_ms, unsigned long long payload_ms,
                  int batch, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
 /* The numbers pruned and scrubbed; 0 or OMNISYNC_EINVAL. */

@@ -234,11 +234,16 @@ START_TEST(test_upgrade_with_rows)
                                               "'move_captured' AND prosrc LIKE "
                                               "'%captured_expand%'"),
                      1);
-    /* 011: an attempt no longer checks its outbox row by a foreign key. */
+    /* 011: an attempt no longer checks its outbox row by a foreign key; a statement trigger
+     * deletes the attempts of deleted rows (test_retention: none left after the prune). */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_constraint WHERE "
                                               "conrelid = 'omnisync.delivery_attempt'::regclass "
                                               "AND contype = 'f'"),
                      0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                                              "'omnisync.outbox'::regclass AND tgname = "
+                                              "'outbox_deleted'"),
+                     1);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);
