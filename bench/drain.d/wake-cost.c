@@ -10,7 +10,7 @@
  * its CPU per wake-up from /proc/self/schedstat (ns on a CPU, as bench/drain reads it). The same
  * loop without the sleep gives the cost of the touch alone, hot.
  *
- * Usage: wake-cost SLEEP_MS KB COUNT   (SLEEP_MS -1: no sleep)
+ * Usage: wake-cost SLEEP_MS KB COUNT   (SLEEP_MS -1: no sleep); bench/drain runs KB 0, 256, 1024
  * Prints: sleep_ms kb us_per_wakeup
  */
 #include <stdio.h>
