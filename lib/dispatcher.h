@@ -39,6 +39,7 @@ struct dispatcher {
     uv_loop_t *loop;
     struct config *cfg; /* the running config: read at use, so a reload applies */
     struct dbloop *db;  /* the work connection: claims, lease renewal, the purge guard */
+    struct dbloop *move_db; /* NULL, or where captured backlogs are moved (the listener's) */
     struct omnidesk *client;
     struct recorder recorder;
     struct ratelimit rate;
@@ -55,6 +56,8 @@ struct dispatcher {
     uv_timer_t wake_timer;  /* rate limit, backoff and probe wake-ups */
     uv_timer_t renew_timer; /* lease renewal */
     int claiming;
+    int moving;       /* a move in flight on move_db */
+    int moves_apart;  /* captured rows are moved on move_db: claims do not move */
     int wake_pending; /* a wake-up (NOTIFY, poll, reconnect): claim while below high water */
     int poll_pending; /* a poll tick while customers waited for a slot: claim once none waits */
     int more_due;     /* rows may be due that no wake-up announces (the last claim was full or
@@ -82,11 +85,13 @@ struct dispatcher {
 
 /*
  * Sets up the dispatcher on `loop`, using `db` (the work connection), `record_db` (the
- * recorder's own connection, so a claim never waits behind a batch of outcomes) and `client`;
- * all three must outlive it. Claims start with dispatcher_wake(). 0 or a negative code.
+ * recorder's own connection, so a claim never waits behind a batch of outcomes), `move_db`
+ * (NULL, or a connection that runs no long statements of its own, where a backlog of captured
+ * rows is moved while the claims go on: see "Moves apart") and `client`; all must outlive it.
+ * Claims start with dispatcher_wake(). 0 or a negative code.
  */
 int dispatcher_init(struct dispatcher *d, uv_loop_t *loop, struct config *cfg, struct dbloop *db,
-                    struct dbloop *record_db, struct omnidesk *client,
+                    struct dbloop *record_db, struct dbloop *move_db, struct omnidesk *client,
                     const char *process) OMNISYNC_MUST_CHECK;
 /* Something may be due (a NOTIFY, a poll, a reconnect): claim as soon as allowed, whenever
  * fewer customers than the high-water mark are held. */

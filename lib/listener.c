@@ -5,7 +5,7 @@
  * check handle, which runs right after the loop's poll phase in the same turn, folds all that
  * one read delivered into a single on_wake, so a burst of commits costs the dispatcher one poll.
  * It never runs queries of its own beyond the LISTEN (the dbloop's setup statement, repeated after
- * every reconnect).
+ * every reconnect); the dispatcher moves captured backlogs on the connection (listener_dbloop).
  */
 #include "listener.h"
 
@@ -96,6 +96,11 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *conninfo,
     (void)uv_check_init(loop, &l->batch);
     l->batch.data = l;
     return 0;
+}
+
+struct dbloop *listener_dbloop(struct listener *l)
+{
+    return &l->db;
 }
 
 int listener_is_listening(const struct listener *l)

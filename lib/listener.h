@@ -48,6 +48,10 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *conninfo,
                   void (*on_wake)(struct listener *l),
                   void (*on_ready)(struct listener *l, int ready), void *data) OMNISYNC_MUST_CHECK;
 
+/* The connection, for another module's statements between notifications (the dispatcher's
+ * moves of captured rows): PostgreSQL holds notifications back while one runs. */
+struct dbloop *listener_dbloop(struct listener *l);
+
 /* 1 while the connection is up and LISTEN is in place, else 0. */
 int listener_is_listening(const struct listener *l);
 

@@ -565,18 +565,19 @@ int outbox_claim_prepare_sql(char *out, size_t len)
      * status row: what the claim left behind. */
     int n = snprintf(out, len,
                      "PREPARE " OUTBOX_CLAIM_STATEMENT
-                     " (integer, bigint, text, integer, text[], integer) AS "
-                     "SELECT * FROM omnisync.claim_batch($1, $2, $3, $4, $5, $6)");
+                     " (integer, bigint, text, integer, text[], integer, integer) AS "
+                     "SELECT * FROM omnisync.claim_batch($1, $2, $3, $4, $5, $6, $7)");
     return n > 0 && (size_t)n < len ? OMNISYNC_OK : OMNISYNC_ETOOBIG;
 }
 
 int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_cb cb, void *arg)
 {
-    char limit[16], lease[24], per_customer[16], scan[16];
+    char limit[16], lease[24], per_customer[16], scan[16], move[16];
     snprintf(limit, sizeof(limit), "%u", c->limit);
     snprintf(lease, sizeof(lease), "%llu", c->lease_ms);
     snprintf(per_customer, sizeof(per_customer), "%d", c->per_customer);
     snprintf(scan, sizeof(scan), "%d", c->scan);
+    snprintf(move, sizeof(move), "%d", c->move);
     char sources[4096];
     size_t len = 0;
     sources[len++] = '{';
@@ -584,9 +585,25 @@ int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_c
         len += (size_t)snprintf(sources + len, sizeof(sources) - len, "%s%s", i ? "," : "",
                                 c->sources[i]);
     snprintf(sources + len, sizeof(sources) - len, "}");
-    const char *params[] = {limit, lease, c->process, per_customer, sources, scan};
-    return dbloop_query(db, OUTBOX_CLAIM_STATEMENT, 6, params, DBLOOP_FAIL_FAST | DBLOOP_PREPARED,
+    const char *params[] = {limit, lease, c->process, per_customer, sources, scan, move};
+    return dbloop_query(db, OUTBOX_CLAIM_STATEMENT, 7, params, DBLOOP_FAIL_FAST | DBLOOP_PREPARED,
                         cb, arg);
+}
+
+int outbox_move(struct dbloop *db, int limit, dbloop_query_cb cb, void *arg)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%d", limit);
+    const char *params[] = {n};
+    return dbloop_query(db, "SELECT omnisync.move_captured($1, 0)", 1, params, DBLOOP_FAIL_FAST,
+                        cb, arg);
+}
+
+int outbox_moved(const PGresult *res)
+{
+    if (res == NULL || PQntuples(res) != 1 || PQnfields(res) != 1 || PQgetisnull(res, 0, 0))
+        return -1;
+    return atoi(PQgetvalue(res, 0, 0));
 }
 
 int outbox_claim_columns(const PGresult *res, struct outbox_claim_columns *c)

@@ -140,9 +140,21 @@ struct outbox_claim {
     const char *const *sources; /* configured source names */
     size_t nsources;
     int scan; /* rows looked at, at most */
+    int move; /* captured rows moved into the outbox first, at most (0: none, and no look) */
 };
 int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_cb cb,
                  void *arg) OMNISYNC_MUST_CHECK;
+
+/* Captured rows a claim or a move takes into the outbox at most (sql/005_claim_batch.sql). */
+#define OUTBOX_MOVE_MAX 2000
+/*
+ * Moves up to `limit` captured rows into the outbox, on a connection that does not claim
+ * (sql/012_moves_apart.sql), without waiting for another process's move; read the answer with
+ * outbox_moved().
+ */
+int outbox_move(struct dbloop *db, int limit, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
+/* Rows the move took: 0 also when another process held the move. -1 for no answer. */
+int outbox_moved(const PGresult *res);
 
 /* The claim result's columns, found by name once per result. */
 struct outbox_claim_columns {
@@ -175,8 +187,8 @@ int outbox_claim_row(const PGresult *res, const struct outbox_claim_columns *col
 /*
  * What the claim's status row says it left behind (sql/005_claim_batch.sql), rows no wake-up
  * will announce; an answer without a status row says yes to both.
- * left: captured rows may still be in omnisync.capture (its move filled its batch of 2,000, or
- * another process was moving).
+ * left: captured rows may still be in omnisync.capture (its move filled its batch of
+ * OUTBOX_MOVE_MAX, or another process was moving); never after a claim with move 0.
  * passed_over: it passed over due rows behind an earlier row of their customer that this
  * process holds (claimable once that row's outcome is recorded), or stopped at its scan limit.
  */

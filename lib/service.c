@@ -712,8 +712,8 @@ int service_run(struct config *cfg, const char *config_path)
     if (listener_init(&s->listener, &s->loop, cfg->conninfo, on_wake, on_listening, s) != 0)
         goto out_of_memory;
     s->part[PART_LISTENER] = PART_STARTED;
-    if (dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->record_db, &s->client,
-                        s->process) != 0)
+    if (dispatcher_init(&s->dispatcher, &s->loop, cfg, &s->db, &s->record_db,
+                        listener_dbloop(&s->listener), &s->client, s->process) != 0)
         goto out_of_memory;
     s->part[PART_DISPATCHER] = PART_STARTED;
     if (retention_init(&s->retention, &s->loop, &s->db, cfg) != 0)

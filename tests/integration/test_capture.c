@@ -266,6 +266,13 @@ START_TEST(test_claim_moves_in_batches)
     /* The claimed rows, and the status row's captured_left as 10 (left) or 0. */
     const char *claim = "SELECT count(id) + 10 * count(*) FILTER (WHERE captured_left) "
                         "FROM omnisync.claim_batch(1, 60000, 'test', 1, '{customers}', 10)";
+    /* A claim that leaves the move to another connection (sql/012_moves_apart.sql, move 0)
+     * neither moves nor says what capture holds. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(id) + 10 * count(*) FILTER (WHERE "
+                                              "captured_left) FROM omnisync.claim_batch(1, "
+                                              "60000, 'test', 1, '{customers}', 10, 0)"),
+                     0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 4501);
     ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 11);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 2501);
@@ -321,6 +328,33 @@ static long long ops_are(const char *primary_id, const char *ops)
              primary_id, ops);
     return pgrig_query_int(sc.conn, sql);
 }
+
+/*
+ * A backlog of captured rows larger than a claim moves: the daemon moves it on the listener's
+ * connection, batch after batch, while its claims deliver what the moves put in the outbox
+ * (lib/dispatcher.c, "Moves apart"). Every customer arrives once, a later change after its
+ * create, and a change made after the backlog is gone is moved by a claim again.
+ */
+START_TEST(test_backlog_moved_apart)
+{
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'M' || i, 'Ann', 'Lee' FROM generate_series(1, 7000) i");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Bo' WHERE customer_no IN ('M1', "
+                       "'M6999')");
+    start_daemon();
+    assert_in_step();
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 7000);
+    ck_assert_int_eq(ops_are("M6999", "insert,update"), 1);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                              "application_name = 'omnisync listener' AND "
+                                              "query LIKE '%move_captured%' AND "
+                                              "datname = current_database()"),
+                     1);
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Cy' WHERE customer_no = 'M7'");
+    assert_in_step();
+    ck_assert_int_eq(ops_are("M7", "insert,update"), 1);
+}
+END_TEST
 
 /*
  * A multi-row DELETE is captured as one row of its keys (sql/007_statement_deletes.sql), which the
@@ -552,6 +586,7 @@ int main(void)
     tcase_add_test(tc, test_statement_rows_keep_each_brand);
     tcase_add_test(tc, test_claim_moves_in_batches);
     tcase_add_test(tc, test_emptied_capture_given_back);
+    tcase_add_test(tc, test_backlog_moved_apart);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);
     tcase_add_test(tc, test_bulk_update_races_single_rows_delivered_in_order);
     suite_add_tcase(s, tc);

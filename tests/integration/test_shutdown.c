@@ -31,10 +31,11 @@ static void install_slow_claim(void)
 {
     scenario_exec(&sc, "CREATE TABLE public.slow_claim (seconds integer NOT NULL)");
     scenario_exec(&sc, "ALTER FUNCTION omnisync.claim_batch(integer, bigint, text, integer, "
-                       "text[], integer) RENAME TO claim_real");
+                       "text[], integer, integer) RENAME TO claim_real");
     scenario_exec(
         &sc, "CREATE FUNCTION omnisync.claim_batch(p_limit integer, p_lease_ms bigint, "
-             "p_process text, p_per_customer integer, p_sources text[], p_scan integer) "
+             "p_process text, p_per_customer integer, p_sources text[], p_scan integer, "
+             "p_move integer) "
              "RETURNS TABLE (id bigint, head_id bigint, source text, brand_id bigint, "
              "primary_id text, op text, old_data text, new_data text, attempts integer, "
              "orphaned boolean, created_epoch double precision, sync text, "
@@ -42,7 +43,7 @@ static void install_slow_claim(void)
              "LANGUAGE plpgsql AS $$ BEGIN "
              "PERFORM pg_sleep(coalesce((SELECT max(seconds) FROM public.slow_claim), 0)); "
              "RETURN QUERY SELECT * FROM omnisync.claim_real(p_limit, p_lease_ms, p_process, "
-             "p_per_customer, p_sources, p_scan); END $$");
+             "p_per_customer, p_sources, p_scan, p_move); END $$");
 }
 
 static long long sleeping_claims(void)

@@ -207,7 +207,7 @@ START_TEST(test_upgrade_with_rows)
                                      "prosrc LIKE '%move_captured%' AND prosrc LIKE "
                                      "'%status || '''' = ''pending''%') OR (proname = 'claim' AND "
                                      "prosrc LIKE '%claim_batch%') OR proname = 'claim_outbox')"),
-                     2);
+                     3);
     /* 008: the outbox's new pages leave room for HOT leases, and the move's captured_data() is
      * one expression, inlined (its answers, the payloads, are checked by delivery below). */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_class WHERE oid = "
@@ -222,7 +222,7 @@ START_TEST(test_upgrade_with_rows)
                                      "'record_outcomes') AND 'plan_cache_mode=force_generic_plan' "
                                      "= ANY (proconfig)) OR (proname = 'move_captured' AND "
                                      "'plan_cache_mode=auto' = ANY (proconfig)))"),
-                     3);
+                     4);
     /* 010: a multi-row UPDATE's statement rows, and the move that expands them. */
     ck_assert_int_eq(pgrig_query_int(sc.conn,
                                      "SELECT count(*) FROM pg_attribute WHERE attrelid = "
@@ -244,6 +244,11 @@ START_TEST(test_upgrade_with_rows)
                                               "'omnisync.outbox'::regclass AND tgname = "
                                               "'outbox_deleted'"),
                      1);
+    /* 012: a claim that leaves the move to another connection (move 0); the claim of a daemon
+     * of 5 - 11, six arguments, stays. */
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_proc WHERE proname = "
+                                              "'claim_batch' AND pronargs IN (6, 7)"),
+                     2);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);

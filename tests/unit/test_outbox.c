@@ -582,8 +582,8 @@ START_TEST(claim_against_the_schema)
     char prepare[512];
     ck_assert_int_eq(outbox_claim_prepare_sql(prepare, sizeof(prepare)), 0);
     ck_assert_int_eq(pgrig_exec(c, prepare), 0);
-    const char *params[] = {"10", "60000", "p1", "256", "{customers}", "10000"};
-    PGresult *res = PQexecPrepared(c, OUTBOX_CLAIM_STATEMENT, 6, params, NULL, NULL, 0);
+    const char *params[] = {"10", "60000", "p1", "256", "{customers}", "10000", "2000"};
+    PGresult *res = PQexecPrepared(c, OUTBOX_CLAIM_STATEMENT, 7, params, NULL, NULL, 0);
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
     ck_assert_int_eq(PQntuples(res), 3); /* two rows and the status row */
     struct outbox_claim_columns cols;
@@ -602,6 +602,14 @@ START_TEST(claim_against_the_schema)
     ck_assert_ptr_null(a.old_data);
     ck_assert(a.created_epoch > 1e9);
     PQclear(res);
+    /* A move's answer: the rows it took; none when nothing is captured. */
+    res = PQexec(c, "SELECT omnisync.move_captured(2000, 0)");
+    ck_assert_int_eq(outbox_moved(res), 0);
+    PQclear(res);
+    res = PQexec(c, "SELECT 1 WHERE false");
+    ck_assert_int_eq(outbox_moved(res), -1);
+    PQclear(res);
+    ck_assert_int_eq(outbox_moved(NULL), -1);
     PQfinish(c);
 }
 END_TEST
