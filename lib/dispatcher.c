@@ -695,12 +695,18 @@ static void start_delivery(struct dispatcher *d, const struct claimed *c, size_t
  */
 static void on_moved(struct dbloop *db, const PGresult *res, const char *err, void *arg);
 
+/* Rows a move apart takes at most. Each move reads the whole capture table to pick its batch
+ * (there is no index: the CRM would pay for it), so a backlog of n rows costs n / batch reads of
+ * up to n rows; off the claims' path a batch can be larger than a claim's without holding up a
+ * request slot. */
+#define DISPATCHER_MOVE_APART 10000
+
 static void move_apart(struct dispatcher *d)
 {
     if (d->moving || d->draining || d->move_db == NULL ||
         dbloop_state(d->move_db) != DBLOOP_READY)
         return;
-    if (outbox_move(d->move_db, OUTBOX_MOVE_MAX, on_moved, d) != 0)
+    if (outbox_move(d->move_db, DISPATCHER_MOVE_APART, on_moved, d) != 0)
         return;
     d->moving = 1;
     d->moves_apart = 1;
@@ -719,7 +725,7 @@ static void on_moved(struct dbloop *db, const PGresult *res, const char *err, vo
     int moved = outbox_moved(res);
     if (moved > 0)
         d->more_due = 1;
-    if (moved >= OUTBOX_MOVE_MAX)
+    if (moved >= DISPATCHER_MOVE_APART)
         move_apart(d);
     if (!d->moving) {
         d->moves_apart = 0;
