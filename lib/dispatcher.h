@@ -55,6 +55,7 @@ struct dispatcher {
     uv_timer_t poll_timer;  /* fallback poll: NOTIFY can be missed while disconnected */
     uv_timer_t wake_timer;  /* rate limit, backoff and probe wake-ups */
     uv_timer_t renew_timer; /* lease renewal */
+    uv_timer_t move_timer;  /* the next move apart, while another process holds the move */
     int claiming;
     int moving;       /* a move in flight on move_db */
     int moves_apart;  /* captured rows are moved on move_db: claims do not move */

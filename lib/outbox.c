@@ -595,15 +595,16 @@ int outbox_move(struct dbloop *db, int limit, dbloop_query_cb cb, void *arg)
     char n[16];
     snprintf(n, sizeof(n), "%d", limit);
     const char *params[] = {n};
-    return dbloop_query(db, "SELECT omnisync.move_captured($1, 0)", 1, params, DBLOOP_FAIL_FAST,
-                        cb, arg);
+    return dbloop_query(db, "SELECT omnisync.move_apart($1)", 1, params, DBLOOP_FAIL_FAST, cb,
+                        arg);
 }
 
 int outbox_moved(const PGresult *res)
 {
     if (res == NULL || PQntuples(res) != 1 || PQnfields(res) != 1 || PQgetisnull(res, 0, 0))
-        return -1;
-    return atoi(PQgetvalue(res, 0, 0));
+        return OUTBOX_MOVE_UNKNOWN;
+    int n = atoi(PQgetvalue(res, 0, 0));
+    return n < 0 ? OUTBOX_MOVE_BUSY : n;
 }
 
 int outbox_claim_columns(const PGresult *res, struct outbox_claim_columns *c)

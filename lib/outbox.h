@@ -149,11 +149,13 @@ int outbox_claim(struct dbloop *db, const struct outbox_claim *c, dbloop_query_c
 #define OUTBOX_MOVE_MAX 2000
 /*
  * Moves up to `limit` captured rows into the outbox, on a connection that does not claim
- * (sql/012_moves_apart.sql), without waiting for another process's move; read the answer with
- * outbox_moved().
+ * (omnisync.move_apart(), sql/012_moves_apart.sql), without waiting for another process's move;
+ * read the answer with outbox_moved().
  */
 int outbox_move(struct dbloop *db, int limit, dbloop_query_cb cb, void *arg) OMNISYNC_MUST_CHECK;
-/* Rows the move took: 0 also when another process held the move. -1 for no answer. */
+#define OUTBOX_MOVE_BUSY (-1)    /* another process holds the move: nothing moved */
+#define OUTBOX_MOVE_UNKNOWN (-2) /* no answer (the statement failed) */
+/* Rows the move took, OUTBOX_MOVE_BUSY or OUTBOX_MOVE_UNKNOWN. */
 int outbox_moved(const PGresult *res);
 
 /* The claim result's columns, found by name once per result. */

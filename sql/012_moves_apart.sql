@@ -15,7 +15,7 @@
 -- moves nor looks into capture; captured_left is then false). Everything else is the claim of
 -- version 5, planned as version 9 says. claim_batch() with six arguments stays for a daemon of an
 -- earlier version still running between `omnisync migrate` and its restart; it moves 2,000 as
--- before. The moves themselves are omnisync.move_captured() unchanged: the same advisory lock,
+-- before. The daemon's own moves call omnisync.move_apart() (below). The moves themselves are omnisync.move_captured() unchanged: the same advisory lock,
 -- so a move here and a claim's move elsewhere (an older daemon, another process) never run at
 -- once, in seq order, which is what keeps each customer's rows in commit order
 -- (sql/003_capture.sql).
@@ -115,5 +115,23 @@ BEGIN
     captured_left := v_captured_left;
     passed_over := v_passed_over;
     RETURN NEXT;
+END
+$$;
+
+-- The daemon's move apart: move_captured() without waiting for the lock, and -1 instead of 0 when
+-- another process holds it. That process is moving (a move apart of its own, or a claim of a
+-- daemon of an earlier version): the daemon keeps its claims off the lock and tries again shortly,
+-- where a claim that moves would wait up to 200 ms for it each time. Taking the lock again in the
+-- same transaction succeeds when this call's move held it, so -1 means held elsewhere.
+CREATE FUNCTION omnisync.move_apart(p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    moved integer;
+BEGIN
+    moved := omnisync.move_captured(p_limit, 0);
+    IF moved = 0 AND NOT pg_try_advisory_xact_lock(hashtext('omnisync capture move')) THEN
+        RETURN -1;
+    END IF;
+    RETURN moved;
 END
 $$;

@@ -273,6 +273,15 @@ START_TEST(test_claim_moves_in_batches)
                                               "60000, 'test', 1, '{customers}', 10, 0)"),
                      0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 4501);
+    /* The daemon's move apart says -1 while another process holds the move, and moves nothing. */
+    PGconn *mover = connect_crm();
+    ck_assert_int_eq(pgrig_exec(mover, "BEGIN; SELECT pg_advisory_xact_lock("
+                                       "hashtext('omnisync capture move'))"),
+                     0);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_apart(10)"), -1);
+    ck_assert_int_eq(pgrig_exec(mover, "ROLLBACK"), 0);
+    PQfinish(mover);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 4501);
     ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 11);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 2501);
@@ -347,12 +356,40 @@ START_TEST(test_backlog_moved_apart)
     ck_assert_int_eq(ops_are("M6999", "insert,update"), 1);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_stat_activity WHERE "
                                               "application_name = 'omnisync listener' AND "
-                                              "query LIKE '%move_captured%' AND "
+                                              "query LIKE '%move_apart%' AND "
                                               "datname = current_database()"),
                      1);
     scenario_exec(&sc, "UPDATE customers SET first_name = 'Cy' WHERE customer_no = 'M7'");
     assert_in_step();
     ck_assert_int_eq(ops_are("M7", "insert,update"), 1);
+}
+END_TEST
+
+/*
+ * Two daemons and a backlog that takes several moves: while one moves, the other finds the move
+ * held (omnisync.move_apart() says -1), keeps its claims off the lock and delivers what the first
+ * moved. Every customer arrives once, each later change after its create.
+ */
+START_TEST(test_backlog_moved_apart_by_two_daemons)
+{
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name) "
+                       "SELECT 'N' || i, 'Ann', 'Lee' FROM generate_series(1, 24000) i");
+    scenario_exec(&sc, "UPDATE customers SET first_name = 'Bo' WHERE customer_no IN ('N1', "
+                       "'N23999')");
+    struct proc second;
+    start_daemon();
+    ck_assert_msg(scenario_start_daemon(&sc, &second) == 0, "second daemon did not start");
+    assert_in_step();
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.create"), 24000);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_creates"), 0);
+    ck_assert_int_eq(ops_are("N23999", "insert,update"), 1);
+    fprintf(stderr, "capture: two daemons, 24,000 captured rows; one found the move held: %s\n",
+            proc_stderr_contains(&omnisync_daemon, "another process is moving") ||
+                    proc_stderr_contains(&second, "another process is moving")
+                ? "yes"
+                : "no");
+    ck_assert_int_eq(proc_stop(&second, 20000), 0);
+    proc_free(&second);
 }
 END_TEST
 
@@ -587,6 +624,7 @@ int main(void)
     tcase_add_test(tc, test_claim_moves_in_batches);
     tcase_add_test(tc, test_emptied_capture_given_back);
     tcase_add_test(tc, test_backlog_moved_apart);
+    tcase_add_test(tc, test_backlog_moved_apart_by_two_daemons);
     tcase_add_test(tc, test_bulk_update_races_single_rows_in_order);
     tcase_add_test(tc, test_bulk_update_races_single_rows_delivered_in_order);
     suite_add_tcase(s, tc);

@@ -249,6 +249,7 @@ START_TEST(test_upgrade_with_rows)
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM pg_proc WHERE proname = "
                                               "'claim_batch' AND pronargs IN (6, 7)"),
                      2);
+    ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_apart(0)"), 0);
     /* Changes captured before the upgrade are still there, for the new daemon to move. */
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"),
                      from >= 3 ? 5 : 0);

@@ -602,14 +602,18 @@ START_TEST(claim_against_the_schema)
     ck_assert_ptr_null(a.old_data);
     ck_assert(a.created_epoch > 1e9);
     PQclear(res);
-    /* A move's answer: the rows it took; none when nothing is captured. */
-    res = PQexec(c, "SELECT omnisync.move_captured(2000, 0)");
+    /* A move's answer: the rows it took (none when nothing is captured), or another process
+     * holds the move. */
+    res = PQexec(c, "SELECT omnisync.move_apart(2000)");
     ck_assert_int_eq(outbox_moved(res), 0);
     PQclear(res);
-    res = PQexec(c, "SELECT 1 WHERE false");
-    ck_assert_int_eq(outbox_moved(res), -1);
+    res = PQexec(c, "SELECT -1");
+    ck_assert_int_eq(outbox_moved(res), OUTBOX_MOVE_BUSY);
     PQclear(res);
-    ck_assert_int_eq(outbox_moved(NULL), -1);
+    res = PQexec(c, "SELECT 1 WHERE false");
+    ck_assert_int_eq(outbox_moved(res), OUTBOX_MOVE_UNKNOWN);
+    PQclear(res);
+    ck_assert_int_eq(outbox_moved(NULL), OUTBOX_MOVE_UNKNOWN);
     PQfinish(c);
 }
 END_TEST
