@@ -49,7 +49,8 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *conninfo,
                   void (*on_ready)(struct listener *l, int ready), void *data) OMNISYNC_MUST_CHECK;
 
 /* The connection, for another module's statements between notifications (the dispatcher's
- * moves of captured rows): PostgreSQL holds notifications back while one runs. */
+ * moves of captured rows): PostgreSQL holds notifications back while one runs. Owned by the
+ * listener: valid until listener_close(), which answers a statement still owed as "closing". */
 struct dbloop *listener_dbloop(struct listener *l);
 
 /* 1 while the connection is up and LISTEN is in place, else 0. */
