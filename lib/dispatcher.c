@@ -704,6 +704,12 @@ static void on_moved(struct dbloop *db, const PGresult *res, const char *err, vo
 #define DISPATCHER_MOVE_APART 10000
 #define DISPATCHER_MOVE_RETRY_MS 100
 
+/* Captured rows are moved on move_db (a move in flight, or its retry due): claims do not move. */
+static int moving_apart(const struct dispatcher *d)
+{
+    return d->moving || uv_is_active((const uv_handle_t *)&d->move_timer);
+}
+
 /* The next move apart: 1 when it is on its way, else 0 (nothing changed). */
 static int move_apart(struct dispatcher *d)
 {
@@ -713,14 +719,12 @@ static int move_apart(struct dispatcher *d)
     if (outbox_move(d->move_db, DISPATCHER_MOVE_APART, on_moved, d) != 0)
         return 0;
     d->moving = 1;
-    d->moves_apart = 1;
     return 1;
 }
 
-/* The claims move again; the next one is sent as for a wake-up. */
+/* The claims move again (nothing moves apart now); the next one is sent as for a wake-up. */
 static void moves_back(struct dispatcher *d)
 {
-    d->moves_apart = 0;
     d->wake_pending = 1;
     claim(d);
 }
@@ -876,7 +880,7 @@ static void claim(struct dispatcher *d)
         .sources = names,
         .nsources = nsources,
         .scan = 10000,
-        .move = d->moves_apart ? 0 : OUTBOX_MOVE_MAX,
+        .move = moving_apart(d) ? 0 : OUTBOX_MOVE_MAX,
     };
     int rc = outbox_claim(d->db, &c, on_claimed, d);
     if (rc == 0)

@@ -57,8 +57,7 @@ struct dispatcher {
     uv_timer_t renew_timer; /* lease renewal */
     uv_timer_t move_timer;  /* the next move apart, while another process holds the move */
     int claiming;
-    int moving;       /* a move in flight on move_db */
-    int moves_apart;  /* captured rows are moved on move_db: claims do not move */
+    int moving;       /* a move in flight on move_db (see "Moves apart") */
     int wake_pending; /* a wake-up (NOTIFY, poll, reconnect): claim while below high water */
     int poll_pending; /* a poll tick while customers waited for a slot: claim once none waits */
     int more_due;     /* rows may be due that no wake-up announces (the last claim was full or

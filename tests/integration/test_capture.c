@@ -54,6 +54,24 @@ static PGconn *connect_crm(void)
     return c;
 }
 
+/* Another session holding the move's lock (sql/003_capture.sql), as a process moving would. */
+static PGconn *hold_the_move(void)
+{
+    PGconn *mover = connect_crm();
+    ck_assert_int_eq(pgrig_exec(mover, "BEGIN; SELECT pg_advisory_xact_lock("
+                                       "hashtext('omnisync capture move'))"),
+                     0);
+    return mover;
+}
+
+/* Lets the move's lock go before returning: a closed connection's backend lets its locks go only
+ * as it exits, after PQfinish() has returned. */
+static void release_the_move(PGconn *mover)
+{
+    ck_assert_int_eq(pgrig_exec(mover, "ROLLBACK"), 0);
+    PQfinish(mover);
+}
+
 /* A transaction still open while the daemon claims (and moves) several times: its change is
  * delivered once it commits, after changes that committed before it. */
 START_TEST(test_late_commit_not_skipped)
@@ -205,17 +223,11 @@ START_TEST(test_statement_rows_keep_each_brand)
                                               "op = 'update_many'"),
                      3);
     /* `status` moves first; with the move's lock held elsewhere it counts what capture holds. */
-    PGconn *mover = connect_crm();
-    ck_assert_int_eq(pgrig_exec(mover, "BEGIN; SELECT pg_advisory_xact_lock("
-                                       "hashtext('omnisync capture move'))"),
-                     0);
+    PGconn *mover = hold_the_move();
     char *status[] = {OMNISYNC_BIN, "--config", sc.config, "status", "--json", NULL};
     char *out = NULL;
     ck_assert_int_eq(proc_run(status, NULL, 30000, &out, NULL), 0);
-    /* Released before the moves below: a closed connection's backend lets its locks go only
-     * as it exits, after PQfinish() has returned. */
-    ck_assert_int_eq(pgrig_exec(mover, "ROLLBACK"), 0);
-    PQfinish(mover);
+    release_the_move(mover); /* before the moves below */
     struct json_object *obj = json_tokener_parse(out), *sources, *pending;
     ck_assert_msg(obj != NULL, "not JSON: %s", out);
     ck_assert(json_object_object_get_ex(obj, "sources", &sources));
@@ -274,13 +286,9 @@ START_TEST(test_claim_moves_in_batches)
                      0);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 4501);
     /* The daemon's move apart says -1 while another process holds the move, and moves nothing. */
-    PGconn *mover = connect_crm();
-    ck_assert_int_eq(pgrig_exec(mover, "BEGIN; SELECT pg_advisory_xact_lock("
-                                       "hashtext('omnisync capture move'))"),
-                     0);
+    PGconn *mover = hold_the_move();
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT omnisync.move_apart(10)"), -1);
-    ck_assert_int_eq(pgrig_exec(mover, "ROLLBACK"), 0);
-    PQfinish(mover);
+    release_the_move(mover);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.capture"), 4501);
     ck_assert_int_eq(pgrig_query_int(sc.conn, claim), 11);
     ck_assert_int_eq(pgrig_query_int(sc.conn, "SELECT count(*) FROM omnisync.outbox"), 2000);
