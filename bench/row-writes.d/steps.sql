@@ -122,3 +122,23 @@ BEGIN
         lo := lo + n;
     END LOOP;
 END $$;
+
+-- The daemon's claim, BATCH customers a call as the dispatcher asks at 64 slots (per customer
+-- DELIVERY_MAX_ROWS, scan 10,000, no move), each batch then marked done as bench_done() does, so
+-- that the walk meets only the rows still due, as in the daemon: its lease with its walk, its
+-- per-row checks and its rows as text. Only the transfer of those rows to a client is missing.
+CREATE PROCEDURE bench_claim(n int) LANGUAGE plpgsql AS $$
+DECLARE ids bigint[];
+BEGIN
+    LOOP
+        SELECT array_agg(c.id) INTO ids
+        FROM omnisync.claim_batch(n, 3600000, 'p1', 256, ARRAY['crm'], 10000, 0) c
+        WHERE c.id IS NOT NULL;
+        EXIT WHEN ids IS NULL;
+        UPDATE omnisync.outbox t SET status = 'done', delivered_at = now(),
+            attempts = t.attempts + 1, locked_until = NULL, locked_by = NULL, last_error = NULL,
+            last_http_status = 200, result = 'created', coalesced_into = NULL
+        WHERE t.id = ANY (ids) AND t.locked_by = 'p1' AND t.status = 'pending';
+        COMMIT;
+    END LOOP;
+END $$;
