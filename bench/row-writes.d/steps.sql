@@ -31,11 +31,20 @@ BEGIN
     END LOOP;
 END $$;
 
--- The done update, as record_outcomes() writes it (not HOT: status and delivered_at are indexed).
--- hot = true first drops the indexes on status and delivered_at: what a HOT done update would
--- cost.
+-- The done update of the rows ids, as record_outcomes() writes it (not HOT: status and
+-- delivered_at are indexed).
+CREATE PROCEDURE bench_set_done(ids bigint[]) LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE omnisync.outbox t SET status = 'done', delivered_at = now(),
+        attempts = t.attempts + 1, locked_until = NULL, locked_by = NULL, last_error = NULL,
+        last_http_status = 200, result = 'created', coalesced_into = NULL
+    WHERE t.id = ANY (ids) AND t.locked_by = 'p1' AND t.status = 'pending';
+END $$;
+
+-- The done update of every row. hot = true first drops the indexes on status and delivered_at:
+-- what a HOT done update would cost.
 CREATE PROCEDURE bench_done(n int, hot boolean) LANGUAGE plpgsql AS $$
-DECLARE lo bigint; hi bigint;
+DECLARE lo bigint; hi bigint; ids bigint[];
 BEGIN
     IF hot THEN
         DROP INDEX omnisync.outbox_pending, omnisync.outbox_failed, omnisync.outbox_finished;
@@ -43,11 +52,8 @@ BEGIN
     END IF;
     SELECT min(id), max(id) INTO lo, hi FROM omnisync.outbox;
     WHILE lo <= hi LOOP
-        UPDATE omnisync.outbox t SET status = 'done', delivered_at = now(),
-            attempts = t.attempts + 1, locked_until = NULL, locked_by = NULL, last_error = NULL,
-            last_http_status = 200, result = 'created', coalesced_into = NULL
-        WHERE t.id = ANY (ARRAY(SELECT generate_series(lo, lo + n - 1)))
-          AND t.locked_by = 'p1' AND t.status = 'pending';
+        ids := ARRAY(SELECT generate_series(lo, lo + n - 1));
+        CALL bench_set_done(ids);
         COMMIT;
         lo := lo + n;
     END LOOP;
@@ -124,7 +130,7 @@ BEGIN
 END $$;
 
 -- The daemon's claim, BATCH customers a call as the dispatcher asks at 64 slots (per customer
--- DELIVERY_MAX_ROWS, scan 10,000, no move), each batch then marked done as bench_done() does, so
+-- DELIVERY_MAX_ROWS, scan 10,000, no move), each batch then marked done (bench_set_done()), so
 -- that the walk meets only the rows still due, as in the daemon: its lease with its walk, its
 -- per-row checks and its rows as text. Only the transfer of those rows to a client is missing.
 CREATE PROCEDURE bench_claim(n int) LANGUAGE plpgsql AS $$
@@ -135,10 +141,7 @@ BEGIN
         FROM omnisync.claim_batch(n, 3600000, 'p1', 256, ARRAY['crm'], 10000, 0) c
         WHERE c.id IS NOT NULL;
         EXIT WHEN ids IS NULL;
-        UPDATE omnisync.outbox t SET status = 'done', delivered_at = now(),
-            attempts = t.attempts + 1, locked_until = NULL, locked_by = NULL, last_error = NULL,
-            last_http_status = 200, result = 'created', coalesced_into = NULL
-        WHERE t.id = ANY (ids) AND t.locked_by = 'p1' AND t.status = 'pending';
+        CALL bench_set_done(ids);
         COMMIT;
     END LOOP;
 END $$;

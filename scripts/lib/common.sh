@@ -30,6 +30,10 @@ ensure_packages() {
         || die "apt-get install ${missing[*]} failed"
 }
 
+# as_pg CMD...: run a cluster-side command (initdb, pg_ctl); the server refuses to run as root,
+# so as root it runs as `postgres`.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
 # The PostgreSQL server binaries (initdb, pg_ctl, pgbench).
 pg_bindir() {
     local d
