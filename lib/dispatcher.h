@@ -63,6 +63,8 @@ struct dispatcher {
     int more_due;     /* rows may be due that no wake-up announces (the last claim was full or
                          left captured rows, an outcome that leaves rows due was recorded):
                          claim at the low-water mark */
+    int capture_due;  /* rows may wait in omnisync.capture that no wake-up announces (a claim
+                         left some, or failed): the next claim that may move looks */
     unsigned last_claim_limit;
     int passed_over;   /* the last claim passed over rows behind rows this process holds:
                           claim after each recorded outcome */
