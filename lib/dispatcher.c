@@ -128,9 +128,9 @@ static struct delivery *pop(struct dispatcher *d)
  *
  * Claims that look. A claim that may move first looks whether omnisync.capture holds a row, and
  * that table has no index (the CRM would pay for one): the look reads every page the last moves
- * emptied, until vacuum reclaims them. After a move of 20,000 rows that was 0.35 ms a claim,
- * 6 us a delivered row at 64 slots (bench/drain STATEMENTS=1), and after 1,000,000 about 20 ms a
- * claim, through the minute or so before autovacuum comes. A capture's commit rings, or commits
+ * emptied until a vacuum gives them back (service.c, vacuum_capture). After a move of 20,000
+ * rows that was 0.35 ms a claim, 6 us a delivered row at 64 slots (bench/drain STATEMENTS=1);
+ * after 1,000,000, about 20 ms a claim until that vacuum. A capture's commit rings, or commits
  * close enough to a ring for the trailing look 50 ms after it (service.c); so only the claim of a
  * wake-up (ring, trailing look, poll, reconnect) looks, and the one after a claim that left
  * captured rows or failed (capture_due). The refills between them take what is already in the
