@@ -19,12 +19,14 @@
  * Gathering for the whole linger (up to linger_max) cost rate where the cores are the limit
  * (bench/drain, L = 0 and L = 5 ms with M = 16 and 64: 10 - 45 % fewer rows a second); writing
  * at once instead made a write per 3 - 4 outcomes (280 - 300 writes per 1,000 rows at 3,000 rows
- * a second, each ~0.65 ms of PostgreSQL's CPU, however few outcomes it carries). A few
- * milliseconds gather a dozen at that rate and delay no claim (recorder_add_now, recorder_flush
- * still write at once). */
+ * a second, each ~0.5 ms of PostgreSQL's CPU, however few outcomes it carries). 2 ms still made
+ * 77 - 87 writes per 1,000 rows at 3,000 a second (L = 5 ms, M = 16; L = 20 ms, M = 64); 8 ms
+ * makes 27 - 31 and took PostgreSQL's CPU per row there from 0.143 - 0.178 ms to 0.117 - 0.132,
+ * the rate unchanged (bench/README.md, "linger8"). It delays no claim (recorder_add_now and
+ * recorder_flush still write at once). */
 #define RECORDER_LINGER_FULL_MS 50
 #define RECORDER_FAST_MS 1000
-#define RECORDER_FAST_LINGER_MS 2
+#define RECORDER_FAST_LINGER_MS 8
 
 static void start_write(struct recorder *r);
 static void linger_or_write(struct recorder *r, int plain);

@@ -10,7 +10,7 @@
  * all plain `done` (not purged, no sync reset) wait up to linger_ms, or until linger_max of them
  * are queued, so that several go in one transaction: at one request slot every outcome was a
  * transaction of its own, ~0.3 ms of the server's CPU each. A linger that fills within 50 ms
- * makes the lingers of the next second 2 ms long: that fast, a full linger cost rate, and none
+ * makes the lingers of the next second 8 ms long: that fast, a full linger cost rate, and none
  * at all a write per few outcomes. Any other outcome, recorder_flush() and recorder_add_now()
  * start the write at once. A plain done makes no row due by itself (see
  * the dispatcher's "Claim scheduling"), and its rows stay leased (and renewed) meanwhile; a crash

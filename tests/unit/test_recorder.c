@@ -151,12 +151,78 @@ START_TEST(one_refused_outcome_fails_its_row_only)
 }
 END_TEST
 
+static int recorder_closed;
+static void on_recorder_closed(struct recorder *r)
+{
+    (void)r;
+    recorder_closed = 1;
+}
+
+/*
+ * The linger (5 s or 4 outcomes here): outcomes that fill it within 50 ms go at once, and for
+ * the next second a lone plain outcome lingers only briefly (RECORDER_FAST_LINGER_MS), where
+ * before that it would wait the whole 5 s.
+ */
+START_TEST(fast_outcomes_linger_briefly)
+{
+    char conninfo[1024];
+    PGconn *c = setup_db("recorder_linger", conninfo, sizeof(conninfo), 6);
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    ck_assert_int_eq(uv_timer_init(&loop, &ticker), 0);
+    struct dbloop db;
+    struct dbloop_options opts = {.conninfo = conninfo, .application_name = "test_recorder"};
+    ck_assert_int_eq(dbloop_init(&db, &loop, &opts), 0);
+    ck_assert(RUN_UNTIL(dbloop_state(&db) == DBLOOP_READY, 10000));
+
+    struct recorder r;
+    committed = refused_calls = dropped_calls = 0;
+    ck_assert_int_eq(recorder_init(&r, &db, "p1", on_recorded, NULL), 0);
+    ck_assert_int_eq(recorder_linger(&r, &loop, 5000, 4), 0);
+    struct delivery_outcome o[6];
+    long long rows[6];
+    for (int i = 0; i < 6; i++)
+        outcome(&o[i], &rows[i], i + 1, NULL);
+
+    /* The first lingers; the fourth fills the linger at once and the four are written. */
+    recorder_add(&r, &o[0], 1);
+    ck_assert(recorder_lingering(&r));
+    for (int i = 1; i < 4; i++)
+        recorder_add(&r, &o[i], 1);
+    ck_assert(!recorder_lingering(&r));
+    ck_assert_msg(RUN_UNTIL(committed == 4, 10000), "%zu of 4 outcomes recorded", committed);
+
+    /* Outcomes come fast now: the next one lingers, but not for 5 s. */
+    recorder_add(&r, &o[4], 1);
+    ck_assert(recorder_lingering(&r));
+    uint64_t t0 = testutil_now_ms();
+    ck_assert_msg(RUN_UNTIL(committed == 5, 10000), "%zu of 5 outcomes recorded", committed);
+    uint64_t waited = testutil_now_ms() - t0;
+    ck_assert_msg(waited < 2500, "a lone outcome after a fast burst waited %llu ms",
+                  (unsigned long long)waited);
+    ck_assert_int_eq(pgrig_query_int(c, "SELECT count(*) FROM omnisync.outbox WHERE status = "
+                                        "'done' AND locked_by IS NULL"),
+                     5);
+    ck_assert_int_eq(refused_calls + dropped_calls, 0);
+
+    recorder_close(&r, on_recorder_closed);
+    ck_assert(RUN_UNTIL(recorder_closed, 10000));
+    recorder_free(&r);
+    dbloop_close(&db, on_closed);
+    ck_assert(RUN_UNTIL(closed, 10000));
+    uv_close((uv_handle_t *)&ticker, NULL);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    PQfinish(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("recorder");
     TCase *tc = tcase_create("batches");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, one_refused_outcome_fails_its_row_only);
+    tcase_add_test(tc, fast_outcomes_linger_briefly);
     suite_add_tcase(s, tc);
     if (pgrig_global() == NULL) {
         fprintf(stderr, "test_recorder: cannot start the test PostgreSQL\n");
