@@ -166,7 +166,7 @@ static void on_recorder_closed(struct recorder *r)
 START_TEST(fast_outcomes_linger_briefly)
 {
     char conninfo[1024];
-    PGconn *c = setup_db("recorder_linger", conninfo, sizeof(conninfo), 6);
+    PGconn *c = setup_db("recorder_linger", conninfo, sizeof(conninfo), 5);
     ck_assert_int_eq(uv_loop_init(&loop), 0);
     ck_assert_int_eq(uv_timer_init(&loop, &ticker), 0);
     struct dbloop db;
@@ -176,11 +176,12 @@ START_TEST(fast_outcomes_linger_briefly)
 
     struct recorder r;
     committed = refused_calls = dropped_calls = 0;
+    closed = recorder_closed = 0;
     ck_assert_int_eq(recorder_init(&r, &db, "p1", on_recorded, NULL), 0);
     ck_assert_int_eq(recorder_linger(&r, &loop, 5000, 4), 0);
-    struct delivery_outcome o[6];
-    long long rows[6];
-    for (int i = 0; i < 6; i++)
+    struct delivery_outcome o[5];
+    long long rows[5];
+    for (int i = 0; i < 5; i++)
         outcome(&o[i], &rows[i], i + 1, NULL);
 
     /* The first lingers; the fourth fills the linger at once and the four are written. */
