@@ -98,16 +98,36 @@ static void outcome(struct delivery_outcome *o, long long *row, int id, const ch
     o->sync = &sync[id % 8];
 }
 
-START_TEST(one_refused_outcome_fails_its_row_only)
+/* The loop, a database of `n` leased rows (setup_db) and a dbloop on it, ready. */
+static PGconn *start(struct dbloop *db, const char *name, int n)
 {
     char conninfo[1024];
-    PGconn *c = setup_db("recorder_refused", conninfo, sizeof(conninfo), 5);
+    PGconn *c = setup_db(name, conninfo, sizeof(conninfo), n);
+    committed = refused_calls = dropped_calls = 0;
+    closed = 0;
     ck_assert_int_eq(uv_loop_init(&loop), 0);
     ck_assert_int_eq(uv_timer_init(&loop, &ticker), 0);
-    struct dbloop db;
     struct dbloop_options opts = {.conninfo = conninfo, .application_name = "test_recorder"};
-    ck_assert_int_eq(dbloop_init(&db, &loop, &opts), 0);
-    ck_assert(RUN_UNTIL(dbloop_state(&db) == DBLOOP_READY, 10000));
+    ck_assert_int_eq(dbloop_init(db, &loop, &opts), 0);
+    ck_assert(RUN_UNTIL(dbloop_state(db) == DBLOOP_READY, 10000));
+    return c;
+}
+
+/* Closes what start() opened; the loop must end with nothing left on it. */
+static void finish(struct dbloop *db, PGconn *c)
+{
+    dbloop_close(db, on_closed);
+    ck_assert(RUN_UNTIL(closed, 10000));
+    uv_close((uv_handle_t *)&ticker, NULL);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    PQfinish(c);
+}
+
+START_TEST(one_refused_outcome_fails_its_row_only)
+{
+    struct dbloop db;
+    PGconn *c = start(&db, "recorder_refused", 5);
 
     struct recorder r;
     ck_assert_int_eq(recorder_init(&r, &db, "p1", on_recorded, NULL), 0);
@@ -142,12 +162,7 @@ START_TEST(one_refused_outcome_fails_its_row_only)
                      1);
 
     recorder_free(&r);
-    dbloop_close(&db, on_closed);
-    ck_assert(RUN_UNTIL(closed, 10000));
-    uv_close((uv_handle_t *)&ticker, NULL);
-    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
-    PQfinish(c);
+    finish(&db, c);
 }
 END_TEST
 
@@ -165,18 +180,11 @@ static void on_recorder_closed(struct recorder *r)
  */
 START_TEST(fast_outcomes_linger_briefly)
 {
-    char conninfo[1024];
-    PGconn *c = setup_db("recorder_linger", conninfo, sizeof(conninfo), 5);
-    ck_assert_int_eq(uv_loop_init(&loop), 0);
-    ck_assert_int_eq(uv_timer_init(&loop, &ticker), 0);
     struct dbloop db;
-    struct dbloop_options opts = {.conninfo = conninfo, .application_name = "test_recorder"};
-    ck_assert_int_eq(dbloop_init(&db, &loop, &opts), 0);
-    ck_assert(RUN_UNTIL(dbloop_state(&db) == DBLOOP_READY, 10000));
+    PGconn *c = start(&db, "recorder_linger", 5);
 
     struct recorder r;
-    committed = refused_calls = dropped_calls = 0;
-    closed = recorder_closed = 0;
+    recorder_closed = 0;
     ck_assert_int_eq(recorder_init(&r, &db, "p1", on_recorded, NULL), 0);
     ck_assert_int_eq(recorder_linger(&r, &loop, 5000, 4), 0);
     struct delivery_outcome o[5];
@@ -208,12 +216,7 @@ START_TEST(fast_outcomes_linger_briefly)
     recorder_close(&r, on_recorder_closed);
     ck_assert(RUN_UNTIL(recorder_closed, 10000));
     recorder_free(&r);
-    dbloop_close(&db, on_closed);
-    ck_assert(RUN_UNTIL(closed, 10000));
-    uv_close((uv_handle_t *)&ticker, NULL);
-    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
-    PQfinish(c);
+    finish(&db, c);
 }
 END_TEST
 
