@@ -421,6 +421,11 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
         o->delay_ms = delay;
         with_sync(d, o, 0);
     } else {
+        /* Released, no attempt spent: the rows come back with nothing that says a dead process
+         * held them (the soak's finding: a lookup answered 429, then the channel the dead
+         * process had added was added again). A lookup still owed goes to sync_state. */
+        if (d->verify_first && !d->searched)
+            d->sync.create_unknown = 1;
         o = add_outcome(d, p->first, p->last, OUTBOX_RETRY, 0);
         o->delay_ms = delay;
         with_sync(d, o, 0);
@@ -871,10 +876,13 @@ void delivery_on_response(struct delivery *d, const struct omnidesk_response *re
     textcut_printf(d->last_error, sizeof(d->last_error), "%s", resp->error);
 
     if (resp->class == OMNIDESK_TRANSIENT) {
-        /* A create may have been applied although its answer was lost, cut, late or a 5xx
-         * (a 429 was refused before anything happened). The flag goes to sync_state with the
-         * outcome, whatever releases the rows: the next delivery looks the customer up first. */
-        if (resp->endpoint == OMNIDESK_CREATE && resp->http_status != 429)
+        /* A create or a channel add may have been applied although its answer was lost, cut,
+         * late or a 5xx (a 429 was refused before anything happened). The flag goes to
+         * sync_state with the outcome, whatever happens to the rows next (a retry, or a replay
+         * after they failed, which resets their attempts): the next delivery looks the customer
+         * up first. */
+        if ((resp->endpoint == OMNIDESK_CREATE || resp->endpoint == OMNIDESK_ADD_CHANNEL) &&
+            resp->http_status != 429)
             d->sync.create_unknown = 1;
         d->retry_after_ms = resp->retry_after_ms;
         /* A 429 says we were too fast, not that this row is at fault. */

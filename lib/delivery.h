@@ -40,7 +40,8 @@ struct delivery_row {
 /* What is known of the customer at Omnidesk: the sync_state row, kept current. */
 struct delivery_sync {
     int created;
-    int create_unknown; /* a create was sent and its outcome is unknown: look up before any other */
+    int create_unknown; /* look up before any other request: a create's or a channel add's
+                         * outcome is unknown, or rows a dead process held were released first */
     long long omnidesk_id;
     char *channels[DELIVERY_MAX_KNOWN]; /* "email:<addr>", "telephone:<e164>" */
     size_t nchannels;

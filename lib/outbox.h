@@ -47,7 +47,7 @@ struct outbox_attempt {
 struct outbox_sync {
     int reset; /* the customer is gone (purged): sync_state forgets it */
     int created;
-    int create_unknown;    /* a create's answer was lost: look up before any other request */
+    int create_unknown;    /* look up before any other request (delivery.h) */
     long long omnidesk_id; /* 0 unknown */
     char **channels;       /* "email:<addr>", "telephone:<e164>" */
     size_t nchannels;

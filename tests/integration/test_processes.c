@@ -258,6 +258,40 @@ START_TEST(test_kill9_under_load_loses_and_doubles_nothing)
 }
 END_TEST
 
+/* ---- 4b. a dead holder's row released before its lookup ---- */
+
+/*
+ * The chaos soak's finding (bench/soak at 0a076bc): a daemon added a customer's new email and was
+ * killed while the outcome lingered. After the lease the next holder owed a lookup first (the
+ * row was orphaned), but the lookup was answered 429, which releases the row without spending an
+ * attempt; the claim after that no longer knew the row had been held, trusted sync_state and
+ * added the email again. A lookup still owed now goes to sync_state with the release.
+ */
+START_TEST(test_dead_holders_row_released_before_lookup_adds_nothing_twice)
+{
+    start(SHORT_LEASE, NULL);
+    scenario_exec(&sc, "INSERT INTO customers (customer_no, first_name, last_name, email) "
+                       "VALUES ('L1', 'Ann', 'Lee', 'l1@example.com')");
+    assert_in_step(&omnisync_daemon, 20000);
+    scenario_exec(&sc, "UPDATE customers SET email = 'l1.new@example.com' WHERE customer_no = 'L1'");
+    /* Added at Omnidesk: the plain done outcome lingers (up to 5 s) as the daemon dies. */
+    ck_assert(fake_wait_stat(&sc.fake, "by_endpoint.addChannelOnly", 1, 10000) == 0);
+    kill_daemon(&omnisync_daemon);
+    ck_assert_msg(scenario_open_rows(&sc) == 1, "the outcome was written before the kill: the test "
+                                                "proved nothing");
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_429\": 1, \"paths\": [\"search\"]}"), 0);
+    ck_assert_msg(scenario_start_daemon(&sc, &omnisync_daemon) == 0, "daemon did not start");
+    /* Once the 8 s lease has run out: the lookup the orphaned row owes, refused. */
+    ck_assert(fake_wait_stat(&sc.fake, "by_endpoint.search", 1, 30000) == 0);
+    ck_assert_int_eq(fake_set_faults(&sc.fake, "{\"p_429\": 0}"), 0);
+    assert_in_step(&omnisync_daemon, 30000);
+    ck_assert_int_eq(fake_stat(&sc.fake, "duplicate_channels"), 0);
+    ck_assert_int_eq(fake_stat(&sc.fake, "by_endpoint.addChannelOnly"), 1);
+    ck_assert_int_ge(fake_stat(&sc.fake, "by_endpoint.search"), 2);
+    finish();
+}
+END_TEST
+
 /* ---- 5. three processes, one killed ---- */
 
 /* The index of the proc whose process name (host:pid:x) holds the most leased rows, or -1. */
@@ -626,6 +660,7 @@ int main(void)
     TCase *tc = tcase_create("processes");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_kill9_under_load_loses_and_doubles_nothing);
+    tcase_add_test(tc, test_dead_holders_row_released_before_lookup_adds_nothing_twice);
     tcase_add_test(tc, test_three_processes_keep_order);
     tcase_add_test(tc, test_slow_api_leases_are_renewed);
     tcase_add_test(tc, test_database_restart_and_terminated_connections);

@@ -28,6 +28,7 @@
 struct row {
     const char *op, *old_json, *new_json;
     int attempts;
+    int orphaned; /* a dead process held it: its lease ran out with no outcome */
 };
 
 /* One request the delivery must ask for, and the answer it gets. */
@@ -70,160 +71,180 @@ struct scenario {
 
 static const struct scenario scenarios[] = {
     {"create: 200",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_DONE, 1, "created", 1, 0}}},
     {"create: 4xx, lookup not found: the create's answer fails the row",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_CREATE), NOT_FOUND(OMNIDESK_SEARCH), FINISHED},
      {{OUTBOX_FAILED, 1, "HTTP 400", 1, 0}}},
     {"create: 4xx, lookup found: update, then the channels",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_CREATE), FOUND(77), OK(OMNIDESK_UPDATE), OK(OMNIDESK_ADD_CHANNEL),
       OK(OMNIDESK_ADD_CHANNEL), FINISHED},
      {{OUTBOX_DONE, 1, "updated, 2 channels added", 1, 0}}},
     {"create: lost answer: retry, looked up first next time",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {LOST(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_RETRY, 1, "HTTP", 1, 1}}},
     {"create: 5xx: retry spending an attempt",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {SERVER(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_RETRY, 1, "HTTP", 1, 1}}},
     {"create: 429: released, no attempt spent, no lookup needed",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {TOO_FAST(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_RETRY, 0, NULL, 1, 0}}},
     {"create: key refused: released",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {KEY_REFUSED(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_RETRY, 0, NULL, 1, 0}}},
     {"retry: lookup first, not found: create",
-     {{"insert", NULL, ANN, 1}},
+     {{"insert", NULL, ANN, 1, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {NOT_FOUND(OMNIDESK_SEARCH), OK(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_DONE, 1, "created", 1, 0}}},
     {"create unknown: lookup found: update, channels",
-     {{"insert", NULL, ANN, 0}},
+     {{"insert", NULL, ANN, 0, 0}},
      "{\"created\":false,\"create_unknown\":true}", 0, CONFIG_PURGE_V2,
      {FOUND(78), OK(OMNIDESK_UPDATE), OK(OMNIDESK_ADD_CHANNEL), OK(OMNIDESK_ADD_CHANNEL),
       FINISHED},
      {{OUTBOX_DONE, 1, "updated, 2 channels added", 1, 0}}},
     {"lookup: 4xx: retry rather than guess",
-     {{"insert", NULL, ANN, 1}},
+     {{"insert", NULL, ANN, 1, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_SEARCH), FINISHED},
      {{OUTBOX_RETRY, 1, "HTTP 400", 1, 0}}},
     {"lookup: lost answer, attempts exhausted: failed",
-     {{"insert", NULL, ANN, 4}},
+     {{"insert", NULL, ANN, 4, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {LOST(OMNIDESK_SEARCH), FINISHED},
      {{OUTBOX_FAILED, 1, "gave up after 5 attempts", 1, 0}}},
     {"update: 200",
-     {{"update", ANN, ANNE, 0}},
+     {{"update", ANN, ANNE, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_UPDATE), FINISHED},
      {{OUTBOX_DONE, 1, "updated", 1, 0}}},
     {"update: 4xx: failed",
-     {{"update", ANN, ANNE, 0}},
+     {{"update", ANN, ANNE, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_UPDATE), FINISHED},
      {{OUTBOX_FAILED, 1, "HTTP 400", 1, 0}}},
     {"update: 404: the customer vanished, created again",
-     {{"update", ANN, ANNE, 0}},
+     {{"update", ANN, ANNE, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {NOT_FOUND(OMNIDESK_UPDATE), OK(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_DONE, 1, "created", 1, 0}}},
     {"update: 404 twice: failed, no loop",
-     {{"update", ANN, ANNE, 0}},
+     {{"update", ANN, ANNE, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {NOT_FOUND(OMNIDESK_UPDATE), REJECTED(OMNIDESK_CREATE), FOUND(9), NOT_FOUND(OMNIDESK_UPDATE),
       FINISHED},
      {{OUTBOX_FAILED, 1, "HTTP 404", 1, 0}}},
     {"channel add: 200",
-     {{"update", ANN, ANN_NEW_MAIL, 0}},
+     {{"update", ANN, ANN_NEW_MAIL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_ADD_CHANNEL), FINISHED},
      {{OUTBOX_DONE, 1, "1 channel added", 1, 0}}},
     {"channel add: 4xx: failed",
-     {{"update", ANN, ANN_NEW_MAIL, 0}},
+     {{"update", ANN, ANN_NEW_MAIL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_ADD_CHANNEL), FINISHED},
      {{OUTBOX_FAILED, 1, "HTTP 400", 1, 0}}},
-    {"channel add: 5xx: retry",
-     {{"update", ANN, ANN_NEW_MAIL, 0}},
+    {"channel add: 5xx: retry, looked up first next time (also after a replay resets attempts)",
+     {{"update", ANN, ANN_NEW_MAIL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {SERVER(OMNIDESK_ADD_CHANNEL), FINISHED},
-     {{OUTBOX_RETRY, 1, "HTTP", 1, 0}}},
+     {{OUTBOX_RETRY, 1, "HTTP", 1, 1}}},
+    {"channel add: 429: released, nothing was applied, no lookup needed",
+     {{"update", ANN, ANN_NEW_MAIL, 0, 0}},
+     KNOWN, 0, CONFIG_PURGE_V2,
+     {TOO_FAST(OMNIDESK_ADD_CHANNEL), FINISHED},
+     {{OUTBOX_RETRY, 0, NULL, 1, 0}}},
+    {"orphaned: a dead process held the row: lookup first, then update and the channel",
+     {{"update", ANN, ANN_NEW_MAIL, 0, 1}},
+     KNOWN, 0, CONFIG_PURGE_V2,
+     {FOUND(55), OK(OMNIDESK_UPDATE), OK(OMNIDESK_ADD_CHANNEL), FINISHED},
+     {{OUTBOX_DONE, 1, "updated, 1 channel added", 1, 0}}},
+    {"orphaned: the lookup answered 429: released, the lookup still owed goes to sync_state",
+     {{"update", ANN, ANN_NEW_MAIL, 0, 1}},
+     KNOWN, 0, CONFIG_PURGE_V2,
+     {TOO_FAST(OMNIDESK_SEARCH), FINISHED},
+     {{OUTBOX_RETRY, 0, NULL, 1, 1}}},
+    {"orphaned: the key refused at the lookup: released, the lookup still owed",
+     {{"insert", NULL, ANN, 0, 1}},
+     NULL, 0, CONFIG_PURGE_V2,
+     {KEY_REFUSED(OMNIDESK_SEARCH), FINISHED},
+     {{OUTBOX_RETRY, 0, NULL, 1, 1}}},
     {"nothing new: no request",
-     {{"update", ANN, ANN, 0}},
+     {{"update", ANN, ANN, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {FINISHED},
      {{OUTBOX_DONE, 1, "nothing new to send", 1, 0}}},
     {"purge: 200",
-     {{"delete", ANN, NULL, 0}},
+     {{"delete", ANN, NULL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_PURGE), FINISHED},
      {{OUTBOX_DONE, 1, "purged", 1, 0}}},
     {"purge: stale id (404): lookup, not found: already gone",
-     {{"delete", ANN, NULL, 0}},
+     {{"delete", ANN, NULL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {NOT_FOUND(OMNIDESK_PURGE), NOT_FOUND(OMNIDESK_SEARCH), FINISHED},
      {{OUTBOX_DONE, 1, "already gone at Omnidesk", 1, 0}}},
     {"purge: id unknown: lookup found, purge",
-     {{"delete", ANN, NULL, 0}},
+     {{"delete", ANN, NULL, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {FOUND(56), OK(OMNIDESK_PURGE), FINISHED},
      {{OUTBOX_DONE, 1, "purged", 1, 0}}},
     {"purge: 4xx: failed",
-     {{"delete", ANN, NULL, 0}},
+     {{"delete", ANN, NULL, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {REJECTED(OMNIDESK_PURGE), FINISHED},
      {{OUTBOX_FAILED, 1, "HTTP 400", 1, 0}}},
     {"purge: legacy endpoint",
-     {{"delete", ANN, NULL, 0}},
+     {{"delete", ANN, NULL, 0, 0}},
      NULL, 0, CONFIG_PURGE_LEGACY,
      {OK(OMNIDESK_PURGE_LEGACY), FINISHED},
      {{OUTBOX_DONE, 1, "purged", 1, 0}}},
     {"purge: held by the guard; later rows wait",
-     {{"delete", ANN, NULL, 0}, {"insert", NULL, ANN, 0}},
+     {{"delete", ANN, NULL, 0, 0}, {"insert", NULL, ANN, 0, 0}},
      KNOWN, 10, CONFIG_PURGE_V2,
      {REFUSED, FINISHED},
      {{OUTBOX_HELD, 0, "held by the purge guard", 1, -1}, {OUTBOX_RETRY, 0, NULL, 1, -1}}},
     {"purge: released by the guard, then the customer is created anew",
-     {{"delete", ANN, NULL, 0}, {"insert", NULL, ANN, 0}},
+     {{"delete", ANN, NULL, 0, 0}, {"insert", NULL, ANN, 0, 0}},
      KNOWN, 10, CONFIG_PURGE_V2,
      {GRANTED, OK(OMNIDESK_PURGE), OK(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_DONE, 1, "purged", 1, 0}, {OUTBOX_DONE, 1, "created", 1, 0}}},
     {"primary id change: delivered as a new customer",
-     {{"update", ANN, ANN_C9, 0}},
+     {{"update", ANN, ANN_C9, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_CREATE), FINISHED},
      {{OUTBOX_DONE, 1, "created", 1, 0}}},
     {"superseded rows: three changes, one request, every row in the outcome",
-     {{"insert", NULL, ANN, 0}, {"update", ANN, ANNE, 0}, {"update", ANNE, ANN_NEW_MAIL, 0}},
+     {{"insert", NULL, ANN, 0, 0}, {"update", ANN, ANNE, 0, 0}, {"update", ANNE, ANN_NEW_MAIL, 0, 0}},
      NULL, 0, CONFIG_PURGE_V2,
      {OK(OMNIDESK_CREATE), OK(OMNIDESK_ADD_CHANNEL), FINISHED},
      {{OUTBOX_DONE, 1, "created, 1 channel added", 3, 0}}},
     {"coalesced rows: the attempts are the newest row's, so a fresh change is not failed with an old one",
-     {{"update", ANN, ANNE, 4}, {"update", ANNE, ANN, 0}},
+     {{"update", ANN, ANNE, 4, 0}, {"update", ANNE, ANN, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {FOUND(55), SERVER(OMNIDESK_UPDATE), FINISHED},
      {{OUTBOX_RETRY, 1, "HTTP", 2, 0}}},
     {"coalesced rows: the newest row's attempts exhausted: every row fails",
-     {{"update", ANN, ANNE, 0}, {"update", ANNE, ANN, 4}},
+     {{"update", ANN, ANNE, 0, 0}, {"update", ANNE, ANN, 4, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {FOUND(55), SERVER(OMNIDESK_UPDATE), FINISHED},
      {{OUTBOX_FAILED, 1, "gave up after 5 attempts", 2, 0}}},
     {"a transient answer releases the later plans without spending their attempts",
-     {{"delete", ANN, NULL, 0}, {"insert", NULL, ANN, 0}},
+     {{"delete", ANN, NULL, 0, 0}, {"insert", NULL, ANN, 0, 0}},
      KNOWN, 0, CONFIG_PURGE_V2,
      {SERVER(OMNIDESK_PURGE), FINISHED},
      {{OUTBOX_RETRY, 1, "HTTP", 1, 0}, {OUTBOX_RETRY, 0, NULL, 1, -1}}},
@@ -259,6 +280,7 @@ static void run(const struct scenario *sc)
         rows[nrows].id = 10 + (long long)nrows;
         snprintf(rows[nrows].op, sizeof(rows[nrows].op), "%s", sc->rows[nrows].op);
         rows[nrows].attempts = sc->rows[nrows].attempts;
+        rows[nrows].orphaned = sc->rows[nrows].orphaned;
         rows[nrows].created_epoch = 1700000000;
         if (sc->rows[nrows].old_json)
             rows[nrows].old_data = json_tokener_parse(sc->rows[nrows].old_json);
@@ -339,7 +361,8 @@ START_TEST(scenario)
 }
 END_TEST
 
-/* Released before anything was sent (circuit open, shutdown): no attempt spent, no request. */
+/* Released before anything was sent (circuit open, shutdown): no attempt spent, no request;
+ * a row a dead process held (_i 1) is looked up first next time. */
 START_TEST(released_before_sending)
 {
     struct config cfg;
@@ -348,7 +371,8 @@ START_TEST(released_before_sending)
     memset(&src, 0, sizeof(src));
     src.name = "customers";
     cfg.max_attempts = 5;
-    struct delivery_row row = {.id = 5, .op = "insert", .new_data = json_tokener_parse(ANN)};
+    struct delivery_row row = {
+        .id = 5, .op = "insert", .new_data = json_tokener_parse(ANN), .orphaned = _i};
     struct delivery d;
     ck_assert_int_eq(delivery_init(&d, &cfg, &src, 0, "C1", &row, 1, NULL), 0);
     delivery_release(&d, "circuit open");
@@ -359,6 +383,8 @@ START_TEST(released_before_sending)
     ck_assert_int_eq(d.outcomes[0].status, OUTBOX_RETRY);
     ck_assert_int_eq(d.outcomes[0].spend, 0);
     ck_assert_int_eq(d.outcomes[0].nattempts, 0);
+    ck_assert_ptr_nonnull(d.outcomes[0].sync);
+    ck_assert_int_eq(d.outcomes[0].sync->create_unknown, _i);
     /* A second call changes nothing. */
     ck_assert_int_eq(delivery_next(&d, &req), DELIVERY_DONE);
     ck_assert_int_eq(d.noutcomes, 1);
@@ -379,7 +405,7 @@ int main(void)
     Suite *s = suite_create("delivery_state");
     TCase *tc = tcase_create("table");
     tcase_add_loop_test(tc, scenario, 0, (int)(sizeof(scenarios) / sizeof(scenarios[0])));
-    tcase_add_test(tc, released_before_sending);
+    tcase_add_loop_test(tc, released_before_sending, 0, 2);
     tcase_add_test(tc, state_names);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
