@@ -386,6 +386,16 @@ static void warn_primary_id_changed(const struct delivery *d, const struct mappi
              changed_in, p->sent_id, old_id, d->primary_id);
 }
 
+/* Whether rows[first..] hold one a dead process held (its lease ran out with no outcome). */
+static int holds_orphan(const struct delivery *d, size_t first)
+{
+    for (size_t i = first; i < d->nrows; i++) {
+        if (d->rows[i].orphaned)
+            return 1;
+    }
+    return 0;
+}
+
 /* The current plan stopped early (transient error or release). */
 static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
 {
@@ -421,10 +431,11 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
         o->delay_ms = delay;
         with_sync(d, o, 0);
     } else {
-        /* Released, no attempt spent: the rows come back with nothing that says a dead process
-         * held them (the soak's finding: a lookup answered 429, then the channel the dead
-         * process had added was added again). A lookup still owed goes to sync_state. */
-        if (d->verify_first && !d->searched)
+        /* Released, no attempt spent: the rows, this plan's and the later ones', come back with
+         * nothing that says a dead process held them (the soak's finding: a lookup answered 429,
+         * then the channel the dead process had added was added again). A lookup still owed
+         * goes to sync_state. */
+        if (!d->searched && (d->verify_first || holds_orphan(d, p->first)))
             d->sync.create_unknown = 1;
         o = add_outcome(d, p->first, p->last, OUTBOX_RETRY, 0);
         o->delay_ms = delay;
