@@ -401,6 +401,13 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
 {
     long long delay = d->retry_after_ms > 0 ? d->retry_after_ms : 0;
     struct delivery_outcome *o;
+    /* The lookup this plan owed first (a retry, rows a dead process held, an unknown create) has
+     * not happened: sync_state keeps it owed, whatever comes of the rows. A release spends no
+     * attempt and clears the lease, so the rows, this plan's and the later ones', come back with
+     * nothing else that says so (the soak's finding: a lookup answered 429, then the channel a
+     * dead process had added was added again); a replay resets a failed row's attempts. */
+    if (!d->searched && (d->verify_first || holds_orphan(d, p->first)))
+        d->sync.create_unknown = 1;
     if (d->stop == DELIVERY_STOP_TRANSIENT) {
         int attempts = plan_attempts(d, p) + 1;
         if (attempts >= d->cfg->max_attempts) {
@@ -431,12 +438,6 @@ static void finish_stopped(struct delivery *d, const struct mapping_plan *p)
         o->delay_ms = delay;
         with_sync(d, o, 0);
     } else {
-        /* Released, no attempt spent: the rows, this plan's and the later ones', come back with
-         * nothing that says a dead process held them (the soak's finding: a lookup answered 429,
-         * then the channel the dead process had added was added again). A lookup still owed
-         * goes to sync_state. */
-        if (!d->searched && (d->verify_first || holds_orphan(d, p->first)))
-            d->sync.create_unknown = 1;
         o = add_outcome(d, p->first, p->last, OUTBOX_RETRY, 0);
         o->delay_ms = delay;
         with_sync(d, o, 0);
