@@ -416,6 +416,69 @@ START_TEST(content_type_per_endpoint)
 }
 END_TEST
 
+/* A request with no body of its own, after one whose body had the field `before`. */
+static void assert_logged_bare(struct rig *t, const char *method, const char *path,
+                               const char *before)
+{
+    struct json_object *e;
+
+    assert_logged(t, method, path, NULL);
+    e = last_logged(t);
+    ck_assert_msg(logged_field(e, before) == NULL, "%s %s carried the last request's %s", method,
+                  path, before);
+    json_object_put(e);
+}
+
+/*
+ * Requests run one at a time reuse one easy handle (the client's spare): nothing of a request
+ * (its body, its verb, its Content-Type) may reach the next one. Each request here follows one
+ * whose body or verb it must not inherit.
+ */
+START_TEST(spare_handle_carries_nothing_over)
+{
+    struct rig t;
+    struct outcome o;
+    char path[96];
+    long long id;
+    const struct omnidesk_field update[] = {
+        {"externalPrimaryID", "C1"}, {"brandID", "1"}, {"firstname", "Anna"}, {"lastname", "Smith"}};
+    const struct omnidesk_field legacy[] = {{"external_id", "C2"}, {"brand_id", "1"}};
+
+    rig_start(&t, NULL);
+    create_customer(&t, "C1");
+    id = fake_customer_id(&t, "C1");
+    snprintf(path, sizeof(path), "/api/v2/customer/purgeData/%lld", id);
+
+    call(&t, OMNIDESK_UPDATE, 0, update, NF(update), &o);
+    ck_assert_msg(o.r.class == OMNIDESK_OK, "%ld %s", o.r.http_status, o.r.error);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o); /* after a PUT with a body */
+    ck_assert_int_eq(o.r.class, OMNIDESK_OK);
+    assert_logged_bare(&t, "GET", "/api/v2/customer", "externalPrimaryID");
+
+    call(&t, OMNIDESK_UPDATE, 0, update, NF(update), &o);
+    ck_assert_msg(o.r.class == OMNIDESK_OK, "%ld %s", o.r.http_status, o.r.error);
+    call(&t, OMNIDESK_PURGE, id, NULL, 0, &o); /* after a PUT with a body */
+    ck_assert_msg(o.r.class == OMNIDESK_OK, "%ld %s", o.r.http_status, o.r.error);
+    assert_logged_bare(&t, "DELETE", path, "externalPrimaryID");
+
+    create_customer(&t, "C2"); /* a POST after a DELETE: a POST again, multipart */
+    assert_logged(&t, "POST", "/api/v2/customer", "multipart/form-data");
+    call(&t, OMNIDESK_PURGE_LEGACY, 0, legacy, NF(legacy), &o);
+    ck_assert_msg(o.r.class == OMNIDESK_OK, "%ld %s", o.r.http_status, o.r.error);
+    call(&t, OMNIDESK_PROBE, 0, NULL, 0, &o); /* after a DELETE with a body */
+    ck_assert_int_eq(o.r.class, OMNIDESK_OK);
+    assert_logged_bare(&t, "GET", "/api/v2/customer", "external_id");
+
+    create_customer(&t, "C3");
+    call(&t, OMNIDESK_UPDATE, 0, update, NF(update), &o); /* a PUT after a multipart POST */
+    assert_logged(&t, "PUT", "/api/v2/customer/updateCustomer",
+                  "application/x-www-form-urlencoded");
+    ck_assert_int_eq(fake_customer_count(&t.fake), 1);
+
+    rig_stop(&t);
+}
+END_TEST
+
 /* The key travels in the apiKey header; a wrong one is AUTH, and the key is in no message. */
 START_TEST(api_key_header)
 {
@@ -1347,6 +1410,7 @@ static Suite *omnidesk_suite(void)
     tc = tcase_create("requests");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, content_type_per_endpoint);
+    tcase_add_test(tc, spare_handle_carries_nothing_over);
     tcase_add_test(tc, api_key_header);
     tcase_add_test(tc, field_escaping);
     suite_add_tcase(s, tc);
