@@ -555,70 +555,20 @@ static void request_unlink(struct omnidesk_request *req)
 }
 
 /*
- * Easy handles are kept for reuse: a handle made and destroyed per request cost an allocation of
- * libcurl's whole transfer state and its teardown each time, and curl_easy_reset, which drops
- * every option, cost nearly as much again in setting them all anew. So a handle gets the options
- * that are the same for every request once, when it is made (easy_new), and a finished request
- * gives it back with the options that point into the request cleared (easy_release): a spare
- * is a new handle again as far as the next request can tell, a GET with no body, no verb of its
- * own and no header lines, which omnidesk_send then shapes. Spares are kept up to max_in_flight.
+ * The easy handle goes back to the client's spares, reset (curl_easy_reset drops every option,
+ * so nothing of this request, least of all its pointers into the headers and the body, reaches
+ * the next one): a handle made and destroyed per request cost an allocation of libcurl's
+ * whole transfer state and its teardown each time. Spares are kept up to max_in_flight.
  */
-static int on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
-                     int local_port);
-
-static CURL *easy_new(struct omnidesk *c)
-{
-    CURL *easy = curl_easy_init();
-
-    if (easy == NULL)
-        return NULL;
-    if (curl_easy_setopt(easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-#if LIBCURL_VERSION_NUM >= 0x075500
-        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-#else
-        curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) !=
-            CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS,
-                         (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK ||
-#endif
-        curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
-        /* A server that stops sending is given up on well before a TCP timeout would notice
-         * (the time is the request's: LOW_SPEED_TIME in omnidesk_send). */
-        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, open_connection) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_SOCKOPTDATA, c) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, close_connection) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK) {
-        curl_easy_cleanup(easy);
-        return NULL;
-    }
-    return easy;
-}
-
 static void easy_release(struct omnidesk *c, CURL *easy)
 {
     if (easy == NULL)
         return;
-    if (c->torn_down || c->nspare >= OMNIDESK_SPARE_MAX || c->nspare >= c->max_in_flight ||
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_PREREQDATA, NULL) != CURLE_OK) {
+    if (c->torn_down || c->nspare >= OMNIDESK_SPARE_MAX || c->nspare >= c->max_in_flight) {
         curl_easy_cleanup(easy);
         return;
     }
+    curl_easy_reset(easy);
     c->spare[c->nspare++] = easy;
 }
 
@@ -626,7 +576,7 @@ static CURL *easy_take(struct omnidesk *c)
 {
     if (c->nspare > 0)
         return c->spare[--c->nspare];
-    return easy_new(c);
+    return curl_easy_init();
 }
 
 static void request_free(struct omnidesk_request *req)
@@ -782,7 +732,9 @@ static int build_mime(struct omnidesk_request *req, const struct omnidesk_field 
     memcpy(req->content_type_line, prefix, sizeof(prefix) - 1);
     memcpy(req->content_type_line + sizeof(prefix) - 1, boundary, OMNIDESK_BOUNDARY_LEN + 1);
     req->send_once = once;
-    if (curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->post) != CURLE_OK ||
+    if (curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req) != CURLE_OK ||
+        curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->post) != CURLE_OK ||
         curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len) !=
             CURLE_OK)
         return OMNISYNC_EHTTP;
@@ -864,17 +816,34 @@ int omnidesk_send(struct omnidesk *c, enum omnidesk_endpoint endpoint, long long
         snprintf(req->content_type_line, sizeof(req->content_type_line), "%s",
                  "Content-Type: application/x-www-form-urlencoded");
 
-    /* What differs from one request to the next; the rest was set when the handle was made. */
     SETOPT(req->easy, CURLOPT_URL, url);
     SETOPT(req->easy, CURLOPT_PRIVATE, (char *)req);
+    SETOPT(req->easy, CURLOPT_USERAGENT, "omnisync/" OMNISYNC_VERSION);
+    SETOPT(req->easy, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(req->easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(req->easy, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(req->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     SETOPT(req->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+    /* A server that stops sending is given up on well before a TCP timeout would notice. */
     low_speed_s = req->timeout_ms / 1000 > 1 ? req->timeout_ms / 1000 : 1;
+    SETOPT(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     SETOPT(req->easy, CURLOPT_LOW_SPEED_TIME, low_speed_s);
+    SETOPT(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(req->easy, CURLOPT_SOCKOPTFUNCTION, open_connection);
+    SETOPT(req->easy, CURLOPT_SOCKOPTDATA, c);
+    SETOPT(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_connection);
+    SETOPT(req->easy, CURLOPT_CLOSESOCKETDATA, c);
     SETOPT(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
+    SETOPT(req->easy, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(req->easy, CURLOPT_WRITEDATA, req);
+    SETOPT(req->easy, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(req->easy, CURLOPT_HEADERDATA, req);
-    SETOPT(req->easy, CURLOPT_PREREQDATA, req);
 
     switch (endpoint) {
     case OMNIDESK_CREATE:

@@ -122,7 +122,7 @@ struct omnidesk {
     size_t max_body;
     uint64_t max_retry_after_ms;
     unsigned in_flight;
-    CURL *spare[OMNIDESK_SPARE_MAX]; /* easy handles of finished requests, for reuse (easy_release) */
+    CURL *spare[OMNIDESK_SPARE_MAX]; /* easy handles of finished requests, reset, for reuse */
     unsigned nspare;
     uint64_t boundary_seq; /* the next multipart boundary (omnidesk_request_multipart) */
     struct queue requests;             /* struct omnidesk_request in flight */
