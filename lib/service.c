@@ -10,6 +10,9 @@
 
 #include <curl/curl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -507,6 +510,22 @@ static void on_counts(struct dbloop *db, const PGresult *res, const char *err, v
     vacuum_capture(s, &counts);
 }
 
+/*
+ * Heap that is free again goes back to the kernel, every 15 s. A burst (the rows released after
+ * an outage, a large claim) grows glibc's heap, and the chunks still in use afterwards pin the
+ * freed pages between them: glibc returns only the free space at the heap's top by itself. In a
+ * chaos soak the heap in use stayed at 2.7 - 3.8 MB while the heap grew in steps from 4.3 to
+ * 5.3 MB in 20 minutes, and the RSS with it (bench/README.md, soak, "The heap in a long soak").
+ * malloc_trim(0) gives every free page back, wherever it is: on a soak daemon it took RSS from
+ * 18.7 to 17.3 MB in 0.4 ms of CPU, and 0.12 ms when there was little to give back.
+ */
+static void trim_heap(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 /* The outbox gauges come from the database: a count over the table, so at most every 15 s. */
 static void count_outbox(struct service *s)
 {
@@ -514,6 +533,7 @@ static void count_outbox(struct service *s)
     if (s->counting || s->stopping || (s->counted_at && now - s->counted_at < 15000))
         return;
     s->counted_at = now;
+    trim_heap();
     if (outbox_count(&s->db, on_counts, s) == 0)
         s->counting = 1;
 }
