@@ -440,8 +440,10 @@ START_TEST(spare_handle_carries_nothing_over)
     struct outcome o;
     char path[96];
     long long id;
-    const struct omnidesk_field update[] = {
-        {"externalPrimaryID", "C1"}, {"brandID", "1"}, {"firstname", "Anna"}, {"lastname", "Smith"}};
+    const struct omnidesk_field update[] = {{"externalPrimaryID", "C1"},
+                                            {"brandID", "1"},
+                                            {"firstname", "Anna"},
+                                            {"lastname", "Smith"}};
     const struct omnidesk_field legacy[] = {{"external_id", "C2"}, {"brand_id", "1"}};
 
     rig_start(&t, NULL);
