@@ -495,7 +495,7 @@ static int do_add_channel(struct store *store, const struct form *fields, struct
     }
     if (customer == NULL)
         return answer_not_found(answer);
-    if (customer->channel_count + given > STORE_MAX_CHANNELS)
+    if (customer->channel_count + given > (size_t)store->settings.max_channels)
         return answer_invalid(store, answer, "too many channels");
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         const char *value = form_get_nonempty(fields, kinds[i].field);

@@ -35,6 +35,7 @@ void settings_defaults(struct settings *settings, const char *api_key)
     settings->search_shape = SEARCH_SHAPE_CUSTOMER;
     settings->paths = ALL_PATHS;
     settings->index_custom = true;
+    settings->max_channels = SETTINGS_CHANNELS_MAX;
 }
 
 /* A header value we are willing to send or compare: printable ASCII, no CR/LF. */
@@ -238,6 +239,17 @@ static int merge_key(struct settings *s, const char *key, struct json_object *va
         s->index_fault_from = json_object_get_int64(value);
         return 0;
     }
+    if (strcmp(key, "max_channels") == 0) {
+        int64_t n;
+
+        if (!json_object_is_type(value, json_type_int))
+            goto bad;
+        n = json_object_get_int64(value);
+        if (n < 1 || n > SETTINGS_CHANNELS_MAX)
+            goto bad;
+        s->max_channels = (long)n;
+        return 0;
+    }
     snprintf(err, err_size, "unknown setting %s", key);
     return -1;
 bad:
@@ -313,5 +325,6 @@ struct json_object *settings_to_json(const struct settings *s)
     json_object_object_add(o, "index_fault",
                            json_object_new_string(index_fault_names[s->index_fault]));
     json_object_object_add(o, "index_fault_from", json_object_new_int64(s->index_fault_from));
+    json_object_object_add(o, "max_channels", json_object_new_int64(s->max_channels));
     return o;
 }

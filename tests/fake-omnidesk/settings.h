@@ -15,6 +15,7 @@
 
 #define SETTINGS_KEY_MAX 256
 #define SETTINGS_RETRY_AFTER_MAX 64
+#define SETTINGS_CHANNELS_MAX 256 /* the store's cap on one customer's channels */
 
 enum search_shape {
     SEARCH_SHAPE_CUSTOMER, /* {"type":"result","customer":{"id":N,...}} */
@@ -50,6 +51,7 @@ struct settings {
     bool index_custom;             /* index entries list "custom" (the API document's omit it) */
     enum index_fault index_fault;
     long long index_fault_from;    /* itemStart from which index_fault applies */
+    long max_channels; /* addChannelOnly refuses a customer more (1..SETTINGS_CHANNELS_MAX) */
     unsigned paths; /* bit (1u << endpoint) for each endpoint faults apply to */
 };
 

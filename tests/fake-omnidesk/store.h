@@ -21,7 +21,7 @@
 #include <json-c/json.h>
 
 /* Caps on what one customer accumulates over many requests. */
-#define STORE_MAX_CHANNELS 256
+#define STORE_MAX_CHANNELS SETTINGS_CHANNELS_MAX
 #define STORE_MAX_CUSTOM 256
 
 struct channel {

@@ -711,6 +711,33 @@ START_TEST(test_add_channel)
 }
 END_TEST
 
+/* max_channels: addChannelOnly refuses what would take a customer past the cap, adds nothing. */
+START_TEST(test_add_channel_cap)
+{
+    struct json_object *c = NULL, *out = NULL;
+
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/faults", "{\"max_channels\":0}", &out), -1);
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/faults", "{\"max_channels\":257}", &out), -1);
+    ck_assert_int_eq(fake_post_json(&fake, "/_fake/faults", "{\"max_channels\":3}", &out), 0);
+    ck_assert_int_eq(jint(out, "max_channels"), 3);
+    json_object_put(out);
+    create("C1");
+    expect("POST", ADD_CHANNEL, FAKE_BODY_MULTIPART,
+           FIELDS("brand_id", "1", "primary_id", "C1", "extra_email", "a@b.nl"), 200, NULL);
+    expect("POST", ADD_CHANNEL, FAKE_BODY_MULTIPART,
+           FIELDS("brand_id", "1", "primary_id", "C1", "extra_email", "c@d.nl", "extra_telephone",
+                  "+31612345678", "extra_twitter", "ann_s"),
+           400, "too many channels");
+    expect("POST", ADD_CHANNEL, FAKE_BODY_MULTIPART,
+           FIELDS("brand_id", "1", "primary_id", "C1", "extra_email", "c@d.nl", "extra_telephone",
+                  "+31612345678"),
+           200, NULL);
+    ck_assert_int_eq(fake_find_customer(&fake, 1, "C1", &c), 0);
+    ck_assert_uint_eq(json_object_array_length(jget(c, "channels")), 3);
+    json_object_put(c);
+}
+END_TEST
+
 START_TEST(test_purge_by_id)
 {
     char path[64];
@@ -1606,6 +1633,7 @@ static Suite *fake_suite(void)
     tcase_add_test(endpoints, test_duplicate_create);
     tcase_add_test(endpoints, test_update_customer);
     tcase_add_test(endpoints, test_add_channel);
+    tcase_add_test(endpoints, test_add_channel_cap);
     tcase_add_test(endpoints, test_purge_by_id);
     tcase_add_test(endpoints, test_purge_legacy);
     tcase_add_test(endpoints, test_search_shapes);
