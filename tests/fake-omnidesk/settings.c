@@ -6,6 +6,7 @@
 #include "endpoint.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,16 +61,17 @@ static int get_probability(struct json_object *value, double *out)
     return 0;
 }
 
-static int get_delay(struct json_object *value, long *out)
+/* A JSON integer in [min, max]. */
+static int get_integer(struct json_object *value, int64_t min, int64_t max, int64_t *out)
 {
-    int64_t ms;
+    int64_t n;
 
     if (!json_object_is_type(value, json_type_int))
         return -1;
-    ms = json_object_get_int64(value);
-    if (ms < 0 || ms > MAX_DELAY_MS)
+    n = json_object_get_int64(value);
+    if (n < min || n > max)
         return -1;
-    *out = (long)ms;
+    *out = n;
     return 0;
 }
 
@@ -118,6 +120,7 @@ static int get_paths(struct json_object *value, unsigned *out)
 static int merge_key(struct settings *s, const char *key, struct json_object *value, char *err,
                      size_t err_size)
 {
+    int64_t n;
     struct {
         const char *name;
         double *field;
@@ -149,8 +152,9 @@ static int merge_key(struct settings *s, const char *key, struct json_object *va
     }
     for (size_t i = 0; i < sizeof(delays) / sizeof(delays[0]); i++) {
         if (strcmp(key, delays[i].name) == 0) {
-            if (get_delay(value, delays[i].field) != 0)
+            if (get_integer(value, 0, MAX_DELAY_MS, &n) != 0)
                 goto bad;
+            *delays[i].field = (long)n;
             return 0;
         }
     }
@@ -234,18 +238,13 @@ static int merge_key(struct settings *s, const char *key, struct json_object *va
         goto bad;
     }
     if (strcmp(key, "index_fault_from") == 0) {
-        if (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) < 0)
+        if (get_integer(value, 0, INT64_MAX, &n) != 0)
             goto bad;
-        s->index_fault_from = json_object_get_int64(value);
+        s->index_fault_from = n;
         return 0;
     }
     if (strcmp(key, "max_channels") == 0) {
-        int64_t n;
-
-        if (!json_object_is_type(value, json_type_int))
-            goto bad;
-        n = json_object_get_int64(value);
-        if (n < 1 || n > SETTINGS_CHANNELS_MAX)
+        if (get_integer(value, 1, SETTINGS_CHANNELS_MAX, &n) != 0)
             goto bad;
         s->max_channels = (long)n;
         return 0;
