@@ -59,6 +59,28 @@ BEGIN
     END LOOP;
 END $$;
 
+-- A pending table of its own, the other half of a HOT done update: the claim would walk it
+-- instead of the outbox's partial index on status, so each row would also get an insert into it
+-- at the move and a delete from it at done. Both, for every row, BATCH rows a transaction.
+CREATE TABLE bench_due (id bigint PRIMARY KEY);
+CREATE PROCEDURE bench_due(n int) LANGUAGE plpgsql AS $$
+DECLARE lo bigint; hi bigint; at bigint;
+BEGIN
+    SELECT min(id), max(id) INTO lo, hi FROM omnisync.outbox;
+    at := lo;
+    WHILE at <= hi LOOP
+        INSERT INTO bench_due SELECT generate_series(at, at + n - 1);
+        COMMIT;
+        at := at + n;
+    END LOOP;
+    at := lo;
+    WHILE at <= hi LOOP
+        DELETE FROM bench_due WHERE id = ANY (ARRAY(SELECT generate_series(at, at + n - 1)));
+        COMMIT;
+        at := at + n;
+    END LOOP;
+END $$;
+
 -- The attempt.
 CREATE PROCEDURE bench_attempt(n int) LANGUAGE plpgsql AS $$
 DECLARE lo bigint; hi bigint;
