@@ -68,7 +68,6 @@ static void *waker_main(void *arg)
             next_watch = now + WATCH_INTERVAL_NS;
         if (watching && next_watch < next)
             next = next_watch;
-        waker->sleeping_until = next;
         if (next == WAKER_NEVER) {
             pthread_cond_wait(&waker->cond, &waker->lock);
         } else {
@@ -77,7 +76,6 @@ static void *waker_main(void *arg)
 
             pthread_cond_timedwait(&waker->cond, &waker->lock, &ts);
         }
-        waker->sleeping_until = 0;
     }
     pthread_mutex_unlock(&waker->lock);
     return NULL;
@@ -131,11 +129,7 @@ int waker_suspend(struct waker *waker, struct MHD_Connection *connection, uint64
     MHD_suspend_connection(connection);
     waker->entries[waker->count++] = (struct waker_entry){
         .due_ns = due_ns, .connection = connection, .watch_fd = watch_fd, .gone = gone};
-    /* A watched socket is first looked at within WATCH_INTERVAL_NS. */
-    if (watch_fd >= 0 && clock_mono_ns() + WATCH_INTERVAL_NS < due_ns)
-        due_ns = clock_mono_ns() + WATCH_INTERVAL_NS;
-    if (due_ns < waker->sleeping_until)
-        pthread_cond_signal(&waker->cond);
+    pthread_cond_signal(&waker->cond);
     rc = 0;
 out:
     pthread_mutex_unlock(&waker->lock);

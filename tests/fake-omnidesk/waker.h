@@ -34,12 +34,6 @@ struct waker {
     struct waker_entry *entries;
     size_t count;
     size_t cap;
-    /* When the thread's wait ends by itself (WAKER_NEVER: it waits for a signal); 0 until it
-       first waits. A new entry signals the thread only if it must wake sooner: with one latency
-       for every request a new entry is never the next due, and waking the thread for each one
-       took the fake from 1.1 - 1.3 to 1.7 - 2.5 context switches a request (wrk, 64
-       connections, 5 ms latency; bench/README.md, "The one cell under 0.9"). */
-    uint64_t sleeping_until;
     bool stopping;
     pthread_t thread;
 };
