@@ -58,8 +58,9 @@ static void assert_claim(const char *process, int limit, int per_customer, int s
              limit, process, per_customer, scan);
     char *got = pgrig_query_text(sc.conn, sql);
     ck_assert_ptr_nonnull(got);
-    ck_assert_msg(strcmp(got, want) == 0, "claim by %s (limit %d, scan %d): got \"%s\", want \"%s\"",
-                  process, limit, scan, got, want);
+    ck_assert_msg(strcmp(got, want) == 0,
+                  "claim by %s (limit %d, scan %d): got \"%s\", want \"%s\"", process, limit, scan,
+                  got, want);
     free(got);
 }
 
