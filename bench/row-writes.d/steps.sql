@@ -167,3 +167,30 @@ BEGIN
         COMMIT;
     END LOOP;
 END $$;
+
+-- The same claims with each batch marked done only lag claims later, so that every walk first
+-- passes the rows this process still holds, leased and pending, as the daemon's claims do: at
+-- 64 slots it claims again while it holds about 114 customers (dispatcher.c, "Claim
+-- scheduling").
+CREATE PROCEDURE bench_claim_held(n int, lag int) LANGUAGE plpgsql AS $$
+DECLARE ids bigint[]; held bigint[] := '{}'; sizes integer[] := '{}';
+BEGIN
+    LOOP
+        SELECT array_agg(c.id) INTO ids
+        FROM omnisync.claim_batch(n, 3600000, 'p1', 256, ARRAY['crm'], 10000, 0) c
+        WHERE c.id IS NOT NULL;
+        EXIT WHEN ids IS NULL;
+        held := held || ids;
+        sizes := sizes || cardinality(ids);
+        IF cardinality(sizes) > lag THEN
+            CALL bench_set_done(held[1:sizes[1]]);
+            held := held[sizes[1] + 1:];
+            sizes := sizes[2:];
+        END IF;
+        COMMIT;
+    END LOOP;
+    IF cardinality(held) > 0 THEN
+        CALL bench_set_done(held);
+    END IF;
+    COMMIT;
+END $$;
