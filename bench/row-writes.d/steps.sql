@@ -155,24 +155,10 @@ END $$;
 -- DELIVERY_MAX_ROWS, scan 10,000, no move), each batch then marked done (bench_set_done()), so
 -- that the walk meets only the rows still due, as in the daemon: its lease with its walk, its
 -- per-row checks and its rows as text. Only the transfer of those rows to a client is missing.
-CREATE PROCEDURE bench_claim(n int) LANGUAGE plpgsql AS $$
-DECLARE ids bigint[];
-BEGIN
-    LOOP
-        SELECT array_agg(c.id) INTO ids
-        FROM omnisync.claim_batch(n, 3600000, 'p1', 256, ARRAY['crm'], 10000, 0) c
-        WHERE c.id IS NOT NULL;
-        EXIT WHEN ids IS NULL;
-        CALL bench_set_done(ids);
-        COMMIT;
-    END LOOP;
-END $$;
-
--- The same claims with each batch marked done only lag claims later, so that every walk first
--- passes the rows this process still holds, leased and pending, as the daemon's claims do: at
--- 64 slots it claims again while it holds about 114 customers (dispatcher.c, "Claim
--- scheduling").
-CREATE PROCEDURE bench_claim_held(n int, lag int) LANGUAGE plpgsql AS $$
+-- With lag > 0 each batch is marked done only lag claims later, so that every walk first passes
+-- the rows this process still holds, leased and pending, as the daemon's claims do: at 64 slots
+-- it claims again while it holds about 114 customers (dispatcher.c, "Claim scheduling").
+CREATE PROCEDURE bench_claim(n int, lag int) LANGUAGE plpgsql AS $$
 DECLARE ids bigint[]; held bigint[] := '{}'; sizes integer[] := '{}';
 BEGIN
     LOOP
